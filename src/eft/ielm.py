@@ -1,0 +1,1019 @@
+"""Iterative Extreme Learning Machine head (paper Appendix A-B, Eq. 1-9).
+
+The module has three layers, in the manner of scikit-learn's ridge module:
+
+* pure functions on tensors: :func:`random_hidden_layer`, :func:`hidden_layer`,
+  :func:`accumulate_statistics`, :func:`solve_output_weights`;
+* :class:`IELMClassifier`, a scikit-learn classifier built on them, that fits in memory
+  (:meth:`~IELMClassifier.fit`), by chunks (:meth:`~IELMClassifier.partial_fit`) or from a
+  re-iterable stream of batches (:meth:`~IELMClassifier.fit_batches`);
+* :func:`sweep`, which scores a grid of ``n_hidden`` x ``C`` from one pass over the data.
+
+Notes
+-----
+Rows are samples here (``X`` is ``n x d``), the transpose of the paper's column convention.
+With input weights ``W`` (nh x d), bias ``b`` and activation ``g``, the hidden layer is
+``H = g(X W^T + b)`` (Eq. 1). Targets ``T`` are one-hot rows in {0, 1}. The ridge ELM of
+Huang et al. (2012) (Eq. 4-5) is::
+
+    U = Lambda (I/C + Gamma)^-1,   Lambda = T^T H = sum_s t_s h_s^T   (Eq. 6)
+                                   Gamma  = H^T H = sum_s h_s h_s^T   (Eq. 7)
+
+Both statistics are sums over samples, so they stream in bounded memory, add across
+processes with an all-reduce, and are accumulated in float64 whatever the feature dtype.
+``I/C + Gamma`` is symmetric positive definite for ``C > 0``; we solve
+``(I/C + Gamma) U^T = Lambda^T`` with a Cholesky factorisation (nh^3/3 flops) and never form an
+inverse. When rounding makes the matrix indefinite (huge ``C``, duplicated hidden units) we fall
+back to a symmetric eigen-solve that drops directions with non-positive eigenvalues.
+
+Iterations (Appendix B, Eq. 8-9): after a solve, the training samples the model still gets
+wrong are added once more, ``Lambda += T_w^T H_w`` and ``Gamma += H_w^T H_w``, and the head is
+re-solved. Each iteration costs one pass over the training data. We stop when the training score
+of a new solve does not improve on the previous one, and keep the better solve.
+
+Sample and class weights multiply each sample's contribution (weighted ELM: rows of ``H`` and
+``T`` scaled by ``sqrt(w)``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import DataConversionWarning
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+__all__ = [
+    "ACTIVATIONS",
+    "IELMClassifier",
+    "SweepResult",
+    "accumulate_statistics",
+    "hidden_layer",
+    "random_hidden_layer",
+    "solve_output_weights",
+    "sweep",
+]
+
+HEAD_FORMAT = "eft-ielm-head"
+HEAD_FORMAT_VERSION = 1
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    # The authors' head: an untrained PReLU, i.e. a leaky ReLU with slope 0.5.
+    "leaky_relu": lambda x: F.leaky_relu(x, 0.5),
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "gelu": F.gelu,
+    "identity": lambda x: x,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions
+# ----------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` (or None) means CUDA when available, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def random_hidden_layer(
+    n_hidden: int, n_features: int, random_state: int | np.random.RandomState | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the random input weights ``W`` (nh x d) and bias ``b`` (nh) of Eq. 1.
+
+    ``W`` has orthonormal rows when ``nh <= d`` and orthonormal columns otherwise (QR of a
+    Gaussian matrix with the signs fixed by ``diag(R)``, so the draw is unique for a seed). As in
+    the authors' head, ``b`` is uniform on [0, 1) scaled to unit norm.
+    """
+    rng = check_random_state(random_state)
+    tall = rng.standard_normal((max(n_hidden, n_features), min(n_hidden, n_features)))
+    q, r = np.linalg.qr(tall)
+    q *= np.where(np.diag(r) < 0, -1.0, 1.0)
+    weights = q.T if n_hidden <= n_features else q
+    bias = rng.uniform(0.0, 1.0, size=n_hidden)
+    bias /= max(np.linalg.norm(bias), np.finfo(np.float64).tiny)
+    return np.ascontiguousarray(weights), bias
+
+
+def hidden_layer(
+    X: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, activation: str
+) -> torch.Tensor:
+    """Eq. 1: ``H = g(X W^T + b)``, in the dtype of ``weights``."""
+    X = X.to(weights.dtype)
+    return ACTIVATIONS[activation](torch.addmm(bias, X, weights.T))
+
+
+def accumulate_statistics(
+    H: torch.Tensor,
+    T: torch.Tensor,
+    gamma: torch.Tensor,
+    lambda_: torch.Tensor,
+    sample_weight: torch.Tensor | None = None,
+) -> None:
+    """Add one batch to ``Lambda`` (Eq. 6) and ``Gamma`` (Eq. 7) in place, in their dtype."""
+    H = H.to(gamma.dtype)
+    T = T.to(gamma.dtype)
+    if sample_weight is not None:
+        root = sample_weight.to(gamma.dtype).sqrt().unsqueeze(1)
+        H = H * root
+        T = T * root
+    gamma.addmm_(H.T, H)
+    lambda_.addmm_(T.T, H)
+
+
+def solve_output_weights(
+    gamma: torch.Tensor, lambda_: torch.Tensor, C: float, warn: bool = True
+) -> torch.Tensor:
+    """Eq. 5: ``U = Lambda (I/C + Gamma)^-1`` by Cholesky, eigen-solve as fall-back.
+
+    Returns ``U`` with shape (n_outputs, nh) in the dtype of ``gamma``.
+    """
+    system = gamma.clone()
+    system.diagonal().add_(1.0 / C)
+    factor, info = torch.linalg.cholesky_ex(system)
+    if int(info) == 0:
+        diag = factor.diagonal()
+        if warn and float(diag.max() / diag.min()) ** 2 > 1e13:
+            warnings.warn(
+                f"I-ELM system is ill-conditioned (condition number >~ "
+                f"{float(diag.max() / diag.min()) ** 2:.1e}); lower C for a more stable head.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return torch.cholesky_solve(lambda_.T, factor).T
+    return _eigen_solve(system, lambda_, warn)
+
+
+def _eigen_solve(system: torch.Tensor, lambda_: torch.Tensor, warn: bool) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(system)
+    cutoff = values.abs().max() * system.shape[0] * torch.finfo(system.dtype).eps
+    keep = values > cutoff
+    if warn:
+        warnings.warn(
+            f"I-ELM system (I/C + Gamma) is not numerically positive definite; solved by an "
+            f"eigen-decomposition keeping {int(keep.sum())} of {len(values)} directions. "
+            f"Lower C or n_hidden.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    inverse_values = torch.where(keep, 1.0 / values.clamp_min(cutoff), torch.zeros_like(values))
+    return ((lambda_ @ vectors) * inverse_values) @ vectors.T
+
+
+# ----------------------------------------------------------------------------------------------
+# The estimator
+# ----------------------------------------------------------------------------------------------
+
+
+def _to_numpy(a: Any) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+class IELMClassifier(ClassifierMixin, BaseEstimator):
+    """Iterative Extreme Learning Machine classifier (paper Appendix A-B).
+
+    Parameters
+    ----------
+    n_hidden : int, default=1000
+        Number of hidden nodes ``nh``.
+    C : float, default=1.0
+        Inverse ridge strength of Eq. 4-5; larger ``C`` means less regularisation.
+    activation : {"leaky_relu", "relu", "sigmoid", "tanh", "gelu", "identity"}
+        Activation ``g`` of Eq. 1; ``leaky_relu`` has slope 0.5, as the authors' head.
+    n_iter : int, default=1
+        Number of solves. Values above 1 run the misclassified-sample updates of Eq. 8-9, one
+        pass over the training data each, stopping early when the training score stops rising.
+    class_weight : None, "balanced" or dict
+        Per-class weights (weighted ELM). "balanced" uses ``n / (n_classes * count)``; it needs
+        all labels up front, so it is refused by :meth:`partial_fit` (pass a dict instead).
+    standardize : bool, default=False
+        Centre and scale features before the projection. :meth:`fit` uses the whole ``X``;
+        :meth:`partial_fit` and :meth:`fit_batches` use the first batch.
+    batch_size : int, default=4096
+        Rows projected at once; bounds the memory of :meth:`fit` and of predictions.
+    device : str, default="cpu"
+        Where the statistics live and the solve runs: "cpu", "cuda", "cuda:1" or "auto".
+    random_state : int, RandomState or None
+        Seed for ``W`` and ``b``.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Class labels (for multi-label ``y``, the label column indices).
+    input_weights_ : torch.Tensor (nh, d)
+    bias_ : torch.Tensor (nh,)
+    output_weights_ : torch.Tensor (n_outputs, nh), float64
+    gamma_ : torch.Tensor (nh, nh), float64
+    lambda_ : torch.Tensor (n_outputs, nh), float64
+    n_samples_seen_ : int
+    n_features_in_ : int
+    n_iter_ : int
+        Solves kept (1 unless ``n_iter > 1``).
+    train_scores_ : list of float
+        Training accuracy of each evaluated solve (only when ``n_iter > 1``).
+    mean_, scale_ : torch.Tensor or None
+        Feature standardisation, when ``standardize=True``.
+
+    Fitted tensors live on ``device``; call ``.cpu().numpy()`` for numpy copies.
+    """
+
+    def __init__(
+        self,
+        n_hidden: int = 1000,
+        C: float = 1.0,
+        activation: str = "leaky_relu",
+        n_iter: int = 1,
+        class_weight: None | str | dict = None,
+        standardize: bool = False,
+        batch_size: int = 4096,
+        device: str = "cpu",
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
+        self.n_hidden = n_hidden
+        self.C = C
+        self.activation = activation
+        self.n_iter = n_iter
+        self.class_weight = class_weight
+        self.standardize = standardize
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+
+    # -- scikit-learn plumbing -----------------------------------------------------------------
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        tags.input_tags.allow_nan = False
+        return tags
+
+    def _check_params(self) -> None:
+        if not isinstance(self.n_hidden, (int, np.integer)) or self.n_hidden < 1:
+            raise ValueError(f"n_hidden must be an integer >= 1, got {self.n_hidden!r}.")
+        if not isinstance(self.C, (int, float, np.number)) or not (0 < self.C < math.inf):
+            raise ValueError(f"C must be a finite number > 0, got {self.C!r}.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}."
+            )
+        if not isinstance(self.n_iter, (int, np.integer)) or self.n_iter < 1:
+            raise ValueError(f"n_iter must be an integer >= 1, got {self.n_iter!r}.")
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}.")
+        if not (
+            self.class_weight is None
+            or self.class_weight == "balanced"
+            or isinstance(self.class_weight, dict)
+        ):
+            raise ValueError(
+                f"class_weight must be None, 'balanced' or a dict, got {self.class_weight!r}."
+            )
+
+    def _device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    # -- input checks ---------------------------------------------------------------------------
+
+    def _check_X(self, X: Any, reset: bool) -> torch.Tensor:
+        """Validate features; returns a tensor on CPU (numpy input) or on its own device."""
+        if isinstance(X, torch.Tensor):
+            if X.ndim != 2:
+                raise ValueError(
+                    f"Expected a 2-D array of features (n_samples, n_features), got shape "
+                    f"{tuple(X.shape)}."
+                )
+            if not X.is_floating_point():
+                X = X.float()
+            if X.shape[0] == 0:
+                raise ValueError("Found array with 0 sample(s); at least 1 is required.")
+            if not bool(torch.isfinite(X).all()):
+                raise ValueError(
+                    "Input X contains NaN or infinity. Check the feature extractor (fp16 "
+                    "overflow?) or drop those rows."
+                )
+            n_features = X.shape[1]
+            if reset:
+                self.n_features_in_ = n_features
+            elif n_features != self.n_features_in_:
+                raise ValueError(
+                    f"X has {n_features} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input."
+                )
+            return X
+        X = validate_data(
+            self,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32, np.float16],
+            ensure_all_finite=True,
+        )
+        return torch.from_numpy(np.array(X, copy=True))
+
+    def _check_y(self, y: Any) -> np.ndarray:
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
+        y = _to_numpy(y)
+        y = check_array(y, ensure_2d=False, dtype=None, ensure_all_finite=True)
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected. Please change the "
+                "shape of y to (n_samples,), for example using ravel().",
+                DataConversionWarning,
+                stacklevel=3,
+            )
+            y = y.ravel()
+        if y.ndim == 2:
+            if not np.isin(y, (0, 1)).all():
+                raise ValueError(
+                    "A 2-D y is read as a multi-label indicator matrix and must hold only 0 and 1."
+                )
+        elif y.ndim != 1:
+            raise ValueError(f"y must be 1-D labels or a 2-D 0/1 indicator, got shape {y.shape}.")
+        check_classification_targets(y)
+        return y
+
+    def _targets(self, y: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """One-hot (or indicator) targets T and the class index of every sample."""
+        if self._multilabel:
+            if y.ndim != 2 or y.shape[1] != len(self.classes_):
+                raise ValueError(
+                    f"This model was fitted on {len(self.classes_)} labels (multi-label); "
+                    f"got y of shape {y.shape}."
+                )
+            return torch.from_numpy(y.astype(np.float64)), np.zeros(len(y), dtype=np.int64)
+        if y.ndim != 1:
+            raise ValueError("This model was fitted on 1-D labels; got a 2-D y.")
+        unknown = np.setdiff1d(y, self.classes_)
+        if unknown.size:
+            raise ValueError(
+                f"y contains labels unknown to the model: {unknown.tolist()[:10]}; known "
+                f"classes are {self.classes_.tolist()[:20]}. Pass every class in `classes` "
+                f"on the first call of partial_fit."
+            )
+        index = np.searchsorted(self.classes_, y)
+        T = torch.zeros((len(y), len(self.classes_)), dtype=torch.float64)
+        T[torch.arange(len(y)), torch.from_numpy(index)] = 1.0
+        return T, index
+
+    def _sample_weights(
+        self, index: np.ndarray, sample_weight: Any, y: np.ndarray
+    ) -> torch.Tensor | None:
+        weights = None
+        if self.class_weight is not None and not self._multilabel:
+            if self.class_weight == "balanced":
+                counts = np.bincount(index, minlength=len(self.classes_)).astype(np.float64)
+                per_class = np.where(counts > 0, len(y) / (len(self.classes_) * counts), 0.0)
+            else:
+                per_class = np.array([float(self.class_weight.get(c, 1.0)) for c in self.classes_])
+            weights = per_class[index]
+        if sample_weight is not None:
+            sample_weight = np.asarray(_to_numpy(sample_weight), dtype=np.float64).reshape(-1)
+            if sample_weight.shape[0] != len(y):
+                raise ValueError(
+                    f"sample_weight has {sample_weight.shape[0]} entries for {len(y)} samples."
+                )
+            if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
+                raise ValueError("sample_weight must be finite and non-negative.")
+            if len(y) and not sample_weight.any():
+                raise ValueError("Sample weights are all zero; at least one must be positive.")
+            weights = sample_weight if weights is None else weights * sample_weight
+        return None if weights is None else torch.from_numpy(np.asarray(weights, np.float64))
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def _start(self, n_features: int, X_first: torch.Tensor | None) -> None:
+        """Draw the random layer and zero the statistics."""
+        device = self._device()
+        weights, bias = random_hidden_layer(self.n_hidden, n_features, self.random_state)
+        # Project in float64 when the features are float64, else in float32.
+        dtype = torch.float64 if X_first is not None and X_first.dtype == torch.float64 else (
+            torch.float32
+        )
+        self.input_weights_ = torch.from_numpy(weights).to(device=device, dtype=dtype)
+        self.bias_ = torch.from_numpy(bias).to(device=device, dtype=dtype)
+        self.mean_ = self.scale_ = None
+        if self.standardize and X_first is not None:
+            Xd = X_first.to(device=device, dtype=torch.float64)
+            self.mean_ = Xd.mean(0).to(dtype)
+            std = Xd.std(0, unbiased=False) if len(Xd) > 1 else torch.ones_like(Xd[0])
+            self.scale_ = torch.where(std > 0, std, torch.ones_like(std)).to(dtype)
+        n_outputs = len(self.classes_)
+        self.gamma_ = torch.zeros((self.n_hidden, self.n_hidden), dtype=torch.float64, device=device)
+        self.lambda_ = torch.zeros((n_outputs, self.n_hidden), dtype=torch.float64, device=device)
+        self.n_samples_seen_ = 0
+        self.n_iter_ = 0
+        self.train_scores_ = []
+        self._needs_solve = True
+
+    def _hidden(self, X: torch.Tensor) -> torch.Tensor:
+        X = X.to(device=self.input_weights_.device, dtype=self.input_weights_.dtype)
+        if self.mean_ is not None:
+            X = (X - self.mean_) / self.scale_
+        return hidden_layer(X, self.input_weights_, self.bias_, self.activation)
+
+    def _chunks(
+        self, X: torch.Tensor, *others: torch.Tensor | None
+    ) -> Iterator[tuple[torch.Tensor | None, ...]]:
+        for start in range(0, X.shape[0], self.batch_size):
+            stop = start + self.batch_size
+            yield (X[start:stop], *(o if o is None else o[start:stop] for o in others))
+
+    def _accumulate(self, X: torch.Tensor, T: torch.Tensor, w: torch.Tensor | None) -> None:
+        device = self.gamma_.device
+        for Xc, Tc, wc in self._chunks(X, T, w):
+            H = self._hidden(Xc)
+            accumulate_statistics(
+                H, Tc.to(device), self.gamma_, self.lambda_, None if wc is None else wc.to(device)
+            )
+        self.n_samples_seen_ += int(X.shape[0])
+        self._needs_solve = True
+
+    def _solve(self) -> None:
+        self.output_weights_ = solve_output_weights(self.gamma_, self.lambda_, float(self.C))
+        self._needs_solve = False
+
+    def _ensure_solved(self) -> None:
+        check_is_fitted(self, "gamma_")
+        if getattr(self, "_needs_solve", False) or not hasattr(self, "output_weights_"):
+            self._solve()
+            self.n_iter_ = max(self.n_iter_, 1)
+
+    # -- fitting --------------------------------------------------------------------------------
+
+    def _set_classes(self, y: np.ndarray, classes: Any = None) -> None:
+        self._multilabel = y.ndim == 2
+        if self._multilabel:
+            self.classes_ = np.arange(y.shape[1])
+            return
+        self.classes_ = np.unique(_to_numpy(classes) if classes is not None else y)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes; got only one class "
+                f"({self.classes_.tolist()}). Classifier can't train when only one class is "
+                f"present."
+            )
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> IELMClassifier:
+        """Fit on in-memory features ``X`` (n, d) and labels ``y`` (n,) or indicators (n, L)."""
+        self._check_params()
+        Xt = self._check_X(X, reset=True)
+        y = self._check_y(y)
+        if len(y) != Xt.shape[0]:
+            raise ValueError(f"X has {Xt.shape[0]} samples but y has {len(y)}.")
+        self._set_classes(y)
+        T, index = self._targets(y)
+        w = self._sample_weights(index, sample_weight, y)
+        if w is not None and not self._multilabel:
+            mass = np.bincount(index, weights=w.numpy(), minlength=len(self.classes_))
+            if (mass > 0).sum() < 2:
+                raise ValueError(
+                    "After sample_weight and class_weight, fewer than 2 classes have positive "
+                    "weight; a classifier needs at least 2 classes."
+                )
+        self._start(Xt.shape[1], Xt)
+        self._accumulate(Xt, T, w)
+        self._solve()
+        self.n_iter_ = 1
+        if self.n_iter > 1:
+            self._iterate(lambda: iter([(Xt, T, w)]), all_reduce=False)
+        return self
+
+    def partial_fit(
+        self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None
+    ) -> IELMClassifier:
+        """Add a chunk to ``Lambda`` and ``Gamma``; the solve runs lazily before predicting.
+
+        ``classes`` (every label that will ever be seen) is required on the first call, as in
+        scikit-learn, unless ``y`` is a 2-D multi-label indicator. Invalid input raises and
+        leaves the model unchanged.
+        """
+        first = not hasattr(self, "gamma_")
+        if first:
+            self._check_params()
+            if self.class_weight == "balanced":
+                raise ValueError(
+                    "class_weight='balanced' needs all labels up front and is not supported by "
+                    "partial_fit; pass a dict (sklearn.utils.class_weight.compute_class_weight)."
+                )
+        Xt = self._check_X(X, reset=first)
+        y = self._check_y(y)
+        if len(y) != Xt.shape[0]:
+            raise ValueError(f"X has {Xt.shape[0]} samples but y has {len(y)}.")
+        if first:
+            if classes is None and y.ndim == 1:
+                raise ValueError(
+                    "classes must be passed on the first call to partial_fit (every label that "
+                    "the stream will contain)."
+                )
+            self._set_classes(y, classes)
+        T, index = self._targets(y)  # raises on unknown labels before anything changes
+        w = self._sample_weights(index, sample_weight, y)
+        if first:
+            self._start(Xt.shape[1], Xt)
+        self._accumulate(Xt, T, w)
+        return self
+
+    def fit_batches(
+        self,
+        batches: Iterable[tuple[Any, Any]] | Callable[[], Iterable[tuple[Any, Any]]],
+        classes: Any = None,
+        all_reduce: bool = False,
+    ) -> IELMClassifier:
+        """Fit from a stream of ``(X, y)`` batches, in memory bounded by one batch.
+
+        ``batches`` is a re-iterable (list, DataLoader) or a function returning a fresh
+        iterator; ``n_iter > 1`` makes one extra pass per iteration. ``classes`` lists every
+        label; without it, every label must occur in the stream and is discovered as it goes.
+        With ``all_reduce=True`` (inside ``torch.distributed``), every rank passes its shard and
+        the statistics are summed across ranks, giving exactly the single-process head.
+        """
+        self._check_params()
+        if self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' needs all labels up front; pass a dict computed from "
+                "the labels (sklearn.utils.class_weight.compute_class_weight)."
+            )
+        if all_reduce and classes is None:
+            raise ValueError("all_reduce=True needs `classes`, so that every rank agrees on them.")
+        make_iter = _pass_factory(batches, self.n_iter)
+        self._accumulate_stream(make_iter(), classes, all_reduce)
+        self._solve()
+        self.n_iter_ = 1
+        if self.n_iter > 1:
+            self._iterate(lambda: self._encoded(make_iter()), all_reduce=all_reduce)
+        return self
+
+    def _accumulate_stream(
+        self, batches: Iterable[tuple[Any, Any]], classes: Any, all_reduce: bool
+    ) -> None:
+        """One pass: fresh random layer and statistics from every batch (no solve)."""
+        for attr in ("gamma_", "output_weights_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        for X, y in batches:
+            first = not hasattr(self, "gamma_")
+            Xt = self._check_X(X, reset=first)
+            y = self._check_y(y)
+            if first:
+                if classes is None and y.ndim == 1:
+                    self._multilabel = False
+                    self.classes_ = np.unique(y)
+                else:
+                    self._set_classes(y, classes)
+                self._start(Xt.shape[1], Xt)
+                if all_reduce:
+                    self._broadcast_random_layer()
+            if classes is None and not self._multilabel:
+                self._grow_classes(y)
+            T, index = self._targets(y)
+            self._accumulate(Xt, T, self._sample_weights(index, None, y))
+        if not hasattr(self, "gamma_"):
+            raise ValueError("fit_batches got no batches.")
+        if all_reduce:
+            self.all_reduce_statistics()
+        if len(self.classes_) < 2 and not self._multilabel:
+            raise ValueError(
+                f"Classifier can't train when only one class is present (saw only "
+                f"{self.classes_.tolist()}); a classifier needs at least 2 classes."
+            )
+
+    def _encoded(
+        self, batches: Iterable[tuple[Any, Any]]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        for X, y in batches:
+            Xt = self._check_X(X, reset=False)
+            y = self._check_y(y)
+            T, index = self._targets(y)
+            yield Xt, T, self._sample_weights(index, None, y)
+
+    def _grow_classes(self, y: np.ndarray) -> None:
+        """Add rows of Lambda for labels not seen before (their past targets were all 0)."""
+        new = np.setdiff1d(np.unique(y), self.classes_)
+        if not new.size:
+            return
+        merged = np.union1d(self.classes_, new)
+        grown = torch.zeros(
+            (len(merged), self.n_hidden), dtype=self.lambda_.dtype, device=self.lambda_.device
+        )
+        grown[torch.from_numpy(np.searchsorted(merged, self.classes_))] = self.lambda_
+        self.classes_, self.lambda_ = merged, grown
+
+    # -- iterations (Eq. 8-9) -------------------------------------------------------------------
+
+    def _iterate(
+        self,
+        make_batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]],
+        all_reduce: bool,
+    ) -> None:
+        """Re-solve with the misclassified samples added again (Appendix B, steps 4-8)."""
+        best = None
+        for solve in range(1, self.n_iter + 1):
+            last = solve == self.n_iter
+            d_gamma, d_lambda, correct, total = self._misclassified_statistics(
+                make_batches(), collect=not last
+            )
+            if all_reduce:
+                counts = torch.tensor([correct, total], dtype=torch.float64, device=d_gamma.device)
+                _all_reduce_sum(d_gamma, d_lambda, counts)
+                correct, total = float(counts[0]), float(counts[1])
+            score = correct / max(total, 1.0)
+            self.train_scores_.append(score)
+            if best is not None and score <= best[0]:
+                _, self.gamma_, self.lambda_, self.output_weights_ = best
+                self.n_iter_ = solve - 1
+                return
+            self.n_iter_ = solve
+            if last or correct == total:
+                return
+            best = (score, self.gamma_.clone(), self.lambda_.clone(), self.output_weights_)
+            self.gamma_ += d_gamma
+            self.lambda_ += d_lambda
+            self._solve()
+
+    def _misclassified_statistics(
+        self,
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+        collect: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+        d_gamma = torch.zeros_like(self.gamma_)
+        d_lambda = torch.zeros_like(self.lambda_)
+        correct = total = 0.0
+        U = self.output_weights_
+        for X, T, w in batches:
+            for Xc, Tc, wc in self._chunks(X, T, w):
+                H = self._hidden(Xc)
+                Tc = Tc.to(U.device)
+                scores = H.to(U.dtype) @ U.T
+                if self._multilabel:
+                    wrong = ((scores > 0.5) != (Tc > 0.5)).any(1)
+                else:
+                    wrong = scores.argmax(1) != Tc.argmax(1)
+                total += len(wrong)
+                correct += float((~wrong).sum())
+                if collect and bool(wrong.any()):
+                    accumulate_statistics(
+                        H[wrong],
+                        Tc[wrong],
+                        d_gamma,
+                        d_lambda,
+                        None if wc is None else wc.to(U.device)[wrong],
+                    )
+        return d_gamma, d_lambda, correct, total
+
+    # -- distributed ----------------------------------------------------------------------------
+
+    def all_reduce_statistics(self) -> IELMClassifier:
+        """Sum ``Gamma``, ``Lambda`` and the sample count over all ``torch.distributed`` ranks."""
+        count = torch.tensor([float(self.n_samples_seen_)], dtype=torch.float64,
+                             device=self.gamma_.device)
+        _all_reduce_sum(self.gamma_, self.lambda_, count)
+        self.n_samples_seen_ = int(count.item())
+        self._needs_solve = True
+        return self
+
+    def _broadcast_random_layer(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            for tensor in (self.input_weights_, self.bias_, self.mean_, self.scale_):
+                if tensor is not None:
+                    dist.broadcast(tensor, src=0)
+
+    # -- prediction -----------------------------------------------------------------------------
+
+    def _outputs(self, X: Any) -> torch.Tensor:
+        self._ensure_solved()
+        Xt = self._check_X(X, reset=False)
+        U = self.output_weights_.to(self.input_weights_.dtype)
+        parts = [self._hidden(Xc) @ U.T for (Xc,) in self._chunks(Xt)]
+        return torch.cat(parts).double()
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Raw outputs ``H U^T`` (n, n_outputs); for two classes, ``o_1 - o_0`` (n,)."""
+        outputs = self._outputs(X).cpu().numpy()
+        if len(self.classes_) == 2 and not self._multilabel:
+            return outputs[:, 1] - outputs[:, 0]
+        return outputs
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class of the largest output (multi-label: every output above 0.5)."""
+        outputs = self._outputs(X).cpu().numpy()
+        if self._multilabel:
+            return (outputs > 0.5).astype(np.int64)
+        return self.classes_[outputs.argmax(1)]
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Softmax of the outputs: same argmax as :meth:`predict`, not calibrated.
+
+        Multi-label: each output clipped into the open interval (0, 1). Wrap in ``CalibratedClassifierCV`` for
+        calibrated probabilities.
+        """
+        outputs = self._outputs(X)
+        if self._multilabel:
+            eps = 1e-7
+            return outputs.clamp(eps, 1.0 - eps).cpu().numpy()
+        return torch.softmax(outputs, dim=1).cpu().numpy()
+
+    # -- export and persistence -----------------------------------------------------------------
+
+    def to_module(self, dtype: torch.dtype = torch.float32) -> torch.nn.Sequential:
+        """The head as ``Linear(W, b) -> g -> Linear(U)`` (standardisation folded into W, b)."""
+        self._ensure_solved()
+        W = self.input_weights_.double()
+        b = self.bias_.double()
+        if self.mean_ is not None:
+            W = W / self.scale_.double()
+            b = b - W @ self.mean_.double()
+        hidden = torch.nn.Linear(W.shape[1], W.shape[0])
+        output = torch.nn.Linear(W.shape[0], self.output_weights_.shape[0], bias=False)
+        with torch.no_grad():
+            hidden.weight.copy_(W)
+            hidden.bias.copy_(b)
+            output.weight.copy_(self.output_weights_)
+        return torch.nn.Sequential(hidden, Activation(self.activation), output).to(
+            device=self.input_weights_.device, dtype=dtype
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write one safetensors file (tensors + JSON metadata), atomically; no pickle."""
+        self._ensure_solved()
+        tensors = {
+            "input_weights": self.input_weights_,
+            "bias": self.bias_,
+            "output_weights": self.output_weights_,
+            "gamma": self.gamma_,
+            "lambda": self.lambda_,
+        }
+        if self.mean_ is not None:
+            tensors.update(mean=self.mean_, scale=self.scale_)
+        params = self.get_params()
+        if not isinstance(params["random_state"], (int, type(None))):
+            params["random_state"] = None
+        metadata = {
+            "format": HEAD_FORMAT,
+            "format_version": HEAD_FORMAT_VERSION,
+            "params": params,
+            "classes": self.classes_.tolist(),
+            "classes_dtype": self.classes_.dtype.str,
+            "multilabel": bool(self._multilabel),
+            "n_features_in": int(self.n_features_in_),
+            "n_samples_seen": int(self.n_samples_seen_),
+            "n_iter": int(self.n_iter_),
+        }
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"eft": json.dumps(metadata, default=_json_default)})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> IELMClassifier:
+        """Read a head written by :meth:`save`; ``device`` overrides the saved one."""
+        from safetensors import safe_open
+
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No I-ELM head file at {path!r}.")
+        with safe_open(path, framework="pt") as handle:
+            raw = (handle.metadata() or {}).get("eft")
+        if raw is None:
+            raise ValueError(f"{path!r} is a safetensors file but not an eft I-ELM head.")
+        meta = json.loads(raw)
+        if meta.get("format") != HEAD_FORMAT or meta.get("format_version") != HEAD_FORMAT_VERSION:
+            raise ValueError(
+                f"{path!r} has head format {meta.get('format')!r} version "
+                f"{meta.get('format_version')!r}; this eft reads {HEAD_FORMAT!r} version "
+                f"{HEAD_FORMAT_VERSION}."
+            )
+        params = dict(meta["params"])
+        if device is not None:
+            params["device"] = device
+        if not torch.cuda.is_available() and str(params.get("device", "cpu")).startswith("cuda"):
+            params["device"] = "cpu"
+        model = cls(**params)
+        target = model._device()
+        tensors = {k: v.to(target) for k, v in load_file(path).items()}
+        model.input_weights_ = tensors["input_weights"]
+        model.bias_ = tensors["bias"]
+        model.output_weights_ = tensors["output_weights"]
+        model.gamma_ = tensors["gamma"]
+        model.lambda_ = tensors["lambda"]
+        model.mean_ = tensors.get("mean")
+        model.scale_ = tensors.get("scale")
+        model.classes_ = np.array(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+        model._multilabel = meta["multilabel"]
+        model.n_features_in_ = meta["n_features_in"]
+        model.n_samples_seen_ = meta["n_samples_seen"]
+        model.n_iter_ = meta["n_iter"]
+        model.train_scores_ = []
+        model._needs_solve = False
+        return model
+
+
+class Activation(torch.nn.Module):
+    """An activation of :data:`ACTIVATIONS` as a module (for export and TorchScript)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.name](x)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in JSON")
+
+
+def _all_reduce_sum(*tensors: torch.Tensor) -> None:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for tensor in tensors:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
+def _pass_factory(
+    batches: Iterable[Any] | Callable[[], Iterable[Any]], n_iter: int
+) -> Callable[[], Iterator[Any]]:
+    if callable(batches) and not hasattr(batches, "__iter__"):
+        return lambda: iter(batches())
+    if iter(batches) is batches and n_iter > 1:
+        raise TypeError(
+            "n_iter > 1 needs one pass over the data per iteration, but `batches` is a one-shot "
+            "iterator; pass a list, a DataLoader or a function returning a fresh iterator."
+        )
+    return lambda: iter(batches)
+
+
+# ----------------------------------------------------------------------------------------------
+# One-pass tuning of n_hidden and C
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    """Validation scores for every (n_hidden, C) and the best head, fitted."""
+
+    table: list[dict[str, float]]
+    best_params: dict[str, float]
+    best_estimator: IELMClassifier
+    scoring: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scoring": self.scoring,
+            "best_params": self.best_params,
+            "table": self.table,
+            "seconds": self.seconds,
+        }
+
+
+def sweep(
+    train_batches: Iterable[tuple[Any, Any]] | Callable[[], Iterable[tuple[Any, Any]]],
+    X_val: Any,
+    y_val: Any,
+    n_hidden: Sequence[int] = (250, 500, 1000, 2000),
+    C: Sequence[float] = (0.01, 0.1, 1.0, 10.0, 100.0),
+    *,
+    activation: str = "leaky_relu",
+    class_weight: dict | None = None,
+    standardize: bool = False,
+    classes: Any = None,
+    scoring: str = "accuracy",
+    device: str = "cpu",
+    random_state: int | np.random.RandomState | None = None,
+    all_reduce: bool = False,
+) -> SweepResult:
+    """Score every ``n_hidden`` x ``C`` on validation data from ONE pass over the training data.
+
+    Notes
+    -----
+    ``W`` and ``b`` are drawn once for the largest ``nh``; a smaller ``nh`` uses their leading
+    rows, so its ``Gamma`` and ``Lambda`` are the leading block and leading columns of the
+    largest ones. The leading block of a Cholesky factor is the factor of the leading block,
+    so ONE factorisation of ``I/C + Gamma`` per ``C`` (nh^3/3 flops) serves every ``nh`` with
+    two triangular solves each. Validation hidden units are computed once for the largest nh.
+    Scores: accuracy and weighted F1; ``scoring`` picks the best (ties: smaller nh, then smaller
+    C). The best estimator holds the leading blocks, with ``n_iter=1``.
+    """
+    import time
+
+    if scoring not in ("accuracy", "weighted_f1"):
+        raise ValueError(f"scoring must be 'accuracy' or 'weighted_f1', got {scoring!r}.")
+    sizes = sorted({int(n) for n in n_hidden})
+    strengths = sorted({float(c) for c in C})
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"n_hidden values must be integers >= 1, got {list(n_hidden)}.")
+    if not strengths or strengths[0] <= 0 or not math.isfinite(strengths[-1]):
+        raise ValueError(f"C values must be finite and > 0, got {list(C)}.")
+    clock = time.perf_counter()
+    full = IELMClassifier(
+        n_hidden=sizes[-1],
+        C=strengths[0],
+        activation=activation,
+        class_weight=class_weight,
+        standardize=standardize,
+        device=device,
+        random_state=random_state,
+    )
+    full._check_params()
+    full._accumulate_stream(_pass_factory(train_batches, 1)(), classes, all_reduce)
+    seconds = {"pass": time.perf_counter() - clock}
+
+    clock = time.perf_counter()
+    y_val = full._check_y(y_val)
+    H_val = torch.cat([full._hidden(Xc) for (Xc,) in full._chunks(full._check_X(X_val, False))])
+    H_val = H_val.to(torch.float64)
+    table: list[dict[str, float]] = []
+    solutions: dict[tuple[int, float], torch.Tensor] = {}
+    for c in strengths:
+        system = full.gamma_.clone()
+        system.diagonal().add_(1.0 / c)
+        factor, info = torch.linalg.cholesky_ex(system)
+        for nh in sizes:
+            lam = full.lambda_[:, :nh]
+            if int(info) == 0 or int(info) > nh:  # the leading nh block is positive definite
+                U = torch.cholesky_solve(lam.T, factor[:nh, :nh]).T
+            else:
+                U = _eigen_solve(system[:nh, :nh], lam, warn=False)
+            solutions[(nh, c)] = U
+            outputs = (H_val[:, :nh] @ U.T).cpu().numpy()
+            if full._multilabel:
+                predicted = (outputs > 0.5).astype(np.int64)
+            else:
+                predicted = full.classes_[outputs.argmax(1)]
+            table.append(
+                {
+                    "n_hidden": nh,
+                    "C": c,
+                    "accuracy": float(accuracy_score(y_val, predicted)),
+                    "weighted_f1": float(
+                        f1_score(y_val, predicted, average="weighted", zero_division=0)
+                    ),
+                }
+            )
+    best = max(table, key=lambda row: (row[scoring], -row["n_hidden"], -row["C"]))
+    nh, c = int(best["n_hidden"]), float(best["C"])
+    best_model = IELMClassifier(
+        n_hidden=nh,
+        C=c,
+        activation=activation,
+        class_weight=class_weight,
+        standardize=standardize,
+        device=device,
+        random_state=random_state,
+    )
+    for name in ("classes_", "_multilabel", "n_features_in_", "n_samples_seen_", "mean_", "scale_"):
+        setattr(best_model, name, getattr(full, name))
+    best_model.input_weights_ = full.input_weights_[:nh].clone()
+    best_model.bias_ = full.bias_[:nh].clone()
+    best_model.gamma_ = full.gamma_[:nh, :nh].clone()
+    best_model.lambda_ = full.lambda_[:, :nh].clone()
+    best_model.output_weights_ = solutions[(nh, c)]
+    best_model.n_iter_ = 1
+    best_model.train_scores_ = []
+    best_model._needs_solve = False
+    seconds["solve_and_score"] = time.perf_counter() - clock
+    return SweepResult(
+        table=table,
+        best_params={"n_hidden": nh, "C": c},
+        best_estimator=best_model,
+        scoring=scoring,
+        seconds=seconds,
+    )
