@@ -1,4 +1,4 @@
-"""Errors that mean "the user's input is wrong": the command line prints them in one line, exit 2."""
+"""Errors that mean "the input is wrong": the command line prints them in one line, exit 2."""
 
 
 class InputError(ValueError):

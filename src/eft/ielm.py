@@ -69,6 +69,8 @@ __all__ = [
 ]
 
 HEAD_FORMAT = "eft-ielm-head"
+# features, one-hot targets, sample weights
+EncodedBatch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 HEAD_FORMAT_VERSION = 1
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -150,14 +152,18 @@ def solve_output_weights(
     system.diagonal().add_(1.0 / C)
     factor, info = torch.linalg.cholesky_ex(system)
     if int(info) == 0:
-        diag = factor.diagonal()
-        if warn and float(diag.max() / diag.min()) ** 2 > 1e13:
-            warnings.warn(
-                f"I-ELM system is ill-conditioned (condition number >~ "
-                f"{float(diag.max() / diag.min()) ** 2:.1e}); lower C for a more stable head.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        if warn:
+            # A cheap lower bound of the condition number: lambda_max >= max(diag(A)) and
+            # >= ||A||_F / sqrt(nh); lambda_min <= the smallest Cholesky pivot diag(L)^2.
+            largest = max(float(system.diagonal().max()), float(system.norm()) / len(system) ** 0.5)
+            condition = largest / float(factor.diagonal().min()) ** 2
+            if condition > 1e12:
+                warnings.warn(
+                    f"I-ELM system (I/C + Gamma) is ill-conditioned (condition number >= "
+                    f"{condition:.1e}); the head may be inaccurate. Lower C or n_hidden.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         return torch.cholesky_solve(lambda_.T, factor).T
     return _eigen_solve(system, lambda_, warn)
 
@@ -408,8 +414,10 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         device = self._device()
         weights, bias = random_hidden_layer(self.n_hidden, n_features, self.random_state)
         # Project in float64 when the features are float64, else in float32.
-        dtype = torch.float64 if X_first is not None and X_first.dtype == torch.float64 else (
-            torch.float32
+        dtype = (
+            torch.float64
+            if X_first is not None and X_first.dtype == torch.float64
+            else (torch.float32)
         )
         self.input_weights_ = torch.from_numpy(weights).to(device=device, dtype=dtype)
         self.bias_ = torch.from_numpy(bias).to(device=device, dtype=dtype)
@@ -420,7 +428,9 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
             std = Xd.std(0, unbiased=False) if len(Xd) > 1 else torch.ones_like(Xd[0])
             self.scale_ = torch.where(std > 0, std, torch.ones_like(std)).to(dtype)
         n_outputs = len(self.classes_)
-        self.gamma_ = torch.zeros((self.n_hidden, self.n_hidden), dtype=torch.float64, device=device)
+        self.gamma_ = torch.zeros(
+            (self.n_hidden, self.n_hidden), dtype=torch.float64, device=device
+        )
         self.lambda_ = torch.zeros((n_outputs, self.n_hidden), dtype=torch.float64, device=device)
         self.n_samples_seen_ = 0
         self.n_iter_ = 0
@@ -624,7 +634,9 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
 
     def _iterate(
         self,
-        make_batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]],
+        make_batches: Callable[
+            [], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+        ],
         all_reduce: bool,
     ) -> None:
         """Re-solve with the misclassified samples added again (Appendix B, steps 4-8)."""
@@ -686,8 +698,9 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
 
     def all_reduce_statistics(self) -> IELMClassifier:
         """Sum ``Gamma``, ``Lambda`` and the sample count over all ``torch.distributed`` ranks."""
-        count = torch.tensor([float(self.n_samples_seen_)], dtype=torch.float64,
-                             device=self.gamma_.device)
+        count = torch.tensor(
+            [float(self.n_samples_seen_)], dtype=torch.float64, device=self.gamma_.device
+        )
         _all_reduce_sum(self.gamma_, self.lambda_, count)
         self.n_samples_seen_ = int(count.item())
         self._needs_solve = True
@@ -727,8 +740,8 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Softmax of the outputs: same argmax as :meth:`predict`, not calibrated.
 
-        Multi-label: each output clipped into the open interval (0, 1). Wrap in ``CalibratedClassifierCV`` for
-        calibrated probabilities.
+        Multi-label: each output clipped into the open interval (0, 1). Wrap in
+        ``CalibratedClassifierCV`` for calibrated probabilities.
         """
         outputs = self._outputs(X)
         if self._multilabel:
