@@ -1,7 +1,22 @@
-"""Extreme Fine-Tuning: brief backprop fine-tuning of a text encoder + a closed-form I-ELM head."""
+"""Extreme Fine-Tuning: brief backprop fine-tuning of a text encoder + a closed-form I-ELM head.
 
+Public API: :class:`EFTClassifier` and :class:`EFTConfig` (the method end to end),
+:class:`IELMClassifier` and :func:`sweep` (the closed-form head on any features).
+"""
+
+from eft.classifier import EFTClassifier
+from eft.config import EFTConfig
+from eft.errors import InputError
 from eft.ielm import IELMClassifier, SweepResult, sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["IELMClassifier", "SweepResult", "__version__", "sweep"]
+__all__ = [
+    "EFTClassifier",
+    "EFTConfig",
+    "IELMClassifier",
+    "InputError",
+    "SweepResult",
+    "__version__",
+    "sweep",
+]

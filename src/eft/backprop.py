@@ -1,0 +1,174 @@
+"""The BP stage (Algorithm 1, steps 1-5): fine-tune every parameter with a linear head.
+
+One loop serves EFT's brief k epochs and the standard fine-tuning baseline (``method="bp"``,
+with early stopping). It runs through Hugging Face Accelerate, so the same code trains on a
+CPU, one GPU, or data-parallel over many (``torchrun`` / ``accelerate launch``), with mixed
+precision where the device supports it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from eft.config import EFTConfig
+from eft.encoder import Collator, EncodedTexts, LengthGroupedBatchSampler, TextEncoder
+
+
+class EncoderWithLinearHead(nn.Module):
+    """``P_f`` plus the linear classifier ``FC_alpha``; returns logits and pooled features."""
+
+    def __init__(self, encoder: TextEncoder, n_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.classifier = nn.Linear(encoder.feature_dim, n_classes)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.encoder(input_ids, attention_mask)
+        return self.classifier(features), features
+
+
+@dataclass
+class BPResult:
+    """What the BP stage did: per-epoch loss, validation score and seconds."""
+
+    epochs_run: int = 0
+    train_loss: list[float] = field(default_factory=list)
+    validation_score: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    evaluation_seconds: float = 0.0
+    best_epoch: int | None = None
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(self.epoch_seconds))
+
+    @property
+    def seconds_to_best(self) -> float:
+        if self.best_epoch is None:
+            return self.seconds
+        return float(sum(self.epoch_seconds[: self.best_epoch]))
+
+
+def _optimizer(model: nn.Module, config: EFTConfig) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and LayerNorm weights (the usual practice)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, config: EFTConfig, total_steps: int):
+    warmup = int(config.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        if config.lr_schedule == "constant":
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_backprop(
+    model: EncoderWithLinearHead,
+    input_ids: list[list[int]],
+    label_index: np.ndarray,
+    pad_id: int,
+    config: EFTConfig,
+    accelerator,
+    epochs: int,
+    class_weights: torch.Tensor | None = None,
+    feature_sink: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    evaluate: Callable[[nn.Module], float] | None = None,
+    patience: int | None = None,
+) -> tuple[nn.Module, BPResult]:
+    """Fine-tune ``model`` for ``epochs`` epochs; returns the (unwrapped) model and a record.
+
+    ``feature_sink(features, label_index)`` receives the detached pooled features of every
+    batch of the LAST epoch (fused mode). ``evaluate(model) -> score`` runs after each epoch
+    when given; with ``patience``, training stops after that many epochs without a better
+    score and the best epoch's weights are restored (the baseline's early stopping).
+    """
+    from tqdm.auto import tqdm
+
+    sampler = LengthGroupedBatchSampler([len(s) for s in input_ids], config.batch_size, config.seed)
+    loader = torch.utils.data.DataLoader(
+        EncodedTexts(input_ids, label_index),
+        batch_sampler=sampler,
+        collate_fn=Collator(pad_id),
+    )
+    optimizer = _optimizer(model, config)
+    scheduler = _schedule(optimizer, config, total_steps=len(sampler) * epochs)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    loss_fn = nn.CrossEntropyLoss(
+        weight=None if class_weights is None else class_weights.to(accelerator.device)
+    )
+    result = BPResult()
+    best_score, best_state, since_best = -np.inf, None, 0
+    show = config.progress and accelerator.is_main_process
+    for epoch in range(epochs):
+        model.train()
+        last = epoch == epochs - 1
+        _synchronize(accelerator.device)
+        start = time.perf_counter()
+        total_loss, batches = 0.0, 0
+        bar = tqdm(loader, desc=f"BP epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
+        for batch in bar:
+            labels = batch.pop("labels")
+            with accelerator.autocast():
+                logits, features = model(batch["input_ids"], batch["attention_mask"])
+                loss = loss_fn(logits.float(), labels)
+            accelerator.backward(loss)
+            if config.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if last and feature_sink is not None:
+                feature_sink(features.detach().float(), labels)
+            total_loss += float(loss.detach())
+            batches += 1
+            bar.set_postfix(loss=f"{total_loss / batches:.4f}", refresh=False)
+        _synchronize(accelerator.device)
+        result.epoch_seconds.append(time.perf_counter() - start)
+        result.train_loss.append(total_loss / max(1, batches))
+        result.epochs_run = epoch + 1
+        if evaluate is not None:
+            clock = time.perf_counter()
+            score = float(evaluate(accelerator.unwrap_model(model)))
+            result.evaluation_seconds += time.perf_counter() - clock
+            result.validation_score.append(score)
+            if score > best_score:
+                best_score, result.best_epoch, since_best = score, epoch + 1, 0
+                if patience is not None:
+                    best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+            else:
+                since_best += 1
+                if patience is not None and since_best >= patience:
+                    break
+    model = accelerator.unwrap_model(model)
+    if best_state is not None and result.best_epoch != result.epochs_run:
+        model.load_state_dict(best_state)
+    accelerator.free_memory()
+    return model, result
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

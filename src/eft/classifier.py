@@ -1,0 +1,621 @@
+"""``EFTClassifier``: Extreme Fine-Tuning end to end (paper Algorithm 1), saved and loaded.
+
+Stages and the timings they report (paper Appendix F):
+
+* ``bp`` - steps 1-5: backprop with a linear head for ``bp_epochs`` epochs;
+* ``feedforward`` - steps 6-7: one eval-mode pass of the training texts through the encoder;
+* ``elm`` - steps 8-9: hidden layer, ``Lambda``, ``Gamma`` and the closed-form solve;
+* ``total`` - the whole ``fit`` after the model is loaded (tokenising and evaluation included).
+
+``train`` is ``bp + feedforward + elm``, the paper's training time (TTM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from eft.backprop import BPResult, EncoderWithLinearHead, train_backprop
+from eft.config import EFTConfig
+from eft.encoder import (
+    TextEncoder,
+    check_model_dir,
+    extract_features,
+    load_backbone,
+    quiet_transformers,
+    tokenize,
+)
+from eft.errors import InputError
+from eft.ielm import IELMClassifier
+from eft.modeling import EFTModel
+
+MODEL_FORMAT = "eft-model"
+MODEL_FORMAT_VERSION = 1
+CONFIG_FILE = "eft_config.json"
+ELM_HEAD_FILE = "elm_head.safetensors"
+LINEAR_HEAD_FILE = "linear_head.safetensors"
+
+
+def check_texts_and_labels(
+    texts: Sequence[Any], labels: Sequence[Any] | None, what: str = "training"
+) -> tuple[list[str], np.ndarray | None]:
+    """Texts must be non-empty strings; labels all ints or all strings, one per text."""
+    texts = list(texts)
+    if not texts:
+        raise InputError(f"No {what} texts were given.")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise InputError(
+            f"{len(bad)} {what} text(s) are empty or not strings (first at row {bad[0]}); "
+            f"drop or fill them."
+        )
+    if labels is None:
+        return texts, None
+    labels = list(labels.tolist() if hasattr(labels, "tolist") else labels)
+    if len(labels) != len(texts):
+        raise InputError(f"{len(texts)} {what} texts but {len(labels)} labels.")
+    if any(label is None or (isinstance(label, float) and np.isnan(label)) for label in labels):
+        raise InputError(f"Some {what} labels are missing.")
+    kinds = {
+        "int"
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+        else "str"
+        if isinstance(v, str)
+        else type(v).__name__
+        for v in labels
+    }
+    if len(kinds) > 1 or not kinds <= {"int", "str"}:
+        raise InputError(
+            f"{what.capitalize()} labels must be all integers or all strings; got "
+            f"{', '.join(sorted(kinds))}."
+        )
+    return texts, np.asarray(labels)
+
+
+def _accelerator(config: EFTConfig):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "no"
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+        AcceleratorState._reset_state()  # one process may train several models
+    return Accelerator(cpu=device == "cpu", mixed_precision=precision)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _FlopCounter:
+    """FLOPs per phase with torch's FlopCounterMode, or nothing when disabled (Table 7)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.counts: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str, split: dict[str, str] | None = None) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            yield
+        total = int(counter.get_total_flops())
+        if split:  # e.g. {"bp_classifier": "EncoderWithLinearHead.classifier"}
+            by_module = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+            rest = total
+            for key, module in split.items():
+                self.counts[key] = self.counts.get(key, 0) + int(by_module.get(module, 0))
+                rest -= int(by_module.get(module, 0))
+            self.counts[name] = self.counts.get(name, 0) + rest
+        else:
+            self.counts[name] = self.counts.get(name, 0) + total
+
+    def add(self, name: str, flops: float) -> None:
+        if self.enabled:
+            self.counts[name] = self.counts.get(name, 0) + int(flops)
+
+
+class EFTClassifier:
+    """Extreme Fine-Tuning text classifier.
+
+    >>> clf = EFTClassifier(EFTConfig(bp_epochs=1, n_hidden=1000))   # doctest: +SKIP
+    >>> clf.fit(train_texts, train_labels).predict(["a new text"])   # doctest: +SKIP
+
+    Fitted attributes: ``classes_`` (label names), ``model_`` (:class:`EFTModel`),
+    ``tokenizer_``, ``head_`` (the :class:`IELMClassifier`, None for ``method="bp"``),
+    ``timings_`` (seconds per phase), ``flops_`` (with ``flops=True``), ``history_``.
+    """
+
+    def __init__(self, config: EFTConfig | None = None, **overrides: Any) -> None:
+        config = config or EFTConfig()
+        if overrides:
+            config = EFTConfig.from_dict({**config.to_dict(), **overrides})
+        self.config = config
+
+    # -- training -------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[Any],
+        eval_texts: Sequence[str] | None = None,
+        eval_labels: Sequence[Any] | None = None,
+    ) -> EFTClassifier:
+        """Run the BP stage, the feedforward pass and the I-ELM solve (or the baseline)."""
+        cfg = self.config
+        texts, labels = check_texts_and_labels(texts, labels)
+        classes, label_index = np.unique(labels, return_inverse=True)
+        if len(classes) < 2:
+            raise InputError(
+                f"The training labels hold a single class ({classes[0]!r}); a classifier needs "
+                f"at least 2."
+            )
+        if eval_texts is not None:
+            eval_texts, eval_labels = check_texts_and_labels(eval_texts, eval_labels, "evaluation")
+            unknown = sorted(set(eval_labels.tolist()) - set(classes.tolist()))
+            if unknown:
+                raise InputError(
+                    f"Evaluation labels not seen in training: {unknown[:10]}; the model can "
+                    f"only predict {classes.tolist()[:20]}."
+                )
+        if cfg.elm_from_last_epoch and cfg.n_iter > 1:
+            raise InputError(
+                "Fused mode (elm_from_last_epoch) makes no separate feature pass, but n_iter > 1 "
+                "needs one per iteration; use n_iter=1 or turn fused mode off."
+            )
+        accelerator = _accelerator(cfg)
+        device = accelerator.device
+        from accelerate.utils import set_seed
+
+        set_seed(cfg.seed)
+        backbone, tokenizer, name = load_backbone(cfg.model, cfg.trust_remote_code)
+        encoder = TextEncoder(backbone, cfg.pooling).to(device)
+        flops = _FlopCounter(cfg.flops)
+        timings: dict[str, float] = {"bp": 0.0, "feedforward": 0.0, "elm": 0.0}
+        history: dict[str, Any] = {}
+        fit_start = time.perf_counter()
+
+        clock = time.perf_counter()
+        input_ids = tokenize(tokenizer, texts, cfg.max_length)
+        eval_ids = tokenize(tokenizer, eval_texts, cfg.max_length) if eval_texts else None
+        timings["tokenize"] = time.perf_counter() - clock
+        pad_id = int(tokenizer.pad_token_id)
+        head_weights = self._class_weights(label_index, len(classes))
+
+        self.tokenizer_, self.classes_, self.device_ = tokenizer, classes, device
+        self._autocast = _autocast_dtype(accelerator)
+        head = None
+        fused = cfg.method == "eft" and cfg.elm_from_last_epoch
+        sink_seconds = [0.0]
+        if cfg.method == "eft":
+            head = IELMClassifier(
+                n_hidden=cfg.n_hidden,
+                C=cfg.C,
+                activation=cfg.activation,
+                n_iter=cfg.n_iter,
+                class_weight=head_weights,
+                standardize=cfg.standardize,
+                device=str(device),
+                random_state=cfg.seed,
+            )
+
+        bp_result = BPResult()
+        linear = None
+        if cfg.bp_epochs > 0:
+            bp_model = EncoderWithLinearHead(encoder, len(classes))
+            sink = None
+            if fused:
+
+                def sink(features: torch.Tensor, batch_labels: torch.Tensor) -> None:
+                    _synchronize(device)
+                    start = time.perf_counter()
+                    head.partial_fit(features, batch_labels, classes=np.arange(len(classes)))
+                    _synchronize(device)
+                    sink_seconds[0] += time.perf_counter() - start
+
+            evaluate = None
+            if eval_ids is not None:
+                eval_index = np.searchsorted(classes, eval_labels)
+
+                def evaluate(model: torch.nn.Module) -> float:
+                    scores = self._scores(EFTModel(model.encoder, model.classifier), eval_ids)
+                    return float((scores.argmax(1) == eval_index).mean())
+
+            weights = None
+            if head_weights is not None:
+                weights = torch.tensor([head_weights[i] for i in range(len(classes))])
+            with flops.phase(
+                "bp_feature_extractor", {"bp_classifier": "EncoderWithLinearHead.classifier"}
+            ):
+                bp_model, bp_result = train_backprop(
+                    bp_model,
+                    input_ids,
+                    label_index,
+                    pad_id,
+                    cfg,
+                    accelerator,
+                    epochs=cfg.bp_epochs,
+                    class_weights=weights,
+                    feature_sink=sink,
+                    evaluate=evaluate,
+                    patience=cfg.early_stopping_patience if cfg.method == "bp" else None,
+                )
+            encoder, linear = bp_model.encoder, bp_model.classifier
+            timings["bp"] = bp_result.seconds - sink_seconds[0]
+            timings["elm"] += sink_seconds[0]
+            history.update(
+                bp_train_loss=bp_result.train_loss,
+                bp_validation_accuracy=bp_result.validation_score,
+                bp_epoch_seconds=bp_result.epoch_seconds,
+                bp_best_epoch=bp_result.best_epoch,
+                bp_seconds_to_best=bp_result.seconds_to_best,
+            )
+            timings["evaluation"] = bp_result.evaluation_seconds
+
+        if cfg.method == "eft":
+            if fused:
+                clock = time.perf_counter()
+                if accelerator.num_processes > 1:
+                    head.all_reduce_statistics()
+                head._ensure_solved()
+                _synchronize(device)
+                timings["elm"] += time.perf_counter() - clock
+            else:
+                self._fit_head(
+                    head, encoder, input_ids, label_index, pad_id, accelerator, timings, flops
+                )
+            flops.add(
+                "elm",
+                elm_flops(
+                    len(texts),
+                    encoder.feature_dim,
+                    cfg.n_hidden,
+                    len(classes),
+                    max(1, head.n_iter_),
+                ),
+            )
+            if head.n_iter > 1:
+                history["elm_train_scores"] = list(head.train_scores_)
+            self.model_ = EFTModel(encoder, head.to_module())
+        else:
+            self.model_ = EFTModel(encoder, linear)
+        self.head_ = head
+        self.model_.eval()
+        timings["train"] = timings["bp"] + timings["feedforward"] + timings["elm"]
+        timings["total"] = time.perf_counter() - fit_start
+        self.timings_ = timings
+        self.flops_ = dict(flops.counts) if cfg.flops else None
+        self.history_ = history
+        self.model_name_ = name
+        self.is_main_process_ = accelerator.is_main_process
+        return self
+
+    def _class_weights(self, label_index: np.ndarray, n_classes: int) -> dict[int, float] | None:
+        weights = self.config.class_weight
+        if weights is None:
+            return None
+        counts = np.bincount(label_index, minlength=n_classes)
+        if weights == "balanced":
+            return {i: len(label_index) / (n_classes * c) for i, c in enumerate(counts)}
+        if isinstance(weights, dict):
+            return {
+                i: float(weights.get(str(c), weights.get(c, 1.0)))
+                for i, c in enumerate(self.classes_)
+            }
+        raise InputError("class_weight must be None, 'balanced' or a dict {label: weight}.")
+
+    def _fit_head(
+        self,
+        head: IELMClassifier,
+        encoder: TextEncoder,
+        input_ids: list[list[int]],
+        label_index: np.ndarray,
+        pad_id: int,
+        accelerator,
+        timings: dict[str, float],
+        flops: _FlopCounter,
+    ) -> None:
+        """Steps 6-9: stream eval-mode features of this rank's shard into the head."""
+        cfg = self.config
+        device = accelerator.device
+        shard = np.arange(len(input_ids))[accelerator.process_index :: accelerator.num_processes]
+        feed_seconds = [0.0]
+        cache: list[tuple[torch.Tensor, np.ndarray]] = []
+
+        def passes() -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+            if cache:
+                yield from cache
+                return
+            stream = extract_features(
+                encoder,
+                input_ids,
+                pad_id,
+                cfg.eval_batch_size,
+                device,
+                self._autocast,
+                indices=shard,
+                progress=cfg.progress and accelerator.is_main_process,
+            )
+            while True:
+                start = time.perf_counter()
+                with flops.phase("feedforward"):
+                    item = next(stream, None)
+                _synchronize(device)
+                feed_seconds[0] += time.perf_counter() - start
+                if item is None:
+                    return
+                rows, features = item
+                if cfg.feature_cache:
+                    cache.append((features, label_index[rows]))
+                yield features, label_index[rows]
+
+        start = time.perf_counter()
+        head.fit_batches(
+            passes,
+            classes=np.arange(len(self.classes_)),
+            all_reduce=accelerator.num_processes > 1,
+        )
+        _synchronize(device)
+        elapsed = time.perf_counter() - start
+        timings["feedforward"] += feed_seconds[0]
+        timings["elm"] += elapsed - feed_seconds[0]
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise InputError("This EFTClassifier is not fitted; call fit() or from_pretrained().")
+
+    def _scores(self, model: torch.nn.Module, input_ids: list[list[int]]) -> np.ndarray:
+        out = np.zeros((len(input_ids), 0), dtype=np.float32)
+        for rows, scores in extract_features(
+            model,
+            input_ids,
+            int(self.tokenizer_.pad_token_id),
+            self.config.eval_batch_size,
+            self.device_,
+            self._autocast,
+        ):
+            if out.shape[1] == 0:
+                out = np.zeros((len(input_ids), scores.shape[1]), dtype=np.float32)
+            out[rows] = scores.cpu().numpy()
+        return out
+
+    def decision_function(self, texts: Sequence[str]) -> np.ndarray:
+        """Class scores (n, n_classes): I-ELM outputs, or the baseline's logits."""
+        self._check_fitted()
+        texts, _ = check_texts_and_labels(texts, None, "input")
+        return self._scores(self.model_, tokenize(self.tokenizer_, texts, self.config.max_length))
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """Predicted label of every text."""
+        scores = self.decision_function(texts)
+        return self.classes_[scores.argmax(1)]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Softmax of the scores; same argmax as :meth:`predict` (not calibrated)."""
+        return torch.softmax(torch.from_numpy(self.decision_function(texts)), 1).numpy()
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        """Pooled features of the (fine-tuned) encoder, as the head sees them."""
+        self._check_fitted()
+        texts, _ = check_texts_and_labels(texts, None, "input")
+        ids = tokenize(self.tokenizer_, texts, self.config.max_length)
+        return self._scores(self.model_.encoder, ids)
+
+    def score(self, texts: Sequence[str], labels: Sequence[Any]) -> float:
+        """Accuracy on ``texts``."""
+        return float(np.mean(self.predict(texts) == np.asarray(labels)))
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write encoder + tokenizer (safetensors), the head and ``eft_config.json``, atomically.
+
+        Everything is written to a temporary folder beside ``directory`` and renamed into
+        place, so an interrupted save never leaves a folder that looks complete.
+        """
+        self._check_fitted()
+        target = Path(directory)
+        _check_output_dir(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        try:
+            with quiet_transformers():
+                self.model_.encoder.backbone.save_pretrained(staging)
+                self.tokenizer_.save_pretrained(staging)
+            if self.head_ is not None:
+                self.head_.save(staging / ELM_HEAD_FILE)
+            else:
+                linear = self.model_.head
+                save_file(
+                    {
+                        "weight": linear.weight.detach().cpu().contiguous(),
+                        "bias": linear.bias.detach().cpu().contiguous(),
+                    },
+                    staging / LINEAR_HEAD_FILE,
+                )
+            (staging / CONFIG_FILE).write_text(
+                json.dumps(self._metadata(), indent=2, default=_json_default), encoding="utf-8"
+            )
+            _replace_dir(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    def _metadata(self) -> dict[str, Any]:
+        import transformers
+
+        from eft import __version__
+
+        return {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "eft_version": __version__,
+            "config": self.config.to_dict(),
+            "base_model": self.model_name_,
+            "labels": self.classes_.tolist(),
+            "label_type": "int" if self.classes_.dtype.kind in "iu" else "str",
+            "feature_dim": self.model_.encoder.feature_dim,
+            "timings": getattr(self, "timings_", {}),
+            "flops": getattr(self, "flops_", None),
+            "history": getattr(self, "history_", {}),
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        }
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike, device: str = "auto", trust_remote_code: bool = False
+    ) -> EFTClassifier:
+        """Load a model written by :meth:`save_pretrained` (JSON + safetensors only, no pickle).
+
+        A model trained on a GPU loads on a CPU. An incomplete folder or one from an
+        incompatible version raises an error naming the file or field.
+        """
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = Path(directory)
+        meta = read_model_metadata(folder)
+        check_model_dir(folder, trust_remote_code)
+        config = EFTConfig.from_dict({**meta["config"], "device": device})
+        head_file = ELM_HEAD_FILE if config.method == "eft" else LINEAR_HEAD_FILE
+        if not (folder / head_file).is_file():
+            raise InputError(f"{folder} is incomplete: {head_file} is missing.")
+        accelerator_device = _accelerator(config).device
+        try:
+            with quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(
+                    folder, trust_remote_code=trust_remote_code
+                )
+                backbone = AutoModel.from_pretrained(
+                    folder, trust_remote_code=trust_remote_code, use_safetensors=True
+                )
+        except (OSError, ValueError) as error:
+            raise InputError(f"{folder} is incomplete or damaged: {error}") from error
+        encoder = TextEncoder(backbone, config.pooling).to(accelerator_device)
+        model = cls(config)
+        if config.method == "eft":
+            model.head_ = IELMClassifier.load(folder / head_file, device=str(accelerator_device))
+            head = model.head_.to_module()
+        else:
+            model.head_ = None
+            tensors = load_file(folder / head_file)
+            head = torch.nn.Linear(tensors["weight"].shape[1], tensors["weight"].shape[0])
+            head.load_state_dict(tensors)
+        model.model_ = EFTModel(encoder, head.to(accelerator_device)).eval()
+        model.tokenizer_ = tokenizer
+        dtype = np.int64 if meta["label_type"] == "int" else np.str_
+        model.classes_ = np.asarray(meta["labels"], dtype=dtype)
+        model.device_ = accelerator_device
+        model._autocast = _autocast_dtype(None, accelerator_device, config.mixed_precision)
+        model.timings_ = meta.get("timings", {})
+        model.flops_ = meta.get("flops")
+        model.history_ = meta.get("history", {})
+        model.model_name_ = meta.get("base_model")
+        model.is_main_process_ = True
+        return model
+
+
+def elm_flops(
+    n_samples: int, n_features: int, n_hidden: int, n_outputs: int, n_solves: int
+) -> float:
+    """FLOPs of steps 8-9, counted analytically (paper Table 7 and Appendix G).
+
+    Hidden layer ``2 N d nh`` (in fused mode too, from the BP stage's features),
+    ``Gamma`` ``2 N nh^2``, ``Lambda`` ``2 N r nh``, and per solve the factorisation, counted
+    as the paper's ``2/3 nh^3`` (Cholesky itself needs half of it), plus ``2 r nh^2`` for the
+    two triangular solves. Each iteration beyond the first adds a pass that recomputes the
+    hidden layer and the outputs (``2 N d nh + 2 N r nh``).
+    """
+    one_pass = 2.0 * n_samples * n_features * n_hidden
+    statistics = 2.0 * n_samples * n_hidden**2 + 2.0 * n_samples * n_outputs * n_hidden
+    solve = 2.0 / 3.0 * n_hidden**3 + 2.0 * n_outputs * n_hidden**2
+    extra = (n_solves - 1) * (one_pass + 2.0 * n_samples * n_outputs * n_hidden)
+    return one_pass + statistics + n_solves * solve + extra
+
+
+def read_model_metadata(folder: Path) -> dict[str, Any]:
+    """``eft_config.json`` of a saved model, checked field by field."""
+    if not folder.is_dir():
+        raise InputError(f"No model folder at {folder}.")
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise InputError(
+            f"{folder} is not an eft model folder: {CONFIG_FILE} is missing (write models with "
+            f"`eft train --output DIR` or EFTClassifier.save_pretrained)."
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is damaged: {error}") from error
+    if meta.get("format") != MODEL_FORMAT:
+        raise InputError(f"{path}: field 'format' is {meta.get('format')!r}, not {MODEL_FORMAT!r}.")
+    if meta.get("format_version") != MODEL_FORMAT_VERSION:
+        raise InputError(
+            f"{path}: field 'format_version' is {meta.get('format_version')!r}; this eft reads "
+            f"version {MODEL_FORMAT_VERSION}. Use a matching eft release or retrain."
+        )
+    for key in ("config", "labels", "label_type"):
+        if key not in meta:
+            raise InputError(f"{path}: field {key!r} is missing.")
+    return meta
+
+
+def _autocast_dtype(accelerator, device: torch.device | None = None, precision: str | None = None):
+    if accelerator is not None:
+        device, precision = accelerator.device, accelerator.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+    if device.type != "cuda":
+        return None  # CPU inference stays in float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in JSON")
+
+
+def _check_output_dir(target: Path) -> None:
+    if target.exists() and (
+        not target.is_dir() or (any(target.iterdir()) and not (target / CONFIG_FILE).is_file())
+    ):
+        raise InputError(
+            f"Output {target} exists and is not an eft model folder; choose another path or "
+            f"remove it."
+        )
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Move ``staging`` to ``target``; an old model at ``target`` is replaced."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)

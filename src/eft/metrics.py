@@ -1,0 +1,286 @@
+"""Scores and significance tests (paper 4.3).
+
+The paper reports weighted F1 (WF1), accuracy (ACC) or error, averaged over three runs, and
+tests significance with paired bootstrap resampling (Koehn, 2004). All scores here are percents
+(0-100).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+from eft.errors import InputError
+
+__all__ = [
+    "METRICS",
+    "classification_scores",
+    "compare_prediction_files",
+    "mean_std",
+    "paired_bootstrap",
+    "read_predictions",
+]
+
+#: Metric names produced by :func:`classification_scores` (all in percent).
+METRICS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1", "error")
+
+
+def _as_label_arrays(*arrays: Sequence[Any]) -> list[np.ndarray]:
+    """Check equal, non-zero lengths and return 1-D arrays (labels compared as given)."""
+    lengths = {len(a) for a in arrays}
+    if len(lengths) != 1:
+        raise InputError(
+            f"label lists have different lengths ({', '.join(str(len(a)) for a in arrays)}); "
+            "true labels and predictions must be aligned one to one"
+        )
+    if 0 in lengths:
+        raise InputError("no examples to score: the label lists are empty")
+    return [np.asarray(a) for a in arrays]
+
+
+def classification_scores(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, float]:
+    """Accuracy, weighted F1, macro F1 and error (100 - accuracy), in percent.
+
+    F1 of a class with no true and no predicted examples counts as 0 (``zero_division=0``);
+    macro F1 averages over the labels seen in ``y_true`` or ``y_pred``.
+    """
+    y_true_a, y_pred_a = _as_label_arrays(y_true, y_pred)
+    accuracy = 100.0 * float(accuracy_score(y_true_a, y_pred_a))
+    return {
+        "accuracy": accuracy,
+        "weighted_f1": 100.0
+        * float(f1_score(y_true_a, y_pred_a, average="weighted", zero_division=0)),
+        "macro_f1": 100.0 * float(f1_score(y_true_a, y_pred_a, average="macro", zero_division=0)),
+        "error": 100.0 - accuracy,
+    }
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof=1``; 0 for a single value) over seeds."""
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
+        raise InputError("mean_std needs at least one value")
+    std = float(array.std(ddof=1)) if array.size > 1 else 0.0
+    return float(array.mean()), std
+
+
+def _resampled_scores(
+    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, indices: np.ndarray, metric: str
+) -> np.ndarray:
+    """``metric`` (percent) on each row of ``indices`` (samples x n), from confusion counts.
+
+    Matches scikit-learn: per-class F1 = 2 TP / (n_true + n_pred), 0 when both are 0; weighted
+    F1 weights by support; macro F1 averages over classes present in the resample's true or
+    predicted labels.
+    """
+    t = y_true[indices]
+    p = y_pred[indices]
+    correct = t == p
+    if metric in ("accuracy", "error"):
+        accuracy = 100.0 * correct.mean(axis=1)
+        return accuracy if metric == "accuracy" else 100.0 - accuracy
+    rows, n = indices.shape
+    offset = (np.arange(rows) * n_classes)[:, None]
+    size = rows * n_classes
+    n_true = np.bincount((t + offset).ravel(), minlength=size).reshape(rows, n_classes)
+    n_pred = np.bincount((p + offset).ravel(), minlength=size).reshape(rows, n_classes)
+    tp = np.bincount((t + offset).ravel(), weights=correct.ravel(), minlength=size)
+    tp = tp.reshape(rows, n_classes)
+    denominator = n_true + n_pred
+    f1 = np.divide(2.0 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    if metric == "weighted_f1":
+        return 100.0 * (f1 * n_true).sum(axis=1) / n
+    present = denominator > 0
+    return 100.0 * f1.sum(axis=1) / present.sum(axis=1)
+
+
+def paired_bootstrap(
+    y_true: Sequence[Any],
+    pred_a: Sequence[Any],
+    pred_b: Sequence[Any],
+    metric: str = "weighted_f1",
+    samples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """Paired bootstrap resampling (Koehn, 2004) of system B against system A.
+
+    ``samples`` test sets of the same size are drawn with replacement
+    (``numpy.random.default_rng(seed)``); the same draw scores both systems, and
+    ``delta = metric(B) - metric(A)`` is recorded for each.
+
+    Returns
+    -------
+    dict
+        ``metric``, ``n`` (test size), ``samples``, ``seed``, ``alpha``; ``score_a``,
+        ``score_b`` and ``difference`` (B - A) on the full test set; ``p_value``;
+        ``p_value_worse``; ``significant`` (``p_value < alpha``); ``comparable``
+        (``p_value_worse >= alpha``); ``ci_low``/``ci_high``: the percentile
+        ``1 - alpha`` interval of ``delta``.
+
+    Notes
+    -----
+    Both tests are one-sided, following Koehn (2004): B is better than A with confidence
+    ``1 - p`` when B wins on a fraction ``1 - p`` of the resamples.
+
+    * ``p_value`` = fraction of resamples with ``delta <= 0`` (B not better): small means
+      "B is significantly better than A".
+    * ``p_value_worse`` = fraction with ``delta >= 0`` (B not worse): small means "B is
+      significantly worse than A".
+    * ``comparable`` is True when B is not significantly worse than A at level ``alpha``.
+
+    Ties count against the claim being tested, so identical systems give ``p_value = 1`` and
+    ``p_value_worse = 1`` (not significant either way, comparable). The result depends only on
+    the inputs and ``seed``.
+    """
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if isinstance(samples, bool) or int(samples) != samples or samples < 1:
+        raise InputError(f"samples must be a positive integer, got {samples!r}")
+    if not 0.0 < alpha < 1.0:
+        raise InputError(f"alpha must be between 0 and 1, got {alpha}")
+    y, a, b = _as_label_arrays(y_true, pred_a, pred_b)
+    # One integer code per label, shared by the three arrays (labels compared as strings when
+    # their types differ, e.g. str vs int).
+    try:
+        classes, codes = np.unique(np.concatenate([y, a, b]), return_inverse=True)
+    except TypeError:
+        classes, codes = np.unique(
+            np.concatenate([y.astype(str), a.astype(str), b.astype(str)]), return_inverse=True
+        )
+    n = len(y)
+    codes = codes.reshape(3, n)
+    k = len(classes)
+    full = np.arange(n)[None, :]
+    score_a = float(_resampled_scores(codes[0], codes[1], k, full, metric)[0])
+    score_b = float(_resampled_scores(codes[0], codes[2], k, full, metric)[0])
+
+    rng = np.random.default_rng(seed)
+    sign = -1.0 if metric == "error" else 1.0  # lower error is better
+    deltas = np.empty(int(samples))
+    chunk = max(1, min(int(samples), 4_000_000 // n))
+    for start in range(0, int(samples), chunk):
+        stop = min(int(samples), start + chunk)
+        indices = rng.integers(0, n, size=(stop - start, n))
+        score_ra = _resampled_scores(codes[0], codes[1], k, indices, metric)
+        score_rb = _resampled_scores(codes[0], codes[2], k, indices, metric)
+        deltas[start:stop] = sign * (score_rb - score_ra)
+    deltas = np.round(deltas, 10)  # exact ties must count as ties despite rounding
+    p_value = float(np.mean(deltas <= 0))
+    p_value_worse = float(np.mean(deltas >= 0))
+    low, high = np.percentile(sign * deltas, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return {
+        "metric": metric,
+        "n": n,
+        "samples": int(samples),
+        "seed": seed,
+        "alpha": alpha,
+        "score_a": score_a,
+        "score_b": score_b,
+        "difference": score_b - score_a,
+        "p_value": p_value,
+        "p_value_worse": p_value_worse,
+        "significant": p_value < alpha,
+        "comparable": p_value_worse >= alpha,
+        "ci_low": float(min(low, high)),
+        "ci_high": float(max(low, high)),
+    }
+
+
+def read_predictions(path: str | os.PathLike[str]) -> tuple[list[Any], list[Any], list[Any]]:
+    """Read a predictions JSONL file: one ``{"id": ..., "label": ..., "prediction": ...}``
+    object per line (other keys ignored). Returns ``(ids, y_true, y_pred)``; a missing ``id``
+    becomes the 0-based line index of the example."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"predictions file not found: {path}; check the path")
+    ids: list[Any] = []
+    y_true: list[Any] = []
+    y_pred: list[Any] = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(
+                        f"{path}: line {line_no} is not valid JSON ({exc.msg}); expected one "
+                        '{"id": ..., "label": ..., "prediction": ...} object per line'
+                    ) from None
+                if not isinstance(record, dict) or "prediction" not in record:
+                    raise InputError(
+                        f"{path}: line {line_no} has no 'prediction' field; expected "
+                        '{"id": ..., "label": ..., "prediction": ...} objects'
+                    )
+                if record.get("label") is None:
+                    raise InputError(
+                        f"{path}: line {line_no} has no true 'label'; significance tests need "
+                        "predictions made on labelled data"
+                    )
+                ids.append(record.get("id", len(ids)))
+                y_true.append(record["label"])
+                y_pred.append(record["prediction"])
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 (byte offset {exc.start}); re-encode it") from None
+    if not ids:
+        raise InputError(f"{path} is empty: no predictions found")
+    keys = [json.dumps(i, sort_keys=True) for i in ids]
+    if len(set(keys)) != len(keys):
+        raise InputError(f"{path}: duplicate example ids; every line needs a distinct 'id'")
+    return ids, y_true, y_pred
+
+
+def compare_prediction_files(
+    path_a: str | os.PathLike[str],
+    path_b: str | os.PathLike[str],
+    metric: str = "weighted_f1",
+    samples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Paired bootstrap of predictions file B against A (see :func:`paired_bootstrap`).
+
+    Examples are matched by ``id`` (any line order); both files must hold the same ids with
+    the same true labels, else :class:`InputError`. The result adds ``file_a`` and ``file_b``.
+    """
+    ids_a, true_a, pred_a = read_predictions(path_a)
+    ids_b, true_b, pred_b = read_predictions(path_b)
+    key_a = [json.dumps(i, sort_keys=True) for i in ids_a]
+    key_b = {json.dumps(i, sort_keys=True): j for j, i in enumerate(ids_b)}
+    missing_b = [ids_a[j] for j, key in enumerate(key_a) if key not in key_b]
+    extra_b = len(set(key_b) - set(key_a))
+    if missing_b or extra_b:
+        raise InputError(
+            f"{path_a} and {path_b} do not cover the same examples ({len(ids_a)} vs "
+            f"{len(ids_b)} ids; {len(missing_b)} only in A, e.g. {missing_b[:3]}, {extra_b} only "
+            "in B); predict on the same test set"
+        )
+    order = [key_b[key] for key in key_a]
+    true_b_aligned = [true_b[j] for j in order]
+    mismatched = [
+        ids_a[j]
+        for j, (x, y) in enumerate(zip(true_a, true_b_aligned, strict=True))
+        if str(x) != str(y)
+    ]
+    if mismatched:
+        raise InputError(
+            f"{path_a} and {path_b} disagree on the true label of {len(mismatched)} example(s), "
+            f"e.g. id {mismatched[0]!r}; they must come from the same labelled test set"
+        )
+    result = paired_bootstrap(
+        [str(x) for x in true_a],
+        [str(x) for x in pred_a],
+        [str(pred_b[j]) for j in order],
+        metric=metric,
+        samples=samples,
+        seed=seed,
+    )
+    result.update(file_a=str(path_a), file_b=str(path_b))
+    return result

@@ -1,0 +1,182 @@
+"""Tests for the EFT pipeline (eft.classifier, eft.backprop, eft.encoder) on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from eft import EFTClassifier, EFTConfig, InputError
+from eft.classifier import elm_flops
+
+POSITIVE = ["i love this movie", "great film", "good nice happy", "a really fine song"]
+NEGATIVE = ["terrible awful film", "i hate this movie", "bad sad book", "an awful war game"]
+TEXTS = (POSITIVE + NEGATIVE) * 8
+LABELS = (["pos"] * 4 + ["neg"] * 4) * 8
+
+
+def _config(model_dir, **overrides) -> EFTConfig:
+    values = dict(
+        model=str(model_dir),
+        n_hidden=48,
+        learning_rate=5e-4,
+        batch_size=8,
+        progress=False,
+        device="cpu",
+    )
+    values.update(overrides)
+    return EFTConfig(**values)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert_dir", "tiny_roberta_dir"])
+def test_fit_save_load_gives_identical_predictions(fixture, request, tmp_path):
+    model_dir = request.getfixturevalue(fixture)
+    clf = EFTClassifier(_config(model_dir, bp_epochs=1)).fit(TEXTS, LABELS)
+    assert clf.classes_.tolist() == ["neg", "pos"]
+    assert set(clf.predict(TEXTS)) <= {"neg", "pos"}
+    proba = clf.predict_proba(TEXTS)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(1)], clf.predict(TEXTS))
+    out = clf.save_pretrained(tmp_path / "model")
+    names = {p.name for p in out.iterdir()}
+    assert {"eft_config.json", "elm_head.safetensors", "config.json", "model.safetensors"} <= names
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in names)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left
+    loaded = EFTClassifier.from_pretrained(out, device="cpu")
+    np.testing.assert_array_equal(loaded.predict(TEXTS), clf.predict(TEXTS))
+    np.testing.assert_allclose(
+        loaded.decision_function(TEXTS), clf.decision_function(TEXTS), rtol=1e-5, atol=1e-6
+    )
+    meta = json.loads((out / "eft_config.json").read_text())
+    assert meta["labels"] == ["neg", "pos"] and meta["config"]["bp_epochs"] == 1
+
+
+def test_timings_cover_every_phase(tiny_bert_dir):
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1)).fit(TEXTS, LABELS)
+    timings = clf.timings_
+    for phase in ("bp", "feedforward", "elm", "train", "total"):
+        assert phase in timings and timings[phase] >= 0
+    assert timings["bp"] > 0 and timings["feedforward"] > 0 and timings["elm"] > 0
+    assert timings["train"] == pytest.approx(
+        timings["bp"] + timings["feedforward"] + timings["elm"]
+    )
+    phases = ("bp", "feedforward", "elm", "tokenize", "evaluation")
+    assert sum(timings.get(p, 0.0) for p in phases) <= timings["total"]
+
+
+def test_frozen_encoder_probe_and_integer_labels(tiny_bert_dir, tmp_path):
+    labels = [1 if label == "pos" else 0 for label in LABELS]
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0, C=1e4)).fit(TEXTS, labels)
+    assert clf.timings_["bp"] == 0.0
+    assert clf.classes_.dtype.kind == "i"
+    # 8 distinct texts, 48 hidden units and weak regularisation: the head fits them all
+    assert clf.score(TEXTS, labels) == 1.0
+    loaded = EFTClassifier.from_pretrained(clf.save_pretrained(tmp_path / "m"))
+    assert loaded.predict(TEXTS[:3]).dtype.kind == "i"
+    np.testing.assert_array_equal(loaded.predict(TEXTS), clf.predict(TEXTS))
+
+
+def test_fused_mode_skips_the_feature_pass(tiny_bert_dir):
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, elm_from_last_epoch=True))
+    clf.fit(TEXTS, LABELS)
+    assert clf.timings_["feedforward"] == 0.0
+    assert clf.timings_["elm"] > 0
+    assert clf.head_.n_samples_seen_ == len(TEXTS)
+    assert set(clf.predict(TEXTS)) <= {"neg", "pos"}
+
+
+def test_standard_fine_tuning_baseline(tiny_bert_dir, tmp_path):
+    config = _config(tiny_bert_dir, method="bp", bp_epochs=3, early_stopping_patience=1)
+    clf = EFTClassifier(config).fit(TEXTS, LABELS, TEXTS[:16], LABELS[:16])
+    assert clf.head_ is None
+    assert 1 <= len(clf.history_["bp_validation_accuracy"]) <= 3
+    assert clf.history_["bp_best_epoch"] >= 1
+    assert clf.timings_["elm"] == 0.0 and clf.timings_["feedforward"] == 0.0
+    out = clf.save_pretrained(tmp_path / "bp")
+    assert (out / "linear_head.safetensors").is_file()
+    loaded = EFTClassifier.from_pretrained(out)
+    np.testing.assert_array_equal(loaded.predict(TEXTS), clf.predict(TEXTS))
+
+
+def test_feature_passes_are_deterministic_in_eval_mode(tiny_bert_dir):
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1)).fit(TEXTS, LABELS)
+    first = clf.features(TEXTS)
+    second = clf.features(TEXTS)
+    assert first.shape == (len(TEXTS), 32)
+    np.testing.assert_array_equal(first, second)
+    # and the same text gives the same features wherever it stands in the batch order
+    np.testing.assert_allclose(clf.features(TEXTS[:1])[0], first[0], rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_same_model(tiny_bert_dir):
+    a = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, seed=3)).fit(TEXTS, LABELS)
+    b = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, seed=3)).fit(TEXTS, LABELS)
+    np.testing.assert_array_equal(a.decision_function(TEXTS), b.decision_function(TEXTS))
+
+
+def test_iterations_and_pooling_options(tiny_bert_dir):
+    for pooling in ("mean", "cls_last4"):
+        clf = EFTClassifier(
+            _config(tiny_bert_dir, bp_epochs=0, pooling=pooling, n_iter=3, feature_cache=True)
+        ).fit(TEXTS, LABELS)
+        assert clf.head_.n_features_in_ == (32 if pooling == "mean" else 3 * 32)  # 2 layers
+        assert 1 <= clf.head_.n_iter_ <= 3
+
+
+def test_flops_per_phase(tiny_bert_dir):
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, flops=True)).fit(TEXTS, LABELS)
+    flops = clf.flops_
+    assert set(flops) == {"bp_feature_extractor", "bp_classifier", "feedforward", "elm"}
+    assert flops["bp_classifier"] == 3 * 2 * len(TEXTS) * 32 * 2  # fwd + 2 bwd matmuls
+    assert flops["bp_feature_extractor"] > 2 * flops["feedforward"] > 0
+    assert flops["elm"] == int(elm_flops(len(TEXTS), 32, 48, 2, 1))
+
+
+def test_input_errors(tiny_bert_dir, tmp_path):
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0))
+    with pytest.raises(InputError, match="single class"):
+        clf.fit(TEXTS, ["pos"] * len(TEXTS))
+    with pytest.raises(InputError, match="empty or not strings"):
+        clf.fit(TEXTS[:-1] + [""], LABELS)
+    with pytest.raises(InputError, match="texts but"):
+        clf.fit(TEXTS, LABELS[:-1])
+    with pytest.raises(InputError, match="not seen in training: \\['meh'\\]"):
+        clf.fit(TEXTS, LABELS, ["so so"], ["meh"])
+    with pytest.raises(InputError, match="not fitted"):
+        clf.predict(["x"])
+    with pytest.raises(InputError, match="not a Hugging Face model folder"):
+        EFTClassifier(_config(tmp_path, bp_epochs=0)).fit(TEXTS, LABELS)
+    with pytest.raises(InputError, match="bp_epochs"):
+        EFTConfig(method="bp", bp_epochs=0)
+
+
+def test_load_refuses_incomplete_or_incompatible_folders(tiny_bert_dir, tmp_path):
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    out = clf.save_pretrained(tmp_path / "m")
+    (out / "elm_head.safetensors").rename(tmp_path / "head")
+    with pytest.raises(InputError, match="elm_head.safetensors is missing"):
+        EFTClassifier.from_pretrained(out)
+    (tmp_path / "head").rename(out / "elm_head.safetensors")
+    meta = json.loads((out / "eft_config.json").read_text())
+    meta["format_version"] = 99
+    (out / "eft_config.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="format_version"):
+        EFTClassifier.from_pretrained(out)
+    with pytest.raises(InputError, match="eft_config.json is missing"):
+        EFTClassifier.from_pretrained(tiny_bert_dir)
+
+
+def test_gpu_trained_model_loads_on_cpu(tiny_bert_dir, tmp_path):
+    """A head saved from CUDA tensors is mapped to the CPU (simulated through the metadata)."""
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    clf.head_.device = "cuda"
+    out = clf.save_pretrained(tmp_path / "m")
+    meta = json.loads((out / "eft_config.json").read_text())
+    meta["config"]["device"] = "cuda"
+    (out / "eft_config.json").write_text(json.dumps(meta))
+    loaded = EFTClassifier.from_pretrained(
+        out, device="cpu" if not torch.cuda.is_available() else "cuda"
+    )
+    np.testing.assert_array_equal(loaded.predict(TEXTS), clf.predict(TEXTS))

@@ -1,0 +1,160 @@
+"""The ``eft`` command line, run as a user runs it (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_classifier import LABELS, TEXTS
+
+
+def run_eft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "eft.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str]], header=("text", "label")) -> Path:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    train = _write_csv(folder / "train.csv", list(zip(TEXTS, LABELS, strict=True)))
+    out = folder / "model"
+    result = run_eft(
+        "train",
+        "--train",
+        str(train),
+        "--model",
+        str(tiny_bert_dir),
+        "--bp-epochs",
+        "1",
+        "--n-hidden",
+        "32",
+        "--learning-rate",
+        "5e-4",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--output",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    return folder, out, result
+
+
+def test_train_prints_timing_table_and_saves(trained):
+    _, out, result = trained
+    assert "model saved to" in result.stdout
+    for phase in ("BP (steps 4-5)", "feedforward (steps 6-7)", "I-ELM (steps 8-9)", "total"):
+        assert phase in result.stdout
+    assert (out / "eft_config.json").is_file() and (out / "elm_head.safetensors").is_file()
+
+
+def test_evaluate_writes_predictions_and_metrics(trained):
+    folder, out, _ = trained
+    data = _write_csv(folder / "test.csv", list(zip(TEXTS[:16], LABELS[:16], strict=True)))
+    preds, metrics = folder / "preds.jsonl", folder / "metrics.json"
+    result = run_eft(
+        "evaluate",
+        str(out),
+        "--data",
+        str(data),
+        "--predictions",
+        str(preds),
+        "--metrics",
+        str(metrics),
+        "--device",
+        "cpu",
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("accuracy", "weighted_f1", "macro_f1"):
+        assert name in result.stdout
+    lines = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert len(lines) == 16 and {"id", "text", "label", "prediction"} <= set(lines[0])
+    scores = json.loads(metrics.read_text())
+    accuracy = 100 * sum(x["label"] == x["prediction"] for x in lines) / 16
+    assert scores["accuracy"] == pytest.approx(accuracy)
+    # the same file compared with itself: no difference, comparable
+    same = run_eft("compare", str(preds), str(preds), "--samples", "200")
+    assert same.returncode == 0, same.stderr
+    assert "difference +0.00" in same.stdout and "yes" in same.stdout
+
+
+def test_predict_texts_and_files(trained):
+    folder, out, _ = trained
+    result = run_eft("predict", str(out), "great film", "awful book", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["great film", "awful book"]
+    assert all(r["prediction"] in ("neg", "pos") and 0 < r["score"] <= 1 for r in rows)
+    source = folder / "input.txt"
+    source.write_text("great film\nawful book\n", encoding="utf-8")
+    target = folder / "out.jsonl"
+    result = run_eft("predict", str(out), "--input", str(source), "--output", str(target))
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(x)["prediction"] for x in target.read_text().splitlines()] == [
+        r["prediction"] for r in rows
+    ]
+
+
+def test_help_documents_every_option():
+    result = run_eft("train", "--help")
+    assert result.returncode == 0
+    for option in ("--bp-epochs", "--n-hidden", "--C", "--method", "--model", "--fused"):
+        assert option in result.stdout
+    assert "default" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing_column", "column 'label' not found"),
+        ("empty", "empty"),
+        ("single_class", "single class"),
+        ("unreadable", "train.csv"),
+        ("not_a_model", "not a Hugging Face model folder"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_output(case, message, tiny_bert_dir, tmp_path):
+    train = tmp_path / "train.csv"
+    model = str(tiny_bert_dir)
+    if case == "missing_column":
+        _write_csv(train, [("good", "pos"), ("bad", "neg")], header=("text", "labels"))
+    elif case == "empty":
+        train.write_text("", encoding="utf-8")
+    elif case == "single_class":
+        _write_csv(train, [("good film", "pos"), ("great film", "pos")])
+    elif case == "unreadable":
+        train.mkdir()  # a folder where a file is expected
+    else:
+        _write_csv(train, [("good film", "pos"), ("bad film", "neg")])
+        model = str(tmp_path)
+    out = tmp_path / "model-out"
+    result = run_eft("train", "--train", str(train), "--model", model, "--output", str(out))
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(error_lines) == 1 and error_lines[0].startswith("eft: error:"), result.stderr
+    assert message in error_lines[0]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model-out")]
