@@ -270,7 +270,8 @@ class EFTClassifier:
                 bp_best_epoch=bp_result.best_epoch,
                 bp_seconds_to_best=bp_result.seconds_to_best,
             )
-            timings["evaluation"] = bp_result.evaluation_seconds
+            if evaluate is not None:
+                timings["evaluation"] = bp_result.evaluation_seconds
 
         if cfg.method == "eft":
             if fused:

@@ -113,6 +113,11 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.pooling = pooling
+        # BERT-style poolers are unused by every pooling here; frozen, they get no gradient,
+        # which DistributedDataParallel requires of trainable parameters.
+        pooler = getattr(backbone, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
 
     @property
     def feature_dim(self) -> int:

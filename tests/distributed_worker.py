@@ -1,0 +1,45 @@
+"""Run by tests/test_distributed.py under torchrun (or alone): fit EFT and dump the head."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eft import EFTClassifier, EFTConfig  # noqa: E402
+from tests.test_classifier import LABELS, TEXTS  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--n-texts", type=int, default=len(TEXTS))
+    parser.add_argument("--bp-epochs", type=int, default=0)
+    parser.add_argument("--n-iter", type=int, default=1)
+    args = parser.parse_args()
+    texts, labels = TEXTS[: args.n_texts], LABELS[: args.n_texts]
+    config = EFTConfig(
+        model=args.model, bp_epochs=args.bp_epochs, n_hidden=40, batch_size=4, n_iter=args.n_iter,
+        learning_rate=5e-4, device="cpu", progress=False,
+    )
+    clf = EFTClassifier(config).fit(texts, labels)
+    if clf.is_main_process_:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        clf.head_.save(out / "head.safetensors")
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        (out / "result.json").write_text(json.dumps({
+            "world_size": world,
+            "predictions": clf.predict(texts).tolist(),
+            "n_samples_seen": clf.head_.n_samples_seen_,
+            "timings": clf.timings_,
+        }))
+
+
+if __name__ == "__main__":
+    main()
