@@ -33,6 +33,7 @@ from eft.encoder import (
     check_model_dir,
     extract_features,
     load_backbone,
+    model_max_length,
     quiet_transformers,
     tokenize,
 )
@@ -196,8 +197,9 @@ class EFTClassifier:
         fit_start = time.perf_counter()
 
         clock = time.perf_counter()
-        input_ids = tokenize(tokenizer, texts, cfg.max_length)
-        eval_ids = tokenize(tokenizer, eval_texts, cfg.max_length) if eval_texts else None
+        self.max_length_ = model_max_length(cfg.max_length, backbone, tokenizer)
+        input_ids = tokenize(tokenizer, texts, self.max_length_)
+        eval_ids = tokenize(tokenizer, eval_texts, self.max_length_) if eval_texts else None
         timings["tokenize"] = time.perf_counter() - clock
         pad_id = int(tokenizer.pad_token_id)
         head_weights = self._class_weights(label_index, len(classes))
@@ -406,7 +408,7 @@ class EFTClassifier:
         """Class scores (n, n_classes): I-ELM outputs, or the baseline's logits."""
         self._check_fitted()
         texts, _ = check_texts_and_labels(texts, None, "input")
-        return self._scores(self.model_, tokenize(self.tokenizer_, texts, self.config.max_length))
+        return self._scores(self.model_, tokenize(self.tokenizer_, texts, self.max_length_))
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Predicted label of every text."""
@@ -421,7 +423,7 @@ class EFTClassifier:
         """Pooled features of the (fine-tuned) encoder, as the head sees them."""
         self._check_fitted()
         texts, _ = check_texts_and_labels(texts, None, "input")
-        ids = tokenize(self.tokenizer_, texts, self.config.max_length)
+        ids = tokenize(self.tokenizer_, texts, self.max_length_)
         return self._scores(self.model_.encoder, ids)
 
     def score(self, texts: Sequence[str], labels: Sequence[Any]) -> float:
@@ -526,6 +528,7 @@ class EFTClassifier:
             head.load_state_dict(tensors)
         model.model_ = EFTModel(encoder, head.to(accelerator_device)).eval()
         model.tokenizer_ = tokenizer
+        model.max_length_ = model_max_length(config.max_length, backbone, tokenizer)
         dtype = np.int64 if meta["label_type"] == "int" else np.str_
         model.classes_ = np.asarray(meta["labels"], dtype=dtype)
         model.device_ = accelerator_device

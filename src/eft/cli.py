@@ -1,4 +1,4 @@
-"""The ``eft`` command line: train, evaluate, predict, data, compare.
+"""The ``eft`` command line: train, evaluate, predict, data, compare, experiment.
 
 Every user-input problem prints one line ``eft: error: ...`` on stderr and exits with code 2;
 nothing is left half-written.
@@ -69,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
         "sst2 (see `eft data`)",
     )
     source.add_argument("--max-train", type=int, help="use a random subset of N training rows")
+    source.add_argument(
+        "--context-past",
+        type=int,
+        default=0,
+        help="EFT*: tokens of past utterances of the same dialogue (MELD, IEMOCAP; paper 4.3)",
+    )
+    source.add_argument(
+        "--context-future",
+        type=int,
+        default=0,
+        help="EFT*: tokens of future utterances of the same dialogue (MELD; paper 4.3)",
+    )
     _add_data_options(source)
     method = train.add_argument_group("method")
     method.add_argument("--config", help="JSON file of EFTConfig fields (flags override it)")
@@ -182,6 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
     compare.add_argument("--seed", type=int, default=0, help="resampling seed")
     compare.add_argument("--json", action="store_true", help="print JSON")
+    experiment = commands.add_parser(
+        "experiment",
+        help="run a paper table from an experiments/*.toml config",
+        formatter_class=_Formatter,
+    )
+    experiment.add_argument("config", help="experiment TOML (see experiments/)")
+    experiment.add_argument("--seeds", type=int, default=3, help="runs per row (paper: 3)")
+    experiment.add_argument("--data-dir", help="root of the datasets (default: $EFT_DATA_DIR)")
+    experiment.add_argument("--model", help="override every row's model")
+    experiment.add_argument("--max-train", type=int, help="subsample the training split")
+    experiment.add_argument("--flops", action="store_true", help="count FLOPs (Table 7; slower)")
+    experiment.add_argument(
+        "--output", help="results folder (default: benchmarks/results/experiment_<name>)"
+    )
+    experiment.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
 
@@ -233,12 +260,28 @@ def _load_training_data(args: argparse.Namespace):
 
     if bool(args.train) == bool(args.dataset):
         raise InputError("Give exactly one of --train FILE or --dataset NAME.")
+    if args.context_past or args.context_future:
+        if not args.dataset:
+            raise InputError("--context-past/--context-future need --dataset (dialogue data).")
     if args.dataset:
         dataset = datasets.load(args.dataset, data_dir=args.data_dir)
         train = dataset.splits["train"]
         validation = dataset.splits.get("validation")
-        texts, labels = list(train.texts), list(train.labels)
-        eval_texts = list(validation.texts) if validation else None
+        if args.context_past or args.context_future:
+            from eft.context import build_context_inputs
+            from eft.encoder import load_tokenizer
+
+            tokenizer = load_tokenizer(args.model, bool(args.trust_remote_code))
+            texts = build_context_inputs(train, tokenizer, args.context_past, args.context_future)
+            eval_texts = None
+            if validation:
+                eval_texts = build_context_inputs(
+                    validation, tokenizer, args.context_past, args.context_future
+                )
+        else:
+            texts = list(train.texts)
+            eval_texts = list(validation.texts) if validation else None
+        labels = list(train.labels)
         eval_labels = list(validation.labels) if validation else None
     else:
         texts, labels = datasets.read_labeled_file(
@@ -429,12 +472,33 @@ def command_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_experiment(args: argparse.Namespace) -> int:
+    from eft.experiment import format_tables, load_experiment, run_experiment
+
+    spec = load_experiment(args.config)
+    output = args.output or f"benchmarks/results/experiment_{Path(args.config).stem}"
+    results = run_experiment(
+        spec,
+        seeds=args.seeds,
+        data_dir=args.data_dir,
+        model=args.model,
+        max_train=args.max_train,
+        output=output,
+        progress=not args.quiet,
+        flops=args.flops,
+    )
+    print(format_tables(results))
+    print(f"results written to {output}/")
+    return 0
+
+
 COMMANDS = {
     "train": command_train,
     "evaluate": command_evaluate,
     "predict": command_predict,
     "data": command_data,
     "compare": command_compare,
+    "experiment": command_experiment,
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -74,6 +75,39 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
+def _resolve_model(model: str | None, trust_remote_code: bool) -> str:
+    name = model or default_model_path()
+    local = Path(name).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise InputError(f"--model {name} is a file; pass the model's folder.")
+        check_model_dir(local, trust_remote_code)
+        return str(local)
+    if name.startswith((".", "/", "~")):
+        raise InputError(f"--model {name}: no such folder.")
+    return name
+
+
+def _load_error(name: str, error: Exception) -> InputError:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return InputError(f"Cannot load --model {name}: {first}")
+
+
+def load_tokenizer(model: str | None, trust_remote_code: bool = False):
+    """The tokenizer of a local folder or hub id (None = the embedded default model)."""
+    from transformers import AutoTokenizer
+
+    name = _resolve_model(model, trust_remote_code)
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_error(name, error) from error
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token or tokenizer.unk_token
+    return tokenizer
+
+
 def load_backbone(
     model: str | None, trust_remote_code: bool = False
 ) -> tuple[nn.Module, object, str]:
@@ -81,28 +115,17 @@ def load_backbone(
 
     Returns the model, the tokenizer and the resolved name or path.
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
-    name = model or default_model_path()
-    local = Path(name).expanduser()
-    if local.exists():
-        if not local.is_dir():
-            raise InputError(f"--model {name} is a file; pass the model's folder.")
-        check_model_dir(local, trust_remote_code)
-        name = str(local)
-    elif name.startswith((".", "/", "~")):
-        raise InputError(f"--model {name}: no such folder.")
+    name = _resolve_model(model, trust_remote_code)
+    tokenizer = load_tokenizer(name, trust_remote_code)
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
             backbone = AutoModel.from_pretrained(
                 name, trust_remote_code=trust_remote_code, use_safetensors=True
             )
     except (OSError, ValueError, KeyError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"Cannot load --model {name}: {first}") from error
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token or tokenizer.unk_token
+        raise _load_error(name, error) from error
     return backbone, tokenizer, name
 
 
@@ -147,6 +170,24 @@ class TextEncoder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Input pipeline
 # ----------------------------------------------------------------------------------------------
+
+
+def model_max_length(requested: int, backbone: nn.Module, tokenizer) -> int:
+    """``requested`` capped at what the model's position embeddings allow (with a warning)."""
+    limit = int(getattr(backbone.config, "max_position_embeddings", requested) or requested)
+    if getattr(backbone.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # positions start after the padding index
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and tokenizer_limit < 1_000_000:
+        limit = min(limit, tokenizer_limit)
+    if requested > limit:
+        warnings.warn(
+            f"max_length {requested} exceeds what the model accepts; using {limit}.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return limit
+    return requested
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:

@@ -1,0 +1,352 @@
+"""Reproduce a paper table: run every row (method) of an experiment config over seeds.
+
+A config is a TOML file (see ``experiments/``)::
+
+    dataset = "meld"            # a name of eft.datasets
+    metric = "weighted_f1"      # the paper's metric for the table
+    title = "MELD (paper Table 2)"
+    [defaults]                  # EFTConfig fields shared by every row
+    learning_rate = 5e-5
+    [[rows]]
+    name = "EFT"                # the row label
+    bp_epochs = 1               # EFTConfig fields of this row ...
+    context_past = 0            # ... plus the EFT* context budgets (tokens, paper 4.3)
+    context_future = 0
+    baseline = false            # the standard fine-tuning row the others are tested against
+
+For each row and seed it trains on the train split (early stopping on validation for
+``method="bp"``), predicts the test split, and records the score, the per-phase times and
+the predictions. The output folder gets ``results.json``, ``table.md`` (paper layout: score,
+TTM in minutes, BP epochs, the double dagger where a row is not significantly worse than the
+baseline by a paired bootstrap), Table 6 (per-phase times of the EFT rows) and, when FLOPs
+were counted, Table 7.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eft.classifier import EFTClassifier
+from eft.config import EFTConfig
+from eft.errors import InputError
+from eft.metrics import classification_scores, mean_std, paired_bootstrap
+
+ROW_KEYS = {"name", "baseline", "context_past", "context_future"}
+
+
+@dataclass
+class Row:
+    """One table row: a method and its hyper-parameters."""
+
+    name: str
+    config: dict[str, Any]
+    context_past: int = 0
+    context_future: int = 0
+    baseline: bool = False
+
+
+@dataclass
+class Experiment:
+    """A parsed experiment config."""
+
+    dataset: str
+    metric: str
+    title: str
+    rows: list[Row]
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Parse and check an experiment TOML file."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise InputError(f"Cannot read experiment {path}: {error}") from error
+    for key in ("dataset", "metric", "rows"):
+        if key not in raw:
+            raise InputError(f"Experiment {path} lacks the field {key!r}.")
+    defaults = dict(raw.get("defaults", {}))
+    rows = []
+    for index, spec in enumerate(raw["rows"]):
+        spec = dict(spec)
+        if "name" not in spec:
+            raise InputError(f"Experiment {path}: row {index + 1} has no name.")
+        config = {**defaults, **{k: v for k, v in spec.items() if k not in ROW_KEYS}}
+        EFTConfig.from_dict(config)  # fail on a bad field now, not after an hour
+        rows.append(
+            Row(
+                name=spec["name"],
+                config=config,
+                context_past=int(spec.get("context_past", 0)),
+                context_future=int(spec.get("context_future", 0)),
+                baseline=bool(spec.get("baseline", False)),
+            )
+        )
+    if sum(row.baseline for row in rows) > 1:
+        raise InputError(f"Experiment {path}: more than one row is marked baseline.")
+    return Experiment(
+        dataset=raw["dataset"],
+        metric=raw["metric"],
+        title=raw.get("title", raw["dataset"]),
+        rows=rows,
+        dataset_options=dict(raw.get("dataset_options", {})),
+    )
+
+
+def _inputs(split, row: Row, tokenizer) -> list[str]:
+    if not (row.context_past or row.context_future):
+        return list(split.texts)
+    from eft.context import build_context_inputs
+
+    return build_context_inputs(split, tokenizer, row.context_past, row.context_future)
+
+
+def run_experiment(
+    experiment: Experiment,
+    seeds: int = 3,
+    data_dir: str | None = None,
+    model: str | None = None,
+    max_train: int | None = None,
+    output: str | Path | None = None,
+    progress: bool = True,
+    flops: bool = False,
+) -> dict[str, Any]:
+    """Run every row for ``seeds`` seeds; write results, predictions and tables to ``output``."""
+    from eft import datasets
+    from eft.encoder import load_tokenizer
+
+    data = datasets.load(experiment.dataset, data_dir=data_dir, **experiment.dataset_options)
+    if "test" not in data.splits:
+        raise InputError(f"Dataset {experiment.dataset} has no test split to report on.")
+    train = data.splits["train"]
+    if max_train and max_train < len(train):
+        train = datasets.subsample(train, max_train, seed=0)
+    validation, test = data.splits.get("validation"), data.splits["test"]
+    out = Path(output) if output else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "title": experiment.title,
+        "dataset": experiment.dataset,
+        "metric": experiment.metric,
+        "seeds": seeds,
+        "max_train": max_train,
+        "sizes": {"train": len(train), "validation": len(validation or []), "test": len(test)},
+        "machine": machine_info(),
+        "rows": [],
+    }
+    tokenizers: dict[str, Any] = {}
+    for row in experiment.rows:
+        config_values = {**row.config, "progress": progress, "flops": flops}
+        if model:
+            config_values["model"] = model
+        runs = []
+        for seed in range(seeds):
+            config = EFTConfig.from_dict({**config_values, "seed": 42 + seed})
+            key = str(config.model)
+            if key not in tokenizers and (row.context_past or row.context_future):
+                tokenizers[key] = load_tokenizer(config.model, config.trust_remote_code)
+            tokenizer = tokenizers.get(key)
+            train_texts = _inputs(train, row, tokenizer)
+            eval_texts = _inputs(validation, row, tokenizer) if validation else None
+            eval_labels = list(validation.labels) if validation else None
+            if config.method == "eft":
+                eval_texts = eval_labels = None  # EFT needs no validation pass while training
+            clock = time.perf_counter()
+            clf = EFTClassifier(config).fit(
+                train_texts, list(train.labels), eval_texts, eval_labels
+            )
+            predictions = clf.predict(_inputs(test, row, tokenizer)).tolist()
+            scores = classification_scores(list(test.labels), predictions)
+            runs.append(
+                {
+                    "seed": config.seed,
+                    "scores": scores,
+                    "timings": clf.timings_,
+                    "flops": clf.flops_,
+                    "bp_epochs_run": len(clf.history_.get("bp_epoch_seconds", [])),
+                    "bp_best_epoch": clf.history_.get("bp_best_epoch"),
+                    "history": clf.history_,
+                    "wall_seconds": time.perf_counter() - clock,
+                    "predictions": predictions,
+                }
+            )
+            if out:
+                _write_predictions(
+                    out / f"{_slug(row.name)}_seed{config.seed}.jsonl", test, predictions
+                )
+            if progress:
+                print(
+                    f"[{row.name}] seed {config.seed}: {experiment.metric} "
+                    f"{scores[experiment.metric]:.2f}, train {clf.timings_['train']:.1f} s",
+                    flush=True,
+                )
+        results["rows"].append(_summarise(row, runs, experiment.metric))
+    _significance(results, list(test.labels), experiment.metric)
+    for row in results["rows"]:
+        for run in row["runs"]:
+            run.pop("predictions")
+    if out:
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        (out / "table.md").write_text(format_tables(results), encoding="utf-8")
+    return results
+
+
+def _summarise(row: Row, runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    mean, std = mean_std([r["scores"][metric] for r in runs])
+    train_minutes = [r["timings"]["train"] / 60 for r in runs]
+    phases = {
+        phase: float(np.mean([r["timings"].get(phase, 0.0) for r in runs]))
+        for phase in ("bp", "feedforward", "elm", "train", "total")
+    }
+    flops = None
+    if all(r["flops"] for r in runs):
+        flops = {k: float(np.mean([r["flops"][k] for r in runs])) for k in runs[0]["flops"]}
+    return {
+        "name": row.name,
+        "baseline": row.baseline,
+        "config": row.config,
+        "context_past": row.context_past,
+        "context_future": row.context_future,
+        "score_mean": mean,
+        "score_std": std,
+        "accuracy_mean": float(np.mean([r["scores"]["accuracy"] for r in runs])),
+        "ttm_minutes_mean": float(np.mean(train_minutes)),
+        "phase_seconds_mean": phases,
+        "bp_epochs_run": [r["bp_epochs_run"] for r in runs],
+        "flops_mean": flops,
+        "runs": runs,
+    }
+
+
+def _significance(results: dict[str, Any], truth: list[Any], metric: str) -> None:
+    """Paired bootstrap of every row against the baseline row, on the first seed's predictions."""
+    baseline = next((r for r in results["rows"] if r["baseline"]), None)
+    if baseline is None:
+        return
+    reference = baseline["runs"][0]["predictions"]
+    for row in results["rows"]:
+        if row is baseline:
+            continue
+        test = paired_bootstrap(truth, reference, row["runs"][0]["predictions"], metric=metric)
+        row["bootstrap_vs_baseline"] = {
+            k: test[k] for k in ("p_value", "p_value_worse", "comparable", "difference")
+        }
+
+
+def format_tables(results: dict[str, Any]) -> str:
+    """Markdown tables in the paper's layout (Tables 2-7)."""
+    metric = results["metric"]
+    seeds = results["seeds"]
+    lines = [
+        f"# {results['title']}",
+        "",
+        f"Test {metric} (mean{' ± std' if seeds > 1 else ''} over {seeds} seed"
+        f"{'s' if seeds > 1 else ''}), training time TTM (BP + feedforward + I-ELM, minutes) "
+        f"and BP epochs. Train/validation/test sizes: {results['sizes']['train']} / "
+        f"{results['sizes']['validation']} / {results['sizes']['test']}.",
+        "‡: not significantly worse than the baseline (paired bootstrap, 1,000 resamples, "
+        "p >= 0.05).",
+        "",
+        f"| Method | {metric} | accuracy | TTM (min) | BP epochs |",
+        "|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        mark = ""
+        test = row.get("bootstrap_vs_baseline")
+        if test and test["comparable"]:
+            mark = " ‡"
+        score = f"{row['score_mean']:.2f}" + (f" ± {row['score_std']:.2f}" if seeds > 1 else "")
+        epochs = "/".join(str(e) for e in row["bp_epochs_run"])
+        label = row["name"] + (" (baseline)" if row["baseline"] else "")
+        lines.append(
+            f"| {label} | {score}{mark} | {row['accuracy_mean']:.2f} | "
+            f"{row['ttm_minutes_mean']:.2f} | {epochs} |"
+        )
+    eft_rows = [r for r in results["rows"] if r["config"].get("method", "eft") == "eft"]
+    lines += [
+        "",
+        "## Training time per phase (paper Table 6, seconds)",
+        "",
+        "| Method | BP | feedforward | I-ELM | TTM | whole fit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        p = row["phase_seconds_mean"]
+        lines.append(
+            f"| {row['name']} | {p['bp']:.1f} | {p['feedforward']:.1f} | {p['elm']:.2f} | "
+            f"{p['train']:.1f} | {p['total']:.1f} |"
+        )
+    if any(r["flops_mean"] for r in eft_rows):
+        lines += [
+            "",
+            "## FLOPs per phase (paper Table 7)",
+            "",
+            "| Method | BP feature extractor | BP classifier | feedforward | I-ELM |",
+            "|---|---|---|---|---|",
+        ]
+        for row in eft_rows:
+            f = row["flops_mean"] or {}
+            cells = [
+                f"{f.get(k, 0):.3e}"
+                for k in ("bp_feature_extractor", "bp_classifier", "feedforward", "elm")
+            ]
+            lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    machine = results["machine"]
+    lines += [
+        "",
+        f"Machine: {machine['cpu']} ({machine['cores']} cores), torch {machine['torch']}, "
+        f"transformers {machine['transformers']}, eft {machine['eft']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def machine_info() -> dict[str, Any]:
+    """What ran the experiment: CPU/GPU, core count and library versions."""
+    import os
+
+    import torch
+    import transformers
+
+    from eft import __version__
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "eft": __version__,
+    }
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def _write_predictions(path: Path, split, predictions: list[Any]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for index, (text, label, predicted) in enumerate(
+            zip(split.texts, split.labels, predictions, strict=True)
+        ):
+            record = {"id": index, "text": text, "label": label, "prediction": predicted}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
