@@ -107,8 +107,9 @@ def random_hidden_layer(
     """
     rng = check_random_state(random_state)
     tall = rng.standard_normal((max(n_hidden, n_features), min(n_hidden, n_features)))
-    q, r = np.linalg.qr(tall)
-    q *= np.where(np.diag(r) < 0, -1.0, 1.0)
+    # torch's QR: numpy's runs on its own BLAS thread pool, which is erratic when contended.
+    q, r = torch.linalg.qr(torch.from_numpy(tall))
+    q = (q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0)).numpy()
     weights = q.T if n_hidden <= n_features else q
     bias = rng.uniform(0.0, 1.0, size=n_hidden)
     bias /= max(np.linalg.norm(bias), np.finfo(np.float64).tiny)
@@ -312,7 +313,8 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                 X = X.float()
             if X.shape[0] == 0:
                 raise ValueError("Found array with 0 sample(s); at least 1 is required.")
-            if not bool(torch.isfinite(X).all()):
+            # any NaN or inf makes the sum non-finite: a cheap test first, the full one if needed
+            if not bool(torch.isfinite(X.sum())) and not bool(torch.isfinite(X).all()):
                 raise ValueError(
                     "Input X contains NaN or infinity. Check the feature extractor (fp16 "
                     "overflow?) or drop those rows."
@@ -975,14 +977,19 @@ def sweep(
     H_val = H_val.to(torch.float64)
     table: list[dict[str, float]] = []
     solutions: dict[tuple[int, float], torch.Tensor] = {}
+    system = torch.empty_like(full.gamma_)
     for c in strengths:
-        system = full.gamma_.clone()
+        system.copy_(full.gamma_)
         system.diagonal().add_(1.0 / c)
         factor, info = torch.linalg.cholesky_ex(system)
+        # L z = Lambda^T once; the leading nh rows of z solve the leading nh block's system.
+        forward = torch.linalg.solve_triangular(factor, full.lambda_.T, upper=False)
         for nh in sizes:
             lam = full.lambda_[:, :nh]
             if int(info) == 0 or int(info) > nh:  # the leading nh block is positive definite
-                U = torch.cholesky_solve(lam.T, factor[:nh, :nh]).T
+                U = torch.linalg.solve_triangular(
+                    factor[:nh, :nh].mT, forward[:nh], upper=True
+                ).T
             else:
                 U = _eigen_solve(system[:nh, :nh], lam, warn=False)
             solutions[(nh, c)] = U
