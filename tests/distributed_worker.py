@@ -24,8 +24,14 @@ def main() -> None:
     args = parser.parse_args()
     texts, labels = TEXTS[: args.n_texts], LABELS[: args.n_texts]
     config = EFTConfig(
-        model=args.model, bp_epochs=args.bp_epochs, n_hidden=40, batch_size=4, n_iter=args.n_iter,
-        learning_rate=5e-4, device="cpu", progress=False,
+        model=args.model,
+        bp_epochs=args.bp_epochs,
+        n_hidden=40,
+        batch_size=4,
+        n_iter=args.n_iter,
+        learning_rate=5e-4,
+        device="cpu",
+        progress=False,
     )
     clf = EFTClassifier(config).fit(texts, labels)
     if clf.is_main_process_:
@@ -33,12 +39,16 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         clf.head_.save(out / "head.safetensors")
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        (out / "result.json").write_text(json.dumps({
-            "world_size": world,
-            "predictions": clf.predict(texts).tolist(),
-            "n_samples_seen": clf.head_.n_samples_seen_,
-            "timings": clf.timings_,
-        }))
+        (out / "result.json").write_text(
+            json.dumps(
+                {
+                    "world_size": world,
+                    "predictions": clf.predict(texts).tolist(),
+                    "n_samples_seen": clf.head_.n_samples_seen_,
+                    "timings": clf.timings_,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

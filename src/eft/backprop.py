@@ -12,11 +12,14 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from eft.checkpoint import restore_checkpoint, save_checkpoint
 from eft.config import EFTConfig
 from eft.encoder import Collator, EncodedTexts, LengthGroupedBatchSampler, TextEncoder
 
@@ -97,6 +100,10 @@ def train_backprop(
     feature_sink: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
     patience: int | None = None,
+    checkpoint_dir: Path | None = None,
+    checkpoint_last: bool = True,
+    checkpoint_metadata: dict[str, Any] | None = None,
+    resume_from: Path | None = None,
 ) -> tuple[nn.Module, BPResult]:
     """Fine-tune ``model`` for ``epochs`` epochs; returns the (unwrapped) model and a record.
 
@@ -104,6 +111,10 @@ def train_backprop(
     batch of the LAST epoch (fused mode). ``evaluate(model) -> score`` runs after each epoch
     when given; with ``patience``, training stops after that many epochs without a better
     score and the best epoch's weights are restored (the baseline's early stopping).
+
+    With ``checkpoint_dir``, the state after every epoch (but the last unless
+    ``checkpoint_last``) is saved there; ``resume_from`` continues from such a checkpoint and
+    ends with the same model as an uninterrupted run with the same seed.
     """
     from tqdm.auto import tqdm
 
@@ -121,8 +132,19 @@ def train_backprop(
     )
     result = BPResult()
     best_score, best_state, since_best = -np.inf, None, 0
+    start_epoch = 0
+    if resume_from is not None:
+        state = restore_checkpoint(
+            resume_from, accelerator.unwrap_model(model), optimizer, scheduler
+        )
+        start_epoch = sampler.epoch = int(state["epoch"])
+        result = BPResult(**state["result"])
+        if state["best_score"] is not None:
+            best_score = state["best_score"]
+        since_best, best_state = int(state["since_best"]), state["best_state"]
     show = config.progress and accelerator.is_main_process
-    for epoch in range(epochs):
+    stopped = patience is not None and since_best >= patience
+    for epoch in range(start_epoch, 0 if stopped else epochs):
         model.train()
         last = epoch == epochs - 1
         _synchronize(accelerator.device)
@@ -160,8 +182,25 @@ def train_backprop(
                     best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
             else:
                 since_best += 1
-                if patience is not None and since_best >= patience:
-                    break
+        stop = patience is not None and since_best >= patience
+        if (
+            checkpoint_dir is not None
+            and accelerator.is_main_process
+            and (checkpoint_last or (epoch + 1 < epochs and not stop))
+        ):
+            save_checkpoint(
+                checkpoint_dir,
+                epoch + 1,
+                accelerator.unwrap_model(model),
+                optimizer,
+                scheduler,
+                result,
+                {"state": best_state, "score": best_score, "since_best": since_best},
+                checkpoint_metadata or {},
+            )
+        accelerator.wait_for_everyone()
+        if stop:
+            break
     model = accelerator.unwrap_model(model)
     if best_state is not None and result.best_epoch != result.epochs_run:
         model.load_state_dict(best_state)

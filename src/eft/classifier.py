@@ -161,8 +161,14 @@ class EFTClassifier:
         labels: Sequence[Any],
         eval_texts: Sequence[str] | None = None,
         eval_labels: Sequence[Any] | None = None,
+        resume_from: str | os.PathLike | None = None,
+        checkpoint_metadata: dict[str, Any] | None = None,
     ) -> EFTClassifier:
-        """Run the BP stage, the feedforward pass and the I-ELM solve (or the baseline)."""
+        """Run the BP stage, the feedforward pass and the I-ELM solve (or the baseline).
+
+        ``resume_from`` continues from a checkpoint written to ``config.checkpoint_dir`` by an
+        interrupted run with the same configuration and data.
+        """
         cfg = self.config
         texts, labels = check_texts_and_labels(texts, labels)
         classes, label_index = np.unique(labels, return_inverse=True)
@@ -229,6 +235,7 @@ class EFTClassifier:
             if fused:
 
                 def sink(features: torch.Tensor, batch_labels: torch.Tensor) -> None:
+                    _check_finite(features, cfg)
                     _synchronize(device)
                     start = time.perf_counter()
                     head.partial_fit(features, batch_labels, classes=np.arange(len(classes)))
@@ -261,6 +268,14 @@ class EFTClassifier:
                     feature_sink=sink,
                     evaluate=evaluate,
                     patience=cfg.early_stopping_patience if cfg.method == "bp" else None,
+                    checkpoint_dir=Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None,
+                    checkpoint_last=not fused,  # fused mode must redo its last epoch
+                    checkpoint_metadata={
+                        "config": cfg.to_dict(),
+                        "labels": classes.tolist(),
+                        **(checkpoint_metadata or {}),
+                    },
+                    resume_from=Path(resume_from) if resume_from else None,
                 )
             encoder, linear = bp_model.encoder, bp_model.classifier
             timings["bp"] = bp_result.seconds - sink_seconds[0]
@@ -368,6 +383,7 @@ class EFTClassifier:
                 if item is None:
                     return
                 rows, features = item
+                _check_finite(features, self.config)
                 if cfg.feature_cache:
                     cache.append((features, label_index[rows]))
                 yield features, label_index[rows]
@@ -539,6 +555,18 @@ class EFTClassifier:
         model.model_name_ = meta.get("base_model")
         model.is_main_process_ = True
         return model
+
+
+def _check_finite(features: torch.Tensor, config: EFTConfig) -> None:
+    """Stop with a clear message when the encoder emits NaN/inf (e.g. fp16 overflow)."""
+    if bool(torch.isfinite(features.sum())):
+        return
+    bad = int((~torch.isfinite(features)).any(1).sum())
+    raise InputError(
+        f"The encoder produced non-finite features for {bad} text(s) (mixed precision "
+        f"{config.mixed_precision!r}; fp16 overflows easily). Use --mixed-precision bf16 or no, "
+        f"or a lower learning rate if the BP stage diverged."
+    )
 
 
 def elm_flops(

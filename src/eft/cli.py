@@ -151,7 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument(
         "--flops", action="store_true", default=None, help="count FLOPs per phase (slower)"
     )
-    train.add_argument("--output", required=True, help="folder to write the model to")
+    train.add_argument("--output", help="folder to write the model to (required)")
+    train.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help="continue an interrupted run from its '<output>.checkpoint' folder (data, options "
+        "and output are taken from the checkpoint)",
+    )
+    train.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="do not save '<output>.checkpoint' after each BP epoch",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     evaluate = commands.add_parser(
@@ -317,15 +328,54 @@ def format_timings(timings: dict[str, float]) -> str:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    from eft.classifier import EFTClassifier, _check_output_dir
+    import shutil
 
+    from eft.checkpoint import read_checkpoint
+    from eft.classifier import EFTClassifier, _check_output_dir
+    from eft.config import EFTConfig
+
+    resume = args.resume
+    if resume:
+        state = read_checkpoint(resume)
+        if "cli_args" not in state:
+            raise InputError(
+                f"{resume} was not written by `eft train`; resume it from Python with "
+                f"EFTClassifier(config).fit(..., resume_from={resume!r})."
+            )
+        quiet = args.quiet
+        args = argparse.Namespace(**state["cli_args"])
+        args.quiet = quiet
+        config = EFTConfig.from_dict({**state["config"], "progress": not quiet})
+    else:
+        if not args.output:
+            raise InputError("--output DIR is required (the folder to write the model to).")
+        config = _config_from_args(args)
+        if not args.no_checkpoint:
+            config.checkpoint_dir = f"{Path(args.output)}.checkpoint"
     output = Path(args.output)
     _check_output_dir(output)  # fail before hours of training, not after
-    config = _config_from_args(args)
     texts, labels, eval_texts, eval_labels = _load_training_data(args)
-    classifier = EFTClassifier(config).fit(texts, labels, eval_texts, eval_labels)
+    cli_args = {k: v for k, v in vars(args).items() if k not in ("resume", "command")}
+    try:
+        classifier = EFTClassifier(config).fit(
+            texts,
+            labels,
+            eval_texts,
+            eval_labels,
+            resume_from=resume,
+            checkpoint_metadata={"cli_args": cli_args},
+        )
+    except KeyboardInterrupt:
+        checkpoint = config.checkpoint_dir
+        hint = ""
+        if checkpoint and Path(checkpoint, "checkpoint.json").is_file():
+            hint = f" Resume with: eft train --resume {checkpoint}"
+        print(f"eft: interrupted; no model was written.{hint}", file=sys.stderr)
+        return 130
     if classifier.is_main_process_:
         classifier.save_pretrained(output)
+        if config.checkpoint_dir:
+            shutil.rmtree(config.checkpoint_dir, ignore_errors=True)
         print(
             f"Trained {config.method.upper()} on {len(texts)} texts, "
             f"{len(classifier.classes_)} classes; model saved to {output}"

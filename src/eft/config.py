@@ -56,6 +56,8 @@ class EFTConfig:
     """Keep the training features in memory (only used by n_iter > 1, which re-reads them)."""
     early_stopping_patience: int | None = None
     """method="bp": stop after this many epochs without a better validation score."""
+    checkpoint_dir: str | None = None
+    """Save the BP state after every epoch here, for ``resume_from`` after an interruption."""
     seed: int = 42
     device: str = "auto"
     mixed_precision: str = "auto"

@@ -1,0 +1,127 @@
+"""Interruption: a run killed after a BP epoch resumes to the same model (eft.checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from eft import EFTClassifier, InputError
+from eft.checkpoint import read_checkpoint
+from tests.test_classifier import LABELS, TEXTS
+from tests.test_cli import _write_csv, run_eft
+
+
+@pytest.mark.parametrize("method", ["eft", "bp"])
+def test_killed_run_resumes_to_the_uninterrupted_model(method, tiny_bert_dir, tmp_path):
+    rows = list(zip(TEXTS * 4, LABELS * 4, strict=True))  # 256 rows, 128 steps per epoch
+    train = _write_csv(tmp_path / "train.csv", rows)
+    common = [
+        "train",
+        "--train",
+        str(train),
+        "--model",
+        str(tiny_bert_dir),
+        "--bp-epochs",
+        "3",
+        "--batch-size",
+        "2",
+        "--n-hidden",
+        "32",
+        "--learning-rate",
+        "5e-4",
+        "--device",
+        "cpu",
+        "--method",
+        method,
+        "--quiet",
+    ]
+    if method == "bp":
+        common += ["--validation", str(train), "--early-stopping-patience", "2"]
+    whole = run_eft(*common, "--output", str(tmp_path / "whole"), "--no-checkpoint")
+    assert whole.returncode == 0, whole.stderr
+
+    out = tmp_path / "killed"
+    checkpoint = tmp_path / "killed.checkpoint"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eft.cli", *common, "--output", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 240
+    while not (checkpoint / "checkpoint.json").is_file():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = read_checkpoint(checkpoint)
+    assert 1 <= state["epoch"] < 3, "the run must be killed between its first and last epoch"
+    assert not out.exists()
+
+    resumed = run_eft("train", "--resume", str(checkpoint), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert out.is_dir() and not checkpoint.exists()
+    a = EFTClassifier.from_pretrained(tmp_path / "whole", device="cpu")
+    b = EFTClassifier.from_pretrained(out, device="cpu")
+    np.testing.assert_array_equal(a.predict(TEXTS), b.predict(TEXTS))
+    np.testing.assert_allclose(
+        a.decision_function(TEXTS), b.decision_function(TEXTS), rtol=1e-5, atol=1e-6
+    )
+    meta = json.loads((out / "eft_config.json").read_text())
+    assert len(meta["history"]["bp_epoch_seconds"]) == len(
+        json.loads((tmp_path / "whole" / "eft_config.json").read_text())["history"][
+            "bp_epoch_seconds"
+        ]
+    )
+
+
+def test_ctrl_c_leaves_no_model_and_says_how_to_resume(tiny_bert_dir, tmp_path):
+    rows = list(zip(TEXTS * 4, LABELS * 4, strict=True))
+    train = _write_csv(tmp_path / "train.csv", rows)
+    out = tmp_path / "model"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "eft.cli",
+            "train",
+            "--train",
+            str(train),
+            "--model",
+            str(tiny_bert_dir),
+            "--bp-epochs",
+            "5",
+            "--batch-size",
+            "2",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while not (tmp_path / "model.checkpoint" / "checkpoint.json").is_file():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Resume with: eft train --resume" in stderr
+    assert not out.exists()
+
+
+def test_resume_refuses_what_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(InputError, match="not an eft checkpoint"):
+        read_checkpoint(tmp_path)
+    result = run_eft("train", "--resume", str(tmp_path))
+    assert result.returncode == 2 and "not an eft checkpoint" in result.stderr
