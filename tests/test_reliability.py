@@ -1,0 +1,95 @@
+"""Reliability cases of docs/reliability.md not covered by the per-module tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from eft import EFTClassifier, EFTConfig, IELMClassifier, InputError
+from eft.experiment import load_experiment
+from tests.test_classifier import LABELS, TEXTS, _config
+from tests.test_cli import _write_csv, run_eft
+
+
+def _copy_model(source, target):
+    shutil.copytree(source, target)
+    return target
+
+
+def test_pickle_weights_are_refused(tiny_bert_dir, tmp_path):
+    model = _copy_model(tiny_bert_dir, tmp_path / "m")
+    torch.save({"x": torch.zeros(1)}, model / "pytorch_model.bin")
+    with pytest.raises(InputError, match="pickle files \\(pytorch_model.bin\\)"):
+        EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
+
+
+def test_remote_code_needs_opt_in(tiny_bert_dir, tmp_path):
+    model = _copy_model(tiny_bert_dir, tmp_path / "m")
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="trust_remote_code"):
+        EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
+
+
+def test_output_folder_that_is_not_a_model_is_refused_before_training(tiny_bert_dir, tmp_path):
+    train = _write_csv(tmp_path / "train.csv", list(zip(TEXTS, LABELS, strict=True)))
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    result = run_eft("train", "--train", str(train), "--model", str(tiny_bert_dir),
+                     "--output", str(out))
+    assert result.returncode == 2 and "is not an eft model folder" in result.stderr
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_non_finite_encoder_features_stop_with_a_clear_error(tiny_bert_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = _copy_model(tiny_bert_dir, tmp_path / "m")
+    weights = load_file(model / "model.safetensors")
+    key = next(k for k in weights if k.endswith("LayerNorm.weight") and "layer.1." in k)
+    weights[key] = torch.full_like(weights[key], float("inf"))
+    save_file(weights, model / "model.safetensors")
+    with pytest.raises(InputError, match="non-finite features for 64 text"):
+        EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
+
+
+def test_unknown_configuration_fields_are_named(tmp_path):
+    with pytest.raises(InputError, match="Unknown EFT configuration field\\(s\\): n_hiden"):
+        EFTConfig.from_dict({"n_hiden": 10})
+    spec = tmp_path / "bad.toml"
+    spec.write_text('dataset = "trec"\nmetric = "accuracy"\n[[rows]]\nname = "x"\nbp_epoch = 1\n')
+    with pytest.raises(InputError, match="bp_epoch"):
+        load_experiment(spec)
+
+
+def test_constant_features_with_standardisation():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 6))
+    X[:, 2] = 5.0  # a constant column
+    y = (X[:, 0] > 0).astype(int)
+    model = IELMClassifier(n_hidden=50, standardize=True, random_state=0).fit(X, y)
+    assert np.isfinite(model.decision_function(X)).all()
+    assert (model.predict(X) == y).mean() > 0.9
+
+
+def test_extreme_imbalance_and_balanced_weights():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((2000, 8))
+    y = np.zeros(2000, dtype=int)
+    minority = np.argsort(X[:, 0])[-20:]  # 1 % positives, at the far end of feature 0
+    y[minority] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numerical warnings on this data
+        plain = IELMClassifier(n_hidden=100, random_state=0).fit(X, y)
+        balanced = IELMClassifier(n_hidden=100, class_weight="balanced", random_state=0).fit(X, y)
+    assert np.isfinite(plain.decision_function(X)).all()
+    recall = lambda m: (m.predict(X)[y == 1] == 1).mean()  # noqa: E731
+    assert recall(balanced) > recall(plain)
+    assert recall(balanced) >= 0.9
