@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from eft.backprop import BPResult, EncoderWithLinearHead, train_backprop
+from eft.backprop import EncoderWithLinearHead, train_backprop
 from eft.config import EFTConfig
 from eft.encoder import (
     TextEncoder,
@@ -227,7 +227,6 @@ class EFTClassifier:
                 random_state=cfg.seed,
             )
 
-        bp_result = BPResult()
         linear = None
         if cfg.bp_epochs > 0:
             bp_model = EncoderWithLinearHead(encoder, len(classes))

@@ -1,4 +1,4 @@
-"""The ``eft`` command line: train, evaluate, predict, data, compare, experiment.
+"""The ``eft`` command line: train, evaluate, predict, tune, data, compare, experiment.
 
 Every user-input problem prints one line ``eft: error: ...`` on stderr and exits with code 2;
 nothing is left half-written.
@@ -40,49 +40,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from eft import __version__
-    from eft.config import EFTConfig
-
-    defaults = EFTConfig()
-    parser = argparse.ArgumentParser(
-        prog="eft",
-        description="Extreme Fine-Tuning: a few backprop epochs, then a closed-form I-ELM head.",
-        formatter_class=_Formatter,
-    )
-    parser.add_argument("--version", action="version", version=f"eft {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    train = commands.add_parser(
-        "train",
-        help="fine-tune a text classifier with EFT (or the standard baseline)",
-        formatter_class=_Formatter,
-        description="Train on a CSV/TSV/JSONL file (optionally .gz) or a named dataset, save "
-        "the model to --output and print the per-phase timing table.",
-    )
-    source = train.add_argument_group("data")
-    source.add_argument("--train", help="training file (.csv, .tsv, .jsonl, optionally .gz)")
-    source.add_argument("--validation", help="validation file (early stopping for --method bp)")
-    source.add_argument(
-        "--dataset",
-        help="a named dataset instead of --train: meld, iemocap, imdb, ag_news, trec, "
-        "sst2 (see `eft data`)",
-    )
-    source.add_argument("--max-train", type=int, help="use a random subset of N training rows")
-    source.add_argument(
-        "--context-past",
-        type=int,
-        default=0,
-        help="EFT*: tokens of past utterances of the same dialogue (MELD, IEMOCAP; paper 4.3)",
-    )
-    source.add_argument(
-        "--context-future",
-        type=int,
-        default=0,
-        help="EFT*: tokens of future utterances of the same dialogue (MELD; paper 4.3)",
-    )
-    _add_data_options(source)
-    method = train.add_argument_group("method")
+def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
+    """EFTConfig options shared by `eft train` and `eft tune`."""
+    method = parser.add_argument_group("method")
     method.add_argument("--config", help="JSON file of EFTConfig fields (flags override it)")
     method.add_argument(
         "--model", help="local folder or hub id (default: embedded all-MiniLM-L6-v2)"
@@ -151,6 +111,51 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument(
         "--flops", action="store_true", default=None, help="count FLOPs per phase (slower)"
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from eft import __version__
+    from eft.config import EFTConfig
+
+    defaults = EFTConfig()
+    parser = argparse.ArgumentParser(
+        prog="eft",
+        description="Extreme Fine-Tuning: a few backprop epochs, then a closed-form I-ELM head.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"eft {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="fine-tune a text classifier with EFT (or the standard baseline)",
+        formatter_class=_Formatter,
+        description="Train on a CSV/TSV/JSONL file (optionally .gz) or a named dataset, save "
+        "the model to --output and print the per-phase timing table.",
+    )
+    source = train.add_argument_group("data")
+    source.add_argument("--train", help="training file (.csv, .tsv, .jsonl, optionally .gz)")
+    source.add_argument("--validation", help="validation file (early stopping for --method bp)")
+    source.add_argument(
+        "--dataset",
+        help="a named dataset instead of --train: meld, iemocap, imdb, ag_news, trec, "
+        "sst2 (see `eft data`)",
+    )
+    source.add_argument("--max-train", type=int, help="use a random subset of N training rows")
+    source.add_argument(
+        "--context-past",
+        type=int,
+        default=0,
+        help="EFT*: tokens of past utterances of the same dialogue (MELD, IEMOCAP; paper 4.3)",
+    )
+    source.add_argument(
+        "--context-future",
+        type=int,
+        default=0,
+        help="EFT*: tokens of future utterances of the same dialogue (MELD; paper 4.3)",
+    )
+    _add_data_options(source)
+    _add_method_options(train, defaults)
     train.add_argument("--output", help="folder to write the model to (required)")
     train.add_argument(
         "--resume",
@@ -205,6 +210,31 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
     compare.add_argument("--seed", type=int, default=0, help="resampling seed")
     compare.add_argument("--json", action="store_true", help="print JSON")
+    tune = commands.add_parser(
+        "tune",
+        help="choose bp_epochs, n_hidden and C on validation data (paper 4.2, one run)",
+        formatter_class=_Formatter,
+        description="Fine-tune once; after every BP epoch score the whole n_hidden x C grid "
+        "of I-ELM heads on validation data from one feature pass; stop at the first drop. "
+        "Writes tuned_config.json (for `eft train --config`), tuning.json and tuning.png.",
+    )
+    tune_data = tune.add_argument_group("data")
+    tune_data.add_argument("--train", help="training file")
+    tune_data.add_argument("--validation", help="validation file (required with --train)")
+    tune_data.add_argument("--dataset", help="a named dataset with a validation split")
+    tune_data.add_argument("--max-train", type=int, help="use a random subset of N training rows")
+    tune_data.set_defaults(context_past=0, context_future=0)
+    _add_data_options(tune_data)
+    _add_method_options(tune, defaults)
+    tune.add_argument("--max-epochs", type=int, default=6, help="largest k tried")
+    tune.add_argument(
+        "--grid-n-hidden", default="250,500,1000,2000,4000", help="n_hidden values (comma list)"
+    )
+    tune.add_argument("--grid-C", default="0.001,0.01,0.1,1,10,100,1000", help="C values")
+    tune.add_argument("--scoring", choices=("accuracy", "weighted_f1"), default="accuracy")
+    tune.add_argument("--output", required=True, help="folder for the tuning results")
+    tune.add_argument("--quiet", action="store_true", help="no progress bars")
+
     experiment = commands.add_parser(
         "experiment",
         help="run a paper table from an experiments/*.toml config",
@@ -522,6 +552,47 @@ def command_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_tune(args: argparse.Namespace) -> int:
+    from eft.tuning import tune, write_tuning
+
+    config = _config_from_args(args)
+    texts, labels, eval_texts, eval_labels = _load_training_data(args)
+    if eval_texts is None:
+        raise InputError("Tuning needs validation data: --validation FILE, or a dataset with one.")
+    try:
+        n_hidden = [int(v) for v in args.grid_n_hidden.split(",")]
+        strengths = [float(v) for v in args.grid_C.split(",")]
+    except ValueError as error:
+        raise InputError(
+            f"--grid-n-hidden / --grid-C must be comma-separated numbers: {error}"
+        ) from error
+    result = tune(
+        texts,
+        labels,
+        eval_texts,
+        eval_labels,
+        config,
+        max_epochs=args.max_epochs,
+        n_hidden=n_hidden,
+        C=strengths,
+        scoring=args.scoring,
+    )
+    out = write_tuning(result, args.output)
+    print(f"{'k':>3} {'best ' + args.scoring:>18} {'n_hidden':>9} {'C':>8} {'linear head':>12}")
+    for epoch in result.epochs:
+        print(
+            f"{epoch['epoch']:>3} {100 * epoch['best_score']:>18.2f} "
+            f"{epoch['best_params']['n_hidden']:>9} {epoch['best_params']['C']:>8g} "
+            f"{100 * epoch['linear_head_accuracy']:>12.2f}"
+        )
+    best = result.best_config
+    print(
+        f"chosen: bp_epochs={best.bp_epochs} n_hidden={best.n_hidden} C={best.C:g}; "
+        f"train with: eft train --config {out / 'tuned_config.json'} ..."
+    )
+    return 0
+
+
 def command_experiment(args: argparse.Namespace) -> int:
     from eft.experiment import format_tables, load_experiment, run_experiment
 
@@ -549,6 +620,7 @@ COMMANDS = {
     "data": command_data,
     "compare": command_compare,
     "experiment": command_experiment,
+    "tune": command_tune,
 }
 
 
