@@ -199,6 +199,10 @@ def write_tuning(result: TuneResult, output: str | Path) -> Path:
         ylabel=f"validation {result.scoring} (%)",
         title=f"validation score against nh (k={result.best_config.bp_epochs})",
     )
+    sizes = sorted({r["n_hidden"] for r in chosen["table"]})
+    right.set_xticks(sizes, [str(n) for n in sizes])
+    right.minorticks_off()
+    left.set_xticks(ks)
     right.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(out / "tuning.png", dpi=120)

@@ -1,0 +1,296 @@
+"""Side-by-side benchmark: standard fine-tuning against EFT, in ONE run on one machine.
+
+    python benchmarks/bench_eft.py --dataset trec [--k 1 --n-hidden 1000 --C 1] [--tune]
+        [--max-train N] [--max-length 128] [--model M]
+
+Methods, all with the same data pipeline (``EFTClassifier``) and seed:
+
+1. ``bp``: standard fine-tuning (linear head kept), up to 10 epochs, early stopping on the
+   validation score with patience 2. ``train_seconds`` counts every epoch it trained, as the
+   paper counts its baselines; ``train_seconds_to_best`` only those up to its best epoch;
+2. ``eft``: k BP epochs + feedforward + I-ELM head (``--tune`` first runs ``eft tune`` and uses
+   its k, n_hidden and C; the tuning time is reported apart);
+3. ``eft_fused``: the same in fused mode (I-ELM statistics from the last BP epoch);
+4. ``probe``: k = 0, the frozen encoder + I-ELM head;
+5. ``logreg_head``: scikit-learn ``LogisticRegression`` on the EFT encoder's features, against
+   the I-ELM head on the same features (head fit times side by side).
+
+Writes ``results/bench_<dataset>.json`` and ``.md`` and, with matplotlib, ``bench_<dataset>_*.png``
+(per-phase time bars; test score against training time; with ``--tune``, validation score
+against k and n_hidden).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from _common import RESULTS_DIR, data_root, machine_info, machine_markdown, write_results  # noqa: E402
+
+from eft import EFTClassifier, EFTConfig, IELMClassifier, datasets  # noqa: E402
+from eft.metrics import classification_scores, paired_bootstrap  # noqa: E402
+
+METRIC = {"meld": "weighted_f1", "iemocap": "weighted_f1", "ag_news": "error"}
+
+
+def _splits(args: argparse.Namespace):
+    options = {"validation_fraction": 0.1} if args.dataset == "trec" else {}
+    data = datasets.load(args.dataset, data_dir=args.data_dir or data_root(), **options)
+    train, validation, test = data["train"], data["validation"], data["test"]
+    if args.max_train and args.max_train < len(train):
+        train = datasets.subsample(train, args.max_train, seed=0)
+    return train, validation, test
+
+
+def _run(name: str, config: EFTConfig, train, validation, test, metric: str) -> dict[str, Any]:
+    with_validation = config.method == "bp"
+    clf = EFTClassifier(config).fit(
+        list(train.texts),
+        list(train.labels),
+        list(validation.texts) if with_validation else None,
+        list(validation.labels) if with_validation else None,
+    )
+    predictions = clf.predict(list(test.texts)).tolist()
+    scores = classification_scores(list(test.labels), predictions)
+    history = clf.history_
+    to_best = history.get("bp_seconds_to_best", clf.timings_["bp"])
+    record = {
+        "name": name,
+        "test_score": scores[metric],
+        "test_accuracy": scores["accuracy"],
+        "scores": scores,
+        "train_seconds": clf.timings_["train"],
+        "train_seconds_to_best": to_best + clf.timings_["feedforward"] + clf.timings_["elm"],
+        "phases": {k: clf.timings_.get(k, 0.0) for k in ("bp", "feedforward", "elm")},
+        "bp_epochs_run": len(history.get("bp_epoch_seconds", [])),
+        "bp_best_epoch": history.get("bp_best_epoch"),
+        "validation_curve": history.get("bp_validation_accuracy", []),
+        "hyper_parameters": {
+            k: getattr(config, k)
+            for k in (
+                "method",
+                "bp_epochs",
+                "learning_rate",
+                "batch_size",
+                "max_length",
+                "n_hidden",
+                "C",
+                "elm_from_last_epoch",
+                "early_stopping_patience",
+            )
+        },
+        "predictions": predictions,
+    }
+    print(
+        f"[{name}] {metric} {scores[metric]:.2f}, train {record['train_seconds']:.1f} s", flush=True
+    )
+    return record, clf
+
+
+def _head_comparison(clf: EFTClassifier, train, test, metric: str) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+
+    X_train, X_test = clf.features(list(train.texts)), clf.features(list(test.texts))
+    y_train, y_test = np.asarray(train.labels), list(test.labels)
+    results = {}
+    heads = {
+        "ielm": lambda: IELMClassifier(
+            n_hidden=clf.config.n_hidden, C=clf.config.C, random_state=clf.config.seed
+        ),
+        "logreg": lambda: LogisticRegression(max_iter=1000),
+    }
+    for name, make in heads.items():
+        start = time.perf_counter()
+        head = make().fit(X_train, y_train)
+        seconds = time.perf_counter() - start
+        predictions = head.predict(X_test).tolist()
+        results[name] = {
+            "fit_seconds": seconds,
+            "test_score": classification_scores(y_test, predictions)[metric],
+            "predictions": predictions,
+        }
+    results["speedup_ielm_over_logreg"] = results["logreg"]["fit_seconds"] / max(
+        results["ielm"]["fit_seconds"], 1e-9
+    )
+    return results
+
+
+def _plots(payload: dict[str, Any], stem: str) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    methods = {k: v for k, v in payload["methods"].items() if "phases" in v}
+    files = []
+    figure, axis = plt.subplots(figsize=(7, 4))
+    bottom = np.zeros(len(methods))
+    for phase in ("bp", "feedforward", "elm"):
+        values = np.array([m["phases"][phase] for m in methods.values()])
+        axis.bar(list(methods), values, bottom=bottom, label=phase)
+        bottom += values
+    axis.set(ylabel="seconds", title=f"{payload['dataset']}: training time per phase")
+    axis.legend()
+    figure.tight_layout()
+    files.append(f"{stem}_phases.png")
+    figure.savefig(RESULTS_DIR / files[-1], dpi=120)
+    plt.close(figure)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, m in methods.items():
+        axis.scatter(m["train_seconds"], m["test_score"], label=name, s=50)
+    axis.set(
+        xlabel="training seconds",
+        ylabel=f"test {payload['metric']}",
+        title=f"{payload['dataset']}: score against training time",
+    )
+    axis.legend()
+    figure.tight_layout()
+    files.append(f"{stem}_score_vs_time.png")
+    figure.savefig(RESULTS_DIR / files[-1], dpi=120)
+    plt.close(figure)
+    if payload.get("tuning"):
+        from eft.tuning import TuneResult, write_tuning
+
+        tuning = payload["tuning"]
+        result = TuneResult(
+            best_config=EFTConfig.from_dict(tuning["config"]),
+            best_score=tuning["best_score"],
+            scoring=tuning["scoring"],
+            epochs=tuning["epochs"],
+        )
+        write_tuning(result, RESULTS_DIR / f"{stem}_tuning")
+        files.append(f"{stem}_tuning/tuning.png")
+    return files
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--model")
+    parser.add_argument("--max-train", type=int)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--k", type=int, default=1)
+    parser.add_argument("--n-hidden", type=int, default=1000)
+    parser.add_argument("--C", type=float, default=1.0)
+    parser.add_argument("--tune", action="store_true", help="choose k, n_hidden, C first")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    metric = METRIC.get(args.dataset, "accuracy")
+    train, validation, test = _splits(args)
+    base = {
+        "model": args.model,
+        "max_length": args.max_length,
+        "seed": args.seed,
+        "learning_rate": args.learning_rate,
+        "progress": False,
+    }
+    payload: dict[str, Any] = {
+        "dataset": args.dataset,
+        "model": args.model or "all-MiniLM-L6-v2 (embedded)",
+        "metric": metric,
+        "machine": machine_info(),
+        "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
+        "methods": {},
+    }
+    k, n_hidden, C = args.k, args.n_hidden, args.C
+    if args.tune:
+        from eft.tuning import tune
+
+        start = time.perf_counter()
+        tuned = tune(
+            list(train.texts),
+            list(train.labels),
+            list(validation.texts),
+            list(validation.labels),
+            EFTConfig(**base),
+            scoring="weighted_f1" if metric == "weighted_f1" else "accuracy",
+        )
+        payload["tuning"] = {**tuned.to_dict(), "seconds": time.perf_counter() - start}
+        k, n_hidden, C = (
+            tuned.best_config.bp_epochs,
+            tuned.best_config.n_hidden,
+            tuned.best_config.C,
+        )
+        base["lr_schedule"] = "constant"
+    runs = {
+        "bp": EFTConfig(**base, method="bp", bp_epochs=10, early_stopping_patience=2),
+        "eft": EFTConfig(**base, bp_epochs=k, n_hidden=n_hidden, C=C),
+        "eft_fused": EFTConfig(
+            **base, bp_epochs=k, n_hidden=n_hidden, C=C, elm_from_last_epoch=True
+        ),
+        "probe": EFTConfig(**base, bp_epochs=0, n_hidden=n_hidden, C=C),
+    }
+    models = {}
+    for name, config in runs.items():
+        payload["methods"][name], models[name] = _run(name, config, train, validation, test, metric)
+    heads = _head_comparison(models["eft"], train, test, metric)
+    payload["methods"]["logreg_head"] = {
+        "test_score": heads["logreg"]["test_score"],
+        "train_seconds": heads["logreg"]["fit_seconds"],
+        "ielm_head_seconds": heads["ielm"]["fit_seconds"],
+        "ielm_head_test_score": heads["ielm"]["test_score"],
+        "speedup_ielm_over_logreg": heads["speedup_ielm_over_logreg"],
+        "predictions": heads["logreg"]["predictions"],
+        "hyper_parameters": {"features": f"EFT encoder (k={k})", "max_iter": 1000},
+    }
+    truth = list(test.labels)
+    bp = payload["methods"]["bp"]
+    for name, method in payload["methods"].items():
+        if name != "bp":
+            test_result = paired_bootstrap(
+                truth, bp["predictions"], method["predictions"], metric=metric
+            )
+            method["p_value_vs_bp"] = test_result["p_value_worse"]
+            method["comparable_to_bp"] = test_result["comparable"]
+        if "phases" in method:
+            method["time_ratio_to_bp"] = method["train_seconds"] / bp["train_seconds"]
+            method["time_ratio_to_bp_best"] = method["train_seconds"] / bp["train_seconds_to_best"]
+    for method in payload["methods"].values():
+        method.pop("predictions")
+    stem = f"bench_{args.dataset}"
+    payload["plots"] = _plots(payload, stem)
+    lines = [
+        f"# EFT against standard fine-tuning on {args.dataset} (`benchmarks/bench_eft.py`)",
+        "",
+        machine_markdown(payload["machine"]),
+        f"- Sizes: {payload['sizes']}; metric: {metric}",
+        "",
+        "| method | test " + metric + " | accuracy | train s | ratio to bp | ratio to bp best "
+        "| p (not worse than bp) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in payload["methods"].items():
+        lines.append(
+            f"| {name} | {m['test_score']:.2f} | {m.get('test_accuracy', float('nan')):.2f} | "
+            f"{m['train_seconds']:.1f} | {m.get('time_ratio_to_bp', float('nan')):.3f} | "
+            f"{m.get('time_ratio_to_bp_best', float('nan')):.3f} | "
+            f"{m.get('p_value_vs_bp', float('nan')):.3f} |"
+        )
+    head = payload["methods"]["logreg_head"]
+    lines += [
+        "",
+        f"Head on the same EFT features: I-ELM {head['ielm_head_seconds']:.2f} s "
+        f"({head['ielm_head_test_score']:.2f}) against LogisticRegression "
+        f"{head['train_seconds']:.2f} s ({head['test_score']:.2f}): "
+        f"{head['speedup_ielm_over_logreg']:.1f}x.",
+    ]
+    write_results(stem, payload, "\n".join(lines))
+    print("\n".join(lines[-len(payload["methods"]) - 4 :]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
