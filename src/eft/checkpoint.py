@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from eft.atomic import atomic_dir
 from eft.errors import InputError
 
 CHECKPOINT_FORMAT = "eft-checkpoint"
@@ -43,10 +42,7 @@ def save_checkpoint(
     metadata: dict[str, Any],
 ) -> None:
     """Write the state after ``epoch`` finished BP epochs to ``folder`` (replacing it)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-    try:
+    with atomic_dir(folder) as staging:
         save_file(_tensors(model.state_dict()), staging / "model.safetensors")
         optimizer_state = optimizer.state_dict()
         moments = {
@@ -78,16 +74,6 @@ def save_checkpoint(
             **metadata,
         }
         (staging / STATE_FILE).write_text(json.dumps(state, default=float), encoding="utf-8")
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(staging, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def read_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:

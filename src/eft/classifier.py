@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from eft.atomic import atomic_dir
 from eft.backprop import EncoderWithLinearHead, train_backprop
 from eft.config import EFTConfig
 from eft.encoder import (
@@ -456,9 +455,7 @@ class EFTClassifier:
         self._check_fitted()
         target = Path(directory)
         _check_output_dir(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-        try:
+        with atomic_dir(target) as staging:
             with quiet_transformers():
                 self.model_.encoder.backbone.save_pretrained(staging)
                 self.tokenizer_.save_pretrained(staging)
@@ -476,10 +473,6 @@ class EFTClassifier:
             (staging / CONFIG_FILE).write_text(
                 json.dumps(self._metadata(), indent=2, default=_json_default), encoding="utf-8"
             )
-            _replace_dir(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return target
 
     def _metadata(self) -> dict[str, Any]:
@@ -639,14 +632,3 @@ def _check_output_dir(target: Path) -> None:
             f"Output {target} exists and is not an eft model folder; choose another path or "
             f"remove it."
         )
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Move ``staging`` to ``target``; an old model at ``target`` is replaced."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)

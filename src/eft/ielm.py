@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +55,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from eft.atomic import atomic_file
 
 __all__ = [
     "ACTIVATIONS",
@@ -798,16 +799,10 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
             "n_iter": int(self.n_iter_),
         }
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"eft": json.dumps(metadata, default=_json_default)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_file(path) as staging:
+            save_file(
+                tensors, staging, metadata={"eft": json.dumps(metadata, default=_json_default)}
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> IELMClassifier:
@@ -987,9 +982,7 @@ def sweep(
         for nh in sizes:
             lam = full.lambda_[:, :nh]
             if int(info) == 0 or int(info) > nh:  # the leading nh block is positive definite
-                U = torch.linalg.solve_triangular(
-                    factor[:nh, :nh].mT, forward[:nh], upper=True
-                ).T
+                U = torch.linalg.solve_triangular(factor[:nh, :nh].mT, forward[:nh], upper=True).T
             else:
                 U = _eigen_solve(system[:nh, :nh], lam, warn=False)
             solutions[(nh, c)] = U
