@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -141,6 +142,7 @@ def run_experiment(
         "max_train": max_train,
         "sizes": {"train": len(train), "validation": len(validation or []), "test": len(test)},
         "machine": machine_info(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "rows": [],
     }
     tokenizers: dict[str, Any] = {}
@@ -256,8 +258,9 @@ def format_tables(results: dict[str, Any]) -> str:
         "‡: not significantly worse than the baseline (paired bootstrap, 1,000 resamples, "
         "p >= 0.05).",
         "",
-        f"| Method | {metric} | accuracy | TTM (min) | BP epochs |",
-        "|---|---|---|---|---|",
+        f"| Method | {metric} |{' accuracy |' if metric != 'accuracy' else ''} TTM (min) "
+        f"| BP epochs |",
+        "|---|---|---|---|" + ("---|" if metric != "accuracy" else ""),
     ]
     for row in results["rows"]:
         mark = ""
@@ -265,11 +268,19 @@ def format_tables(results: dict[str, Any]) -> str:
         if test and test["comparable"]:
             mark = " ‡"
         score = f"{row['score_mean']:.2f}" + (f" ± {row['score_std']:.2f}" if seeds > 1 else "")
-        epochs = "/".join(str(e) for e in row["bp_epochs_run"])
+        epochs = "/".join(
+            f"{r['bp_epochs_run']}"
+            + (
+                f" (best {r['bp_best_epoch']})"
+                if r["bp_best_epoch"] and r["bp_best_epoch"] != r["bp_epochs_run"]
+                else ""
+            )
+            for r in row["runs"]
+        )
         label = row["name"] + (" (baseline)" if row["baseline"] else "")
+        accuracy = f" {row['accuracy_mean']:.2f} |" if metric != "accuracy" else ""
         lines.append(
-            f"| {label} | {score}{mark} | {row['accuracy_mean']:.2f} | "
-            f"{row['ttm_minutes_mean']:.2f} | {epochs} |"
+            f"| {label} | {score}{mark} |{accuracy} {row['ttm_minutes_mean']:.2f} | {epochs} |"
         )
     eft_rows = [r for r in results["rows"] if r["config"].get("method", "eft") == "eft"]
     lines += [
@@ -305,8 +316,12 @@ def format_tables(results: dict[str, Any]) -> str:
         "",
         f"Machine: {machine['cpu']} ({machine['cores']} cores), torch {machine['torch']}, "
         f"transformers {machine['transformers']}, eft {machine['eft']}.",
-        "",
     ]
+    if results.get("command"):
+        lines.append(f"Command: `{results['command']}`.")
+    if results.get("note"):
+        lines.append(f"Note: {results['note']}")
+    lines.append("")
     return "\n".join(lines)
 
 
