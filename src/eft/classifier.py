@@ -152,6 +152,14 @@ class EFTClassifier:
             config = EFTConfig.from_dict({**config.to_dict(), **overrides})
         self.config = config
 
+    def __repr__(self) -> str:
+        c = self.config
+        fitted = f", classes={len(self.classes_)}" if hasattr(self, "classes_") else ""
+        return (
+            f"EFTClassifier(model={c.model or 'all-MiniLM-L6-v2'!r}, method={c.method!r}, "
+            f"bp_epochs={c.bp_epochs}, n_hidden={c.n_hidden}, C={c.C}{fitted})"
+        )
+
     # -- training -------------------------------------------------------------------------------
 
     def fit(
