@@ -125,8 +125,12 @@ def run_experiment(
     from eft.encoder import load_tokenizer
 
     data = datasets.load(experiment.dataset, data_dir=data_dir, **experiment.dataset_options)
-    if "test" not in data.splits:
-        raise InputError(f"Dataset {experiment.dataset} has no test split to report on.")
+    for split in ("train", "test"):
+        if split not in data.splits:
+            raise InputError(
+                f"Dataset {experiment.dataset} has no {split} split here (found: "
+                f"{', '.join(data.splits) or 'none'}); see `eft data {experiment.dataset}`."
+            )
     train = data.splits["train"]
     if max_train and max_train < len(train):
         train = datasets.subsample(train, max_train, seed=0)
