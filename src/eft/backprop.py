@@ -8,7 +8,6 @@ precision where the device supports it.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,7 +148,7 @@ def train_backprop(
         last = epoch == epochs - 1
         _synchronize(accelerator.device)
         start = time.perf_counter()
-        total_loss, batches = 0.0, 0
+        total_loss, batches = torch.zeros((), device=accelerator.device), 0
         bar = tqdm(loader, desc=f"BP epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
         for batch in bar:
             labels = batch.pop("labels")
@@ -164,12 +163,13 @@ def train_backprop(
             optimizer.zero_grad(set_to_none=True)
             if last and feature_sink is not None:
                 feature_sink(features.detach().float(), labels)
-            total_loss += float(loss.detach())
+            total_loss += loss.detach().float()  # no host sync per step
             batches += 1
-            bar.set_postfix(loss=f"{total_loss / batches:.4f}", refresh=False)
+            if show and batches % 20 == 0:
+                bar.set_postfix(loss=f"{float(total_loss) / batches:.4f}", refresh=False)
         _synchronize(accelerator.device)
         result.epoch_seconds.append(time.perf_counter() - start)
-        result.train_loss.append(total_loss / max(1, batches))
+        result.train_loss.append(float(total_loss) / max(1, batches))
         result.epochs_run = epoch + 1
         if evaluate is not None:
             clock = time.perf_counter()
@@ -179,7 +179,10 @@ def train_backprop(
             if score > best_score:
                 best_score, result.best_epoch, since_best = score, epoch + 1, 0
                 if patience is not None:
-                    best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+                    best_state = {  # on the CPU: no second copy of the model on the GPU
+                        k: v.detach().cpu().clone()
+                        for k, v in accelerator.unwrap_model(model).state_dict().items()
+                    }
             else:
                 since_best += 1
         stop = patience is not None and since_best >= patience
