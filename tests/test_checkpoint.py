@@ -108,6 +108,9 @@ def test_ctrl_c_leaves_no_model_and_says_how_to_resume(tiny_bert_dir, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell starts background jobs with SIGINT ignored, and children inherit that; let
+        # the child see Ctrl-C as a terminal user's process does
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 240
     while not (tmp_path / "model.checkpoint" / "checkpoint.json").is_file():
