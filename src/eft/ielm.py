@@ -117,12 +117,31 @@ def random_hidden_layer(
     return np.ascontiguousarray(weights), bias
 
 
+# In-place versions, so that a streamed fit can reuse one buffer for every batch.
+_ACTIVATIONS_INPLACE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "leaky_relu": lambda x: F.leaky_relu_(x, 0.5),
+    "relu": torch.relu_,
+    "sigmoid": torch.sigmoid_,
+    "tanh": torch.tanh_,
+    "identity": lambda x: x,
+}
+
+
 def hidden_layer(
-    X: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, activation: str
+    X: torch.Tensor,
+    weights: torch.Tensor,
+    bias: torch.Tensor,
+    activation: str,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Eq. 1: ``H = g(X W^T + b)``, in the dtype of ``weights``."""
+    """Eq. 1: ``H = g(X W^T + b)``, in the dtype of ``weights`` (into ``out`` when given)."""
     X = X.to(weights.dtype)
-    return ACTIVATIONS[activation](torch.addmm(bias, X, weights.T))
+    if out is None:
+        return ACTIVATIONS[activation](torch.addmm(bias, X, weights.T))
+    torch.addmm(bias, X, weights.T, out=out)
+    if activation in _ACTIVATIONS_INPLACE:
+        return _ACTIVATIONS_INPLACE[activation](out)
+    return out.copy_(ACTIVATIONS[activation](out))
 
 
 def accumulate_statistics(
@@ -131,8 +150,15 @@ def accumulate_statistics(
     gamma: torch.Tensor,
     lambda_: torch.Tensor,
     sample_weight: torch.Tensor | None = None,
+    workspace: torch.Tensor | None = None,
 ) -> None:
-    """Add one batch to ``Lambda`` (Eq. 6) and ``Gamma`` (Eq. 7) in place, in their dtype."""
+    """Add one batch to ``Lambda`` (Eq. 6) and ``Gamma`` (Eq. 7) in place, in their dtype.
+
+    ``workspace`` (at least ``H``'s shape, in ``gamma``'s dtype) receives the converted ``H``
+    instead of a new allocation.
+    """
+    if workspace is not None and H.dtype != gamma.dtype:
+        H = workspace[: H.shape[0]].copy_(H)
     H = H.to(gamma.dtype)
     T = T.to(gamma.dtype)
     if sample_weight is not None:
@@ -440,11 +466,21 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         self.train_scores_ = []
         self._needs_solve = True
 
-    def _hidden(self, X: torch.Tensor) -> torch.Tensor:
+    def _hidden(self, X: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         X = X.to(device=self.input_weights_.device, dtype=self.input_weights_.dtype)
         if self.mean_ is not None:
             X = (X - self.mean_) / self.scale_
-        return hidden_layer(X, self.input_weights_, self.bias_, self.activation)
+        return hidden_layer(X, self.input_weights_, self.bias_, self.activation, out=out)
+
+    def _workspace(self, max_rows: int | None = None) -> dict[str, torch.Tensor]:
+        """Buffers for one chunk's hidden layer, reused across the chunks of a pass: allocating
+        them per batch fragments glibc's heap, and peak memory then creeps up with N."""
+        rows = (min(self.batch_size, max_rows or self.batch_size), self.n_hidden)
+        W = self.input_weights_
+        space = {"hidden": torch.empty(rows, dtype=W.dtype, device=W.device)}
+        if W.dtype != self.gamma_.dtype:
+            space["converted"] = torch.empty(rows, dtype=self.gamma_.dtype, device=W.device)
+        return space
 
     def _chunks(
         self, X: torch.Tensor, *others: torch.Tensor | None
@@ -453,12 +489,24 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
             stop = start + self.batch_size
             yield (X[start:stop], *(o if o is None else o[start:stop] for o in others))
 
-    def _accumulate(self, X: torch.Tensor, T: torch.Tensor, w: torch.Tensor | None) -> None:
+    def _accumulate(
+        self,
+        X: torch.Tensor,
+        T: torch.Tensor,
+        w: torch.Tensor | None,
+        workspace: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         device = self.gamma_.device
+        workspace = workspace if workspace is not None else self._workspace(X.shape[0])
         for Xc, Tc, wc in self._chunks(X, T, w):
-            H = self._hidden(Xc)
+            H = self._hidden(Xc, out=workspace["hidden"][: Xc.shape[0]])
             accumulate_statistics(
-                H, Tc.to(device), self.gamma_, self.lambda_, None if wc is None else wc.to(device)
+                H,
+                Tc.to(device),
+                self.gamma_,
+                self.lambda_,
+                None if wc is None else wc.to(device),
+                workspace=workspace.get("converted"),
             )
         self.n_samples_seen_ += int(X.shape[0])
         self._needs_solve = True
@@ -466,6 +514,12 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
     def _solve(self) -> None:
         self.output_weights_ = solve_output_weights(self.gamma_, self.lambda_, float(self.C))
         self._needs_solve = False
+        self._buffers = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_buffers", None)  # scratch space, not model state
+        return state
 
     def _ensure_solved(self) -> None:
         check_is_fitted(self, "gamma_")
@@ -545,7 +599,10 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         w = self._sample_weights(index, sample_weight, y)
         if first:
             self._start(Xt.shape[1], Xt)
-        self._accumulate(Xt, T, w)
+        # one set of buffers for all partial_fit calls until the next solve (see _workspace)
+        if getattr(self, "_buffers", None) is None:
+            self._buffers = self._workspace()
+        self._accumulate(Xt, T, w, self._buffers)
         return self
 
     def fit_batches(
@@ -585,6 +642,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         for attr in ("gamma_", "output_weights_"):
             if hasattr(self, attr):
                 delattr(self, attr)
+        workspace = None
         for X, y in batches:
             first = not hasattr(self, "gamma_")
             Xt = self._check_X(X, reset=first)
@@ -601,7 +659,8 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
             if classes is None and not self._multilabel:
                 self._grow_classes(y)
             T, index = self._targets(y)
-            self._accumulate(Xt, T, self._sample_weights(index, None, y))
+            workspace = workspace or self._workspace()
+            self._accumulate(Xt, T, self._sample_weights(index, None, y), workspace)
         if not hasattr(self, "gamma_"):
             raise ValueError("fit_batches got no batches.")
         if all_reduce:
