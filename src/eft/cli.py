@@ -19,7 +19,13 @@ EXIT_INPUT_ERROR = 2
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows each option's default; options that default to the EFTConfig value (None here)
+    name that value in their own help text instead."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
