@@ -600,8 +600,9 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         if first:
             self._start(Xt.shape[1], Xt)
         # one set of buffers for all partial_fit calls until the next solve (see _workspace)
-        if getattr(self, "_buffers", None) is None:
-            self._buffers = self._workspace()
+        buffers = getattr(self, "_buffers", None)
+        if buffers is None or buffers["hidden"].shape[0] < min(self.batch_size, Xt.shape[0]):
+            self._buffers = self._workspace(Xt.shape[0])
         self._accumulate(Xt, T, w, self._buffers)
         return self
 
