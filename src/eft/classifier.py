@@ -37,7 +37,7 @@ from eft.encoder import (
     tokenize,
 )
 from eft.errors import InputError
-from eft.ielm import IELMClassifier
+from eft.ielm import IELMClassifier, softmax_keeping_argmax
 from eft.modeling import EFTModel
 
 MODEL_FORMAT = "eft-model"
@@ -439,7 +439,7 @@ class EFTClassifier:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Softmax of the scores; same argmax as :meth:`predict` (not calibrated)."""
-        return torch.softmax(torch.from_numpy(self.decision_function(texts)), 1).numpy()
+        return softmax_keeping_argmax(torch.from_numpy(self.decision_function(texts))).numpy()
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Pooled features of the (fine-tuned) encoder, as the head sees them."""

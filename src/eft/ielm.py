@@ -212,6 +212,22 @@ def _eigen_solve(system: torch.Tensor, lambda_: torch.Tensor, warn: bool) -> tor
     return ((lambda_ @ vectors) * inverse_values) @ vectors.T
 
 
+def softmax_keeping_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """Row-wise softmax whose argmax is always the scores' argmax.
+
+    Scores closer than the rounding of ``exp`` give equal probabilities, and ``argmax`` would
+    then pick the first; the top class is raised by one ulp there, so that ``predict_proba``
+    and ``predict`` agree in every case.
+    """
+    proba = torch.softmax(scores, dim=1)
+    top = scores.argmax(1)
+    rows = torch.nonzero(proba.argmax(1) != top).flatten()
+    if len(rows):
+        highest = proba[rows].max(1).values
+        proba[rows, top[rows]] = torch.nextafter(highest, torch.full_like(highest, 2.0))
+    return proba
+
+
 # ----------------------------------------------------------------------------------------------
 # The estimator
 # ----------------------------------------------------------------------------------------------
@@ -810,7 +826,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         if self._multilabel:
             eps = 1e-7
             return outputs.clamp(eps, 1.0 - eps).cpu().numpy()
-        return torch.softmax(outputs, dim=1).cpu().numpy()
+        return softmax_keeping_argmax(outputs).cpu().numpy()
 
     # -- export and persistence -----------------------------------------------------------------
 
