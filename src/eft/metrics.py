@@ -197,41 +197,25 @@ def read_predictions(path: str | os.PathLike[str]) -> tuple[list[Any], list[Any]
     """Read a predictions JSONL file: one ``{"id": ..., "label": ..., "prediction": ...}``
     object per line (other keys ignored). Returns ``(ids, y_true, y_pred)``; a missing ``id``
     becomes the 0-based line index of the example."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"predictions file not found: {path}; check the path")
+    from eft.datasets import _read_table  # the JSONL reader with its input checks
+
     ids: list[Any] = []
     y_true: list[Any] = []
     y_pred: list[Any] = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(
-                        f"{path}: line {line_no} is not valid JSON ({exc.msg}); expected one "
-                        '{"id": ..., "label": ..., "prediction": ...} object per line'
-                    ) from None
-                if not isinstance(record, dict) or "prediction" not in record:
-                    raise InputError(
-                        f"{path}: line {line_no} has no 'prediction' field; expected "
-                        '{"id": ..., "label": ..., "prediction": ...} objects'
-                    )
-                if record.get("label") is None:
-                    raise InputError(
-                        f"{path}: line {line_no} has no true 'label'; significance tests need "
-                        "predictions made on labelled data"
-                    )
-                ids.append(record.get("id", len(ids)))
-                y_true.append(record["label"])
-                y_pred.append(record["prediction"])
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 (byte offset {exc.start}); re-encode it") from None
-    if not ids:
-        raise InputError(f"{path} is empty: no predictions found")
+    for line_no, record in _read_table(Path(path), kind="jsonl").rows:
+        if "prediction" not in record:
+            raise InputError(
+                f"{path}: line {line_no} has no 'prediction' field; expected "
+                '{"id": ..., "label": ..., "prediction": ...} objects'
+            )
+        if record.get("label") is None:
+            raise InputError(
+                f"{path}: line {line_no} has no true 'label'; significance tests need "
+                "predictions made on labelled data"
+            )
+        ids.append(record.get("id", len(ids)))
+        y_true.append(record["label"])
+        y_pred.append(record["prediction"])
     keys = [json.dumps(i, sort_keys=True) for i in ids]
     if len(set(keys)) != len(keys):
         raise InputError(f"{path}: duplicate example ids; every line needs a distinct 'id'")
