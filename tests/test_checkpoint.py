@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +18,19 @@ from tests.test_classifier import LABELS, TEXTS
 from tests.test_cli import _write_csv, run_eft
 
 
-@pytest.mark.parametrize("method", ["eft", "bp"])
-def test_killed_run_resumes_to_the_uninterrupted_model(method, tiny_bert_dir, tmp_path):
-    rows = list(zip(TEXTS * 4, LABELS * 4, strict=True))  # 256 rows, 128 steps per epoch
+def _slow_run(tmp_path, model_dir, epochs: int) -> tuple[list[str], Path]:
+    """`eft train` arguments for a tiny model with 128 steps per epoch (about a second), so a
+    test can act between epochs; returns the arguments and the training file."""
+    rows = list(zip(TEXTS * 4, LABELS * 4, strict=True))  # 256 rows, batch 2
     train = _write_csv(tmp_path / "train.csv", rows)
-    common = [
+    args = [
         "train",
         "--train",
         str(train),
         "--model",
-        str(tiny_bert_dir),
+        str(model_dir),
         "--bp-epochs",
-        "3",
+        str(epochs),
         "--batch-size",
         "2",
         "--n-hidden",
@@ -37,10 +39,34 @@ def test_killed_run_resumes_to_the_uninterrupted_model(method, tiny_bert_dir, tm
         "5e-4",
         "--device",
         "cpu",
-        "--method",
-        method,
         "--quiet",
     ]
+    return args, train
+
+
+def _start_and_wait_for_checkpoint(args: list[str], checkpoint: Path) -> subprocess.Popen:
+    """Start `eft` and return once it has written its first checkpoint."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eft.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell starts background jobs with SIGINT ignored, and children inherit that; let
+        # the child see Ctrl-C as a terminal user's process does
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + 240
+    while not (checkpoint / "checkpoint.json").is_file():
+        assert process.poll() is None, process.stderr.read()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    return process
+
+
+@pytest.mark.parametrize("method", ["eft", "bp"])
+def test_killed_run_resumes_to_the_uninterrupted_model(method, tiny_bert_dir, tmp_path):
+    common, train = _slow_run(tmp_path, tiny_bert_dir, epochs=3)
+    common += ["--method", method]
     if method == "bp":
         common += ["--validation", str(train), "--early-stopping-patience", "2"]
     whole = run_eft(*common, "--output", str(tmp_path / "whole"), "--no-checkpoint")
@@ -48,16 +74,7 @@ def test_killed_run_resumes_to_the_uninterrupted_model(method, tiny_bert_dir, tm
 
     out = tmp_path / "killed"
     checkpoint = tmp_path / "killed.checkpoint"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "eft.cli", *common, "--output", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.time() + 240
-    while not (checkpoint / "checkpoint.json").is_file():
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.time() < deadline
-        time.sleep(0.01)
+    process = _start_and_wait_for_checkpoint([*common, "--output", str(out)], checkpoint)
     process.send_signal(signal.SIGKILL)
     process.wait()
     state = read_checkpoint(checkpoint)
@@ -82,40 +99,11 @@ def test_killed_run_resumes_to_the_uninterrupted_model(method, tiny_bert_dir, tm
 
 
 def test_ctrl_c_leaves_no_model_and_says_how_to_resume(tiny_bert_dir, tmp_path):
-    rows = list(zip(TEXTS * 4, LABELS * 4, strict=True))
-    train = _write_csv(tmp_path / "train.csv", rows)
+    args, _ = _slow_run(tmp_path, tiny_bert_dir, epochs=5)
     out = tmp_path / "model"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "eft.cli",
-            "train",
-            "--train",
-            str(train),
-            "--model",
-            str(tiny_bert_dir),
-            "--bp-epochs",
-            "5",
-            "--batch-size",
-            "2",
-            "--quiet",
-            "--device",
-            "cpu",
-            "--output",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # a shell starts background jobs with SIGINT ignored, and children inherit that; let
-        # the child see Ctrl-C as a terminal user's process does
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    process = _start_and_wait_for_checkpoint(
+        [*args, "--output", str(out)], tmp_path / "model.checkpoint"
     )
-    deadline = time.time() + 240
-    while not (tmp_path / "model.checkpoint" / "checkpoint.json").is_file():
-        assert process.poll() is None and time.time() < deadline
-        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
