@@ -154,23 +154,25 @@ def run_experiment(
         config_values = {**row.config, "progress": progress, "flops": flops}
         if model:
             config_values["model"] = model
+        row_config = EFTConfig.from_dict(config_values)
+        key = str(row_config.model)
+        if key not in tokenizers and (row.context_past or row.context_future):
+            tokenizers[key] = load_tokenizer(row_config.model, row_config.trust_remote_code)
+        tokenizer = tokenizers.get(key)
+        # the inputs (with EFT* context) are the same for every seed: build them once
+        train_texts = _inputs(train, row, tokenizer)
+        test_texts = _inputs(test, row, tokenizer)
+        eval_texts = eval_labels = None  # EFT needs no validation pass while training
+        if validation and row_config.method == "bp":
+            eval_texts, eval_labels = _inputs(validation, row, tokenizer), list(validation.labels)
         runs = []
         for seed in range(seeds):
             config = EFTConfig.from_dict({**config_values, "seed": 42 + seed})
-            key = str(config.model)
-            if key not in tokenizers and (row.context_past or row.context_future):
-                tokenizers[key] = load_tokenizer(config.model, config.trust_remote_code)
-            tokenizer = tokenizers.get(key)
-            train_texts = _inputs(train, row, tokenizer)
-            eval_texts = _inputs(validation, row, tokenizer) if validation else None
-            eval_labels = list(validation.labels) if validation else None
-            if config.method == "eft":
-                eval_texts = eval_labels = None  # EFT needs no validation pass while training
             clock = time.perf_counter()
             clf = EFTClassifier(config).fit(
                 train_texts, list(train.labels), eval_texts, eval_labels
             )
-            predictions = clf.predict(_inputs(test, row, tokenizer)).tolist()
+            predictions = clf.predict(test_texts).tolist()
             scores = classification_scores(list(test.labels), predictions)
             runs.append(
                 {
