@@ -127,7 +127,6 @@ def _reference_iterations(X, y, model_first, C, n_iter, n_classes):
         if solve_index == n_iter or not wrong.any():
             return U, score, solve_index
         best = (score, U, score)
-        best = (score, U, score)
         gamma = gamma + H[wrong].T @ H[wrong]
         lam = lam + T[wrong].T @ H[wrong]
         U = solve(gamma, lam)
