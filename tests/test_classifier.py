@@ -150,6 +150,9 @@ def test_input_errors(tiny_bert_dir, tmp_path):
         EFTClassifier(_config(tmp_path, bp_epochs=0)).fit(TEXTS, LABELS)
     with pytest.raises(InputError, match="bp_epochs"):
         EFTConfig(method="bp", bp_epochs=0)
+    baseline = EFTClassifier(_config(tiny_bert_dir, method="bp", early_stopping_patience=2))
+    with pytest.raises(InputError, match="Early stopping .* needs validation data"):
+        baseline.fit(TEXTS, LABELS)
 
 
 def test_load_refuses_incomplete_or_incompatible_folders(tiny_bert_dir, tmp_path):

@@ -192,6 +192,11 @@ class EFTClassifier:
                     f"Evaluation labels not seen in training: {unknown[:10]}; the model can "
                     f"only predict {classes.tolist()[:20]}."
                 )
+        if cfg.method == "bp" and cfg.early_stopping_patience and eval_texts is None:
+            raise InputError(
+                "Early stopping (early_stopping_patience) needs validation data: pass "
+                "eval_texts/eval_labels (--validation FILE), or drop the patience."
+            )
         if cfg.elm_from_last_epoch and cfg.n_iter > 1:
             raise InputError(
                 "Fused mode (elm_from_last_epoch) makes no separate feature pass, but n_iter > 1 "
