@@ -395,7 +395,7 @@ class EFTClassifier:
                     return
                 rows, features = item
                 _check_finite(features, self.config)
-                if cfg.feature_cache:
+                if cfg.feature_cache and cfg.n_iter > 1:  # only further passes read it
                     cache.append((features, label_index[rows]))
                 yield features, label_index[rows]
 
