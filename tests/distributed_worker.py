@@ -21,6 +21,8 @@ def main() -> None:
     parser.add_argument("--n-texts", type=int, default=len(TEXTS))
     parser.add_argument("--bp-epochs", type=int, default=0)
     parser.add_argument("--n-iter", type=int, default=1)
+    parser.add_argument("--stream", help="train with fit_stream on this file")
+    parser.add_argument("--chunk-rows", type=int, default=10)
     args = parser.parse_args()
     texts, labels = TEXTS[: args.n_texts], LABELS[: args.n_texts]
     config = EFTConfig(
@@ -33,7 +35,10 @@ def main() -> None:
         device="cpu",
         progress=False,
     )
-    clf = EFTClassifier(config).fit(texts, labels)
+    if args.stream:
+        clf = EFTClassifier(config).fit_stream(args.stream, chunk_rows=args.chunk_rows)
+    else:
+        clf = EFTClassifier(config).fit(texts, labels)
     if clf.is_main_process_:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

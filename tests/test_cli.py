@@ -158,3 +158,45 @@ def test_bad_input_is_one_line_exit_2_and_no_output(case, message, tiny_bert_dir
     assert message in error_lines[0]
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model-out")]
+
+
+def test_train_stream_reads_the_file_in_chunks_and_gives_the_same_model(
+    trained, tiny_bert_dir, tmp_path
+):
+    import gzip
+
+    _, out, _ = trained
+    train = tmp_path / "train.jsonl.gz"
+    with gzip.open(train, "wt", encoding="utf-8") as handle:
+        for text, label in zip(TEXTS, LABELS, strict=True):
+            handle.write(json.dumps({"text": text, "label": label}) + "\n")
+    common = ("--n-hidden", "32", "--learning-rate", "5e-4", "--batch-size", "8")
+    result = run_eft(
+        "train",
+        "--train",
+        str(train),
+        "--stream",
+        "--chunk-rows",
+        "1000",
+        "--model",
+        str(tiny_bert_dir),
+        "--bp-epochs",
+        "1",
+        *common,
+        "--device",
+        "cpu",
+        "--quiet",
+        "--output",
+        str(tmp_path / "streamed"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"on {len(TEXTS)} texts" in result.stdout
+    texts_file = tmp_path / "texts.txt"
+    texts_file.write_text("\n".join(TEXTS) + "\n")
+    predictions = [
+        run_eft("predict", str(model), "--input", str(texts_file)).stdout
+        for model in (out, tmp_path / "streamed")
+    ]
+    assert predictions[0] == predictions[1] and predictions[0].strip()
+    bad = run_eft("train", "--dataset", "trec", "--stream", "--output", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "--stream reads a --train FILE" in bad.stderr

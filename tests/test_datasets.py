@@ -211,6 +211,27 @@ def test_ag_news_train_and_test(tmp_path):
     assert other["validation"].texts != ds["validation"].texts
 
 
+def test_ag_news_test_fraction_divides_the_test_split(tmp_path):
+    _write_ag_news(tmp_path / "ag_news", n_per_class=25)
+    (tmp_path / "ag_news" / "train.csv").unlink()
+    with open(tmp_path / "ag_news" / "test.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        for klass in (1, 2, 3, 4):
+            for i in range(25):
+                writer.writerow([klass, f"T{klass}-{i}", "d"])
+    ds = load_ag_news(tmp_path, test_fraction=0.2)
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 72, "validation": 8, "test": 20}
+    parts = ds["train"].texts + ds["validation"].texts + ds["test"].texts
+    assert sorted(parts) == sorted(f"T{k}-{i} d" for k in (1, 2, 3, 4) for i in range(25))
+    assert load_ag_news(tmp_path, test_fraction=0.2)["test"].texts == ds["test"].texts
+    assert load("ag_news", tmp_path, test_fraction=0.2)["train"].texts == ds["train"].texts
+    with pytest.raises(InputError, match="test_fraction must be in"):
+        load_ag_news(tmp_path, test_fraction=1.5)
+    _write_ag_news(tmp_path / "ag_news")
+    with pytest.raises(InputError, match="train.csv exists"):
+        load_ag_news(tmp_path, test_fraction=0.2)
+
+
 @pytest.mark.filterwarnings("ignore:AG News train split not found")
 def test_ag_news_bad_class(tmp_path):
     folder = tmp_path / "ag_news"

@@ -42,8 +42,9 @@ def test_output_folder_that_is_not_a_model_is_refused_before_training(tiny_bert_
     out = tmp_path / "precious"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    result = run_eft("train", "--train", str(train), "--model", str(tiny_bert_dir),
-                     "--output", str(out))
+    result = run_eft(
+        "train", "--train", str(train), "--model", str(tiny_bert_dir), "--output", str(out)
+    )
     assert result.returncode == 2 and "is not an eft model folder" in result.stderr
     assert (out / "notes.txt").read_text() == "keep me"
 

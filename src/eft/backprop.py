@@ -9,10 +9,10 @@ precision where the device supports it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -87,10 +87,19 @@ def _schedule(optimizer: torch.optim.Optimizer, config: EFTConfig, total_steps: 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class BatchSource(Protocol):
+    """Training batches read afresh each epoch (a stream): ``len()`` steps per epoch, and
+    ``epoch(e)`` yields padded batches with ``labels``, the same count on every rank."""
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]: ...
+
+
 def train_backprop(
     model: EncoderWithLinearHead,
-    input_ids: list[list[int]],
-    label_index: np.ndarray,
+    input_ids: list[list[int]] | BatchSource,
+    label_index: np.ndarray | None,
     pad_id: int,
     config: EFTConfig,
     accelerator,
@@ -117,15 +126,25 @@ def train_backprop(
     """
     from tqdm.auto import tqdm
 
-    sampler = LengthGroupedBatchSampler([len(s) for s in input_ids], config.batch_size, config.seed)
-    loader = torch.utils.data.DataLoader(
-        EncodedTexts(input_ids, label_index),
-        batch_sampler=sampler,
-        collate_fn=Collator(pad_id),
-    )
     optimizer = _optimizer(model, config)
-    scheduler = _schedule(optimizer, config, total_steps=len(sampler) * epochs)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if isinstance(input_ids, list):
+        source = None
+        sampler = LengthGroupedBatchSampler(
+            [len(s) for s in input_ids], config.batch_size, config.seed
+        )
+        loader = torch.utils.data.DataLoader(
+            EncodedTexts(input_ids, label_index),
+            batch_sampler=sampler,
+            collate_fn=Collator(pad_id),
+        )
+        scheduler = _schedule(optimizer, config, total_steps=len(sampler) * epochs)
+        model, optimizer, loader, scheduler = accelerator.prepare(
+            model, optimizer, loader, scheduler
+        )
+    else:  # a stream: every rank reads its own share already, so the batches stay unprepared
+        source = input_ids
+        scheduler = _schedule(optimizer, config, total_steps=len(source) * epochs)
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     loss_fn = nn.CrossEntropyLoss(
         weight=None if class_weights is None else class_weights.to(accelerator.device)
     )
@@ -136,7 +155,9 @@ def train_backprop(
         state = restore_checkpoint(
             resume_from, accelerator.unwrap_model(model), optimizer, scheduler
         )
-        start_epoch = sampler.epoch = int(state["epoch"])
+        start_epoch = int(state["epoch"])
+        if source is None:
+            sampler.epoch = start_epoch
         result = BPResult(**state["result"])
         if state["best_score"] is not None:
             best_score = state["best_score"]
@@ -149,7 +170,21 @@ def train_backprop(
         _synchronize(accelerator.device)
         start = time.perf_counter()
         total_loss, batches = torch.zeros((), device=accelerator.device), 0
-        bar = tqdm(loader, desc=f"BP epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
+        if source is None:
+            batches_of_epoch = loader
+        else:  # through a DataLoader too, which draws its seed from the RNG as above
+            loader_of_epoch = torch.utils.data.DataLoader(_EpochOf(source, epoch), batch_size=None)
+            batches_of_epoch = (
+                {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+                for batch in loader_of_epoch
+            )
+        bar = tqdm(
+            batches_of_epoch,
+            total=len(loader) if source is None else len(source),
+            desc=f"BP epoch {epoch + 1}/{epochs}",
+            disable=not show,
+            leave=False,
+        )
         for batch in bar:
             labels = batch.pop("labels")
             with accelerator.autocast():
@@ -209,6 +244,16 @@ def train_backprop(
         model.load_state_dict(best_state)
     accelerator.free_memory()
     return model, result
+
+
+class _EpochOf(torch.utils.data.IterableDataset):
+    """One epoch of a :class:`BatchSource`, as an iterable dataset of ready batches."""
+
+    def __init__(self, source: BatchSource, epoch: int) -> None:
+        self.source, self.epoch = source, epoch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return iter(self.source.epoch(self.epoch))
 
 
 def _synchronize(device: torch.device) -> None:

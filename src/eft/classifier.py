@@ -143,7 +143,8 @@ class EFTClassifier:
 
     Fitted attributes: ``classes_`` (label names), ``model_`` (:class:`EFTModel`),
     ``tokenizer_``, ``head_`` (the :class:`IELMClassifier`, None for ``method="bp"``),
-    ``timings_`` (seconds per phase), ``flops_`` (with ``flops=True``), ``history_``.
+    ``timings_`` (seconds per phase), ``flops_`` (with ``flops=True``), ``history_``,
+    ``n_train_`` (training rows).
     """
 
     def __init__(self, config: EFTConfig | None = None, **overrides: Any) -> None:
@@ -176,9 +177,63 @@ class EFTClassifier:
         ``resume_from`` continues from a checkpoint written to ``config.checkpoint_dir`` by an
         interrupted run with the same configuration and data.
         """
-        cfg = self.config
         texts, labels = check_texts_and_labels(texts, labels)
         classes, label_index = np.unique(labels, return_inverse=True)
+        counts = np.bincount(label_index, minlength=len(classes))
+        data = _TextsInMemory(texts, label_index)
+        return self._fit(
+            data, classes, counts, eval_texts, eval_labels, resume_from, checkpoint_metadata
+        )
+
+    def fit_stream(
+        self,
+        train: Any,
+        eval_texts: Sequence[str] | None = None,
+        eval_labels: Sequence[Any] | None = None,
+        *,
+        text_column: str = "text",
+        label_column: str = "label",
+        bad_rows: str = "error",
+        chunk_rows: int = 50_000,
+        resume_from: str | os.PathLike | None = None,
+        checkpoint_metadata: dict[str, Any] | None = None,
+    ) -> EFTClassifier:
+        """Like :meth:`fit`, from a training set read as a stream (larger than memory).
+
+        ``train`` is a ``.csv``/``.tsv``/``.jsonl`` path (``.gz`` too), or a re-iterable of
+        ``(text, label)`` pairs or dicts (e.g. a streaming ``datasets.IterableDataset``); see
+        :mod:`eft.streaming`. At most ``chunk_rows`` texts and their token ids are in memory;
+        the BP stage shuffles within chunks. The validation data (``eval_texts``) is held in
+        memory. Timings include tokenising, done on the fly.
+        """
+        from eft.streaming import as_row_stream, scan_rows
+
+        if int(chunk_rows) != chunk_rows or chunk_rows < 1:
+            raise InputError(f"chunk_rows must be a positive integer, got {chunk_rows}")
+        rows = as_row_stream(train, text_column, label_column, bad_rows)
+        summary = scan_rows(rows)
+        data = _TextStream(rows, summary.n_rows, summary.classes, int(chunk_rows))
+        return self._fit(
+            data,
+            summary.classes,
+            summary.counts,
+            eval_texts,
+            eval_labels,
+            resume_from,
+            checkpoint_metadata,
+        )
+
+    def _fit(
+        self,
+        data: _TextsInMemory | _TextStream,
+        classes: np.ndarray,
+        counts: np.ndarray,
+        eval_texts: Sequence[str] | None,
+        eval_labels: Sequence[Any] | None,
+        resume_from: str | os.PathLike | None,
+        checkpoint_metadata: dict[str, Any] | None,
+    ) -> EFTClassifier:
+        cfg = self.config
         if len(classes) < 2:
             raise InputError(
                 f"The training labels hold a single class ({classes[0]!r}); a classifier needs "
@@ -216,11 +271,11 @@ class EFTClassifier:
 
         clock = time.perf_counter()
         self.max_length_ = model_max_length(cfg.max_length, backbone, tokenizer)
-        input_ids = tokenize(tokenizer, texts, self.max_length_)
+        pad_id = int(tokenizer.pad_token_id)
+        data.tokenize(tokenizer, self.max_length_, pad_id)
         eval_ids = tokenize(tokenizer, eval_texts, self.max_length_) if eval_texts else None
         timings["tokenize"] = time.perf_counter() - clock
-        pad_id = int(tokenizer.pad_token_id)
-        head_weights = self._class_weights(label_index, len(classes))
+        head_weights = self._class_weights(counts, classes)
 
         self.tokenizer_, self.classes_, self.device_ = tokenizer, classes, device
         self._autocast = _autocast_dtype(accelerator)
@@ -269,8 +324,7 @@ class EFTClassifier:
             ):
                 bp_model, bp_result = train_backprop(
                     bp_model,
-                    input_ids,
-                    label_index,
+                    *data.bp_input(cfg, accelerator),
                     pad_id,
                     cfg,
                     accelerator,
@@ -310,13 +364,11 @@ class EFTClassifier:
                 _synchronize(device)
                 timings["elm"] += time.perf_counter() - clock
             else:
-                self._fit_head(
-                    head, encoder, input_ids, label_index, pad_id, accelerator, timings, flops
-                )
+                self._fit_head(head, encoder, data, accelerator, timings, flops)
             flops.add(
                 "elm",
                 elm_flops(
-                    len(texts),
+                    len(data),
                     encoder.feature_dim,
                     cfg.n_hidden,
                     len(classes),
@@ -336,20 +388,19 @@ class EFTClassifier:
         self.flops_ = dict(flops.counts) if cfg.flops else None
         self.history_ = history
         self.model_name_ = name
+        self.n_train_ = len(data)
         self.is_main_process_ = accelerator.is_main_process
         return self
 
-    def _class_weights(self, label_index: np.ndarray, n_classes: int) -> dict[int, float] | None:
+    def _class_weights(self, counts: np.ndarray, classes: np.ndarray) -> dict[int, float] | None:
         weights = self.config.class_weight
         if weights is None:
             return None
-        counts = np.bincount(label_index, minlength=n_classes)
         if weights == "balanced":
-            return {i: len(label_index) / (n_classes * c) for i, c in enumerate(counts)}
+            return {i: counts.sum() / (len(classes) * c) for i, c in enumerate(counts)}
         if isinstance(weights, dict):
             return {
-                i: float(weights.get(str(c), weights.get(c, 1.0)))
-                for i, c in enumerate(self.classes_)
+                i: float(weights.get(str(c), weights.get(c, 1.0))) for i, c in enumerate(classes)
             }
         raise InputError("class_weight must be None, 'balanced' or a dict {label: weight}.")
 
@@ -357,9 +408,7 @@ class EFTClassifier:
         self,
         head: IELMClassifier,
         encoder: TextEncoder,
-        input_ids: list[list[int]],
-        label_index: np.ndarray,
-        pad_id: int,
+        data: _TextsInMemory | _TextStream,
         accelerator,
         timings: dict[str, float],
         flops: _FlopCounter,
@@ -367,7 +416,6 @@ class EFTClassifier:
         """Steps 6-9: stream eval-mode features of this rank's shard into the head."""
         cfg = self.config
         device = accelerator.device
-        shard = np.arange(len(input_ids))[accelerator.process_index :: accelerator.num_processes]
         feed_seconds = [0.0]
         cache: list[tuple[torch.Tensor, np.ndarray]] = []
 
@@ -375,14 +423,13 @@ class EFTClassifier:
             if cache:
                 yield from cache
                 return
-            stream = extract_features(
+            stream = data.feature_batches(
                 encoder,
-                input_ids,
-                pad_id,
                 cfg.eval_batch_size,
                 device,
                 self._autocast,
-                indices=shard,
+                accelerator.process_index,
+                accelerator.num_processes,
                 progress=cfg.progress and accelerator.is_main_process,
             )
             while True:
@@ -393,11 +440,11 @@ class EFTClassifier:
                 feed_seconds[0] += time.perf_counter() - start
                 if item is None:
                     return
-                rows, features = item
+                batch_labels, features = item
                 _check_finite(features, self.config)
-                if cfg.feature_cache and cfg.n_iter > 1:  # only further passes read it
-                    cache.append((features, label_index[rows]))
-                yield features, label_index[rows]
+                if cfg.feature_cache and cfg.n_iter > 1 and data.cacheable:  # further passes
+                    cache.append((features, batch_labels))
+                yield features, batch_labels
 
         start = time.perf_counter()
         head.fit_batches(
@@ -560,6 +607,123 @@ class EFTClassifier:
         model.model_name_ = meta.get("base_model")
         model.is_main_process_ = True
         return model
+
+
+class _TextsInMemory:
+    """Training texts held in memory, tokenised once."""
+
+    cacheable = True  # the features of further I-ELM passes may be kept in memory
+
+    def __init__(self, texts: Sequence[str], label_index: np.ndarray) -> None:
+        self.texts = texts
+        self.label_index = label_index
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def tokenize(self, tokenizer, max_length: int, pad_id: int) -> None:
+        self.input_ids = tokenize(tokenizer, self.texts, max_length)
+        self.pad_id = pad_id
+
+    def bp_input(self, config: EFTConfig, accelerator) -> tuple[list[list[int]], np.ndarray]:
+        return self.input_ids, self.label_index
+
+    def feature_batches(
+        self, encoder, batch_size, device, autocast, rank: int, world_size: int, progress: bool
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """``(label indices, features)`` of this rank's shard ``range(rank, N, world_size)``."""
+        shard = np.arange(len(self.input_ids))[rank::world_size]
+        for rows, features in extract_features(
+            encoder,
+            self.input_ids,
+            self.pad_id,
+            batch_size,
+            device,
+            autocast,
+            indices=shard,
+            progress=progress,
+        ):
+            yield self.label_index[rows], features
+
+
+class _TextStream:
+    """Training rows read from a stream chunk by chunk, tokenised on the fly (see
+    :mod:`eft.streaming`)."""
+
+    cacheable = False  # a stream may not fit in memory, nor its features: read it again
+
+    def __init__(self, rows, n_rows: int, classes: np.ndarray, chunk_rows: int) -> None:
+        self.rows = rows
+        self.n_rows = n_rows
+        self.label_of = {label: i for i, label in enumerate(classes.tolist())}
+        self.chunk_rows = chunk_rows
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def tokenize(self, tokenizer, max_length: int, pad_id: int) -> None:
+        self.encode = lambda texts: tokenize(tokenizer, texts, max_length)
+        self.pad_id = pad_id
+
+    def bp_input(self, config: EFTConfig, accelerator) -> tuple[_StreamBatches, None]:
+        rank, world_size = accelerator.process_index, accelerator.num_processes
+        return _StreamBatches(self, config, rank, world_size), None
+
+    def feature_batches(
+        self, encoder, batch_size, device, autocast, rank: int, world_size: int, progress: bool
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """``(label indices, features)`` of this rank's rows (``g % world_size == rank``)."""
+        from tqdm.auto import tqdm
+
+        from eft.streaming import label_indices, shard_chunks
+
+        bar = tqdm(
+            total=len(range(rank, self.n_rows, world_size)),
+            desc="feedforward",
+            disable=not progress,
+            leave=False,
+        )
+        with bar:
+            for texts, labels in shard_chunks(self.rows, self.chunk_rows, rank, world_size):
+                index = label_indices(labels, self.label_of)
+                for rows, features in extract_features(
+                    encoder, self.encode(texts), self.pad_id, batch_size, device, autocast
+                ):
+                    bar.update(len(rows))
+                    yield index[rows], features
+
+
+class _StreamBatches:
+    """One rank's BP batches over a :class:`_TextStream`, for :func:`train_backprop`."""
+
+    def __init__(self, data: _TextStream, config: EFTConfig, rank: int, world_size: int):
+        self.data, self.config, self.rank, self.world_size = data, config, rank, world_size
+
+    def __len__(self) -> int:
+        from eft.streaming import bp_steps_per_epoch
+
+        return bp_steps_per_epoch(
+            self.data.n_rows, self.data.chunk_rows, self.config.batch_size, self.world_size
+        )
+
+    def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        from eft.encoder import pad_batch
+        from eft.streaming import bp_batches
+
+        for ids, labels in bp_batches(
+            self.data.rows,
+            self.data.label_of,
+            self.data.encode,
+            epoch=epoch,
+            seed=self.config.seed,
+            batch_size=self.config.batch_size,
+            chunk_rows=self.data.chunk_rows,
+            rank=self.rank,
+            world_size=self.world_size,
+        ):
+            batch = pad_batch(ids, self.data.pad_id)
+            batch["labels"] = torch.tensor(labels, dtype=torch.long)
+            yield batch
 
 
 def _check_finite(features: torch.Tensor, config: EFTConfig) -> None:

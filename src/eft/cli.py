@@ -147,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--max-train", type=int, help="use a random subset of N training rows")
     source.add_argument(
+        "--stream",
+        action="store_true",
+        help="read --train as a stream, --chunk-rows at a time, for files larger than memory "
+        "(the BP stage shuffles within chunks; shuffle a file sorted by label first)",
+    )
+    source.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=50_000,
+        help="--stream: rows held in memory at a time",
+    )
+    source.add_argument(
         "--context-past",
         type=int,
         default=0,
@@ -364,6 +376,7 @@ def format_timings(timings: dict[str, float]) -> str:
 def command_train(args: argparse.Namespace) -> int:
     import shutil
 
+    from eft import datasets
     from eft.checkpoint import read_checkpoint
     from eft.classifier import EFTClassifier, _check_output_dir
     from eft.config import EFTConfig
@@ -388,17 +401,41 @@ def command_train(args: argparse.Namespace) -> int:
             config.checkpoint_dir = f"{Path(args.output)}.checkpoint"
     output = Path(args.output)
     _check_output_dir(output)  # fail before hours of training, not after
-    texts, labels, eval_texts, eval_labels = _load_training_data(args)
+    stream = getattr(args, "stream", False)  # checkpoints of older runs lack it
+    if stream:
+        if not args.train or args.dataset or args.max_train:
+            raise InputError("--stream reads a --train FILE (no --dataset, no --max-train).")
+        eval_texts = eval_labels = None
+        if args.validation:
+            eval_texts, eval_labels = datasets.read_labeled_file(
+                args.validation, args.text_column, args.label_column, bad_rows=args.bad_rows
+            )
+    else:
+        texts, labels, eval_texts, eval_labels = _load_training_data(args)
     cli_args = {k: v for k, v in vars(args).items() if k not in ("resume", "command")}
     try:
-        classifier = EFTClassifier(config).fit(
-            texts,
-            labels,
-            eval_texts,
-            eval_labels,
-            resume_from=resume,
-            checkpoint_metadata={"cli_args": cli_args},
-        )
+        classifier = EFTClassifier(config)
+        if stream:
+            classifier.fit_stream(
+                args.train,
+                eval_texts,
+                eval_labels,
+                text_column=args.text_column,
+                label_column=args.label_column,
+                bad_rows=args.bad_rows,
+                chunk_rows=args.chunk_rows,
+                resume_from=resume,
+                checkpoint_metadata={"cli_args": cli_args},
+            )
+        else:
+            classifier.fit(
+                texts,
+                labels,
+                eval_texts,
+                eval_labels,
+                resume_from=resume,
+                checkpoint_metadata={"cli_args": cli_args},
+            )
     except KeyboardInterrupt:
         checkpoint = config.checkpoint_dir
         hint = ""
@@ -411,7 +448,7 @@ def command_train(args: argparse.Namespace) -> int:
         if config.checkpoint_dir:
             shutil.rmtree(config.checkpoint_dir, ignore_errors=True)
         print(
-            f"Trained {config.method.upper()} on {len(texts)} texts, "
+            f"Trained {config.method.upper()} on {classifier.n_train_:,} texts, "
             f"{len(classifier.classes_)} classes; model saved to {output}"
         )
         history = classifier.history_

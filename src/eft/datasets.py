@@ -29,7 +29,7 @@ import re
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,28 +247,30 @@ def _read_lines(path: Path, encoding: str = "utf-8-sig") -> list[str]:
         raise InputError(f"cannot read {path}: {exc}") from None
 
 
-def _read_table(
+def _iter_records(
     path: Path,
     kind: str | None = None,
     *,
     quoting: int | None = None,
     header: Sequence[str] | None = None,
     encoding: str = "utf-8-sig",
-) -> _Table:
-    """Read a CSV/TSV (header row unless ``header`` is given) or JSONL file into records.
+    columns_out: list[str] | None = None,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, record)`` from a CSV/TSV (header row unless ``header`` is given)
+    or JSONL file, reading it lazily: the file is never held in memory as a whole.
 
     TSV is read without quote handling by default (``csv.QUOTE_NONE``), as GLUE-style files
-    contain bare ``"``; CSV uses standard double-quote escaping.
+    contain bare ``"``; CSV uses standard double-quote escaping. ``columns_out`` receives the
+    column names (the header, or the JSON keys in order of first appearance).
     """
     path = Path(path)
     _check_readable(path)
     kind = kind or _file_kind(path, _TABLE_KINDS)
-    rows: list[tuple[int, dict[str, Any]]] = []
+    columns = columns_out if columns_out is not None else []
     try:
         with _open_text(path, encoding) as handle:
             if kind == "jsonl":
-                columns: list[str] = []
-                seen: set[str] = set()
+                seen: set[str] = set(columns)
                 for line_no, line in enumerate(handle, 1):
                     if not line.strip():
                         continue
@@ -288,10 +290,8 @@ def _read_table(
                         if key not in seen:
                             seen.add(key)
                             columns.append(key)
-                    rows.append((line_no, record))
-                if not rows:
-                    raise InputError(f"{path} is empty: no JSON lines found")
-                return _Table(path, columns, rows)
+                    yield line_no, record
+                return
 
             delimiter = "\t" if kind == "tsv" else ","
             if quoting is None:
@@ -306,14 +306,15 @@ def _read_table(
                 restval=None,
             )
             try:
-                columns = list(reader.fieldnames or [])
-                if not columns:
+                names = list(reader.fieldnames or [])
+                if not names:
                     raise InputError(f"{path} is empty: no header row and no data")
                 if header is None:
-                    columns = [c.strip() for c in columns]
-                    reader.fieldnames = columns
+                    names = [c.strip() for c in names]
+                    reader.fieldnames = names
+                columns[:] = names
                 for record in reader:
-                    rows.append((reader.line_num, record))
+                    yield reader.line_num, record
             except csv.Error as exc:
                 raise InputError(
                     f"{path}: malformed {kind.upper()} near line {reader.line_num} ({exc}); "
@@ -323,6 +324,28 @@ def _read_table(
         raise _decode_error(path, exc) from None
     except (OSError, EOFError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
+
+
+def _read_table(
+    path: Path,
+    kind: str | None = None,
+    *,
+    quoting: int | None = None,
+    header: Sequence[str] | None = None,
+    encoding: str = "utf-8-sig",
+) -> _Table:
+    """Read a whole CSV/TSV/JSONL file into records (see :func:`_iter_records`)."""
+    path = Path(path)
+    _check_readable(path)
+    kind = kind or _file_kind(path, _TABLE_KINDS)
+    columns: list[str] = []
+    rows = list(
+        _iter_records(
+            path, kind, quoting=quoting, header=header, encoding=encoding, columns_out=columns
+        )
+    )
+    if not rows and kind == "jsonl":
+        raise InputError(f"{path} is empty: no JSON lines found")
     if not rows and header is not None:
         raise InputError(f"{path} is empty: no data rows")
     if not rows:
@@ -767,13 +790,17 @@ def load_ag_news(
     data_dir: str | os.PathLike[str] | None = None,
     validation_fraction: float = 0.1,
     seed: int = 42,
+    test_fraction: float | None = None,
 ) -> Dataset:
     """AG News (Zhang et al. 2015): ``ag_news/{train,test}.csv`` (no header; ``class, title,
     description`` with class 1-4). ``label_names``: World, Sports, Business, Sci/Tech.
 
     Text = title + " " + description with the backslash line-break escapes turned into spaces.
     ``validation_fraction`` of train is held out (paper 4.1). The train file (``train.csv`` or
-    ``train.csv.gz``) is optional: without it only the test split is loaded, with a warning.
+    ``train.csv.gz``) is optional: without it only the test split is loaded, with a warning,
+    unless ``test_fraction`` is given: then the test file is divided with ``seed``, that
+    fraction staying the test split and the rest becoming train (and validation), so that
+    experiments can run on the 7,600 test articles alone.
     """
     folder = resolve_data_dir(data_dir) / "ag_news"
     test_path = _first_existing([folder / "test.csv", folder / "test.csv.gz"])
@@ -781,6 +808,21 @@ def load_ag_news(
         raise _missing("AG News", [folder / "test.csv"])
     train_path = _first_existing([folder / "train.csv", folder / "train.csv.gz"])
     splits: dict[str, Split] = {}
+    if test_fraction is not None:
+        if train_path is not None:
+            raise InputError(
+                f"test_fraction divides the test split when the train split is missing, but "
+                f"{train_path} exists; drop test_fraction to use it"
+            )
+        if not 0.0 < test_fraction < 1.0:
+            raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        train, test = _hold_out(_read_ag_news(test_path), test_fraction, seed)
+        assert test is not None
+        return Dataset(
+            "ag_news",
+            {**_with_validation(train, validation_fraction, seed), "test": test},
+            list(AG_NEWS_LABELS),
+        )
     if train_path is None:
         warnings.warn(
             f"AG News train split not found ({folder / 'train.csv'}); loaded the test split "

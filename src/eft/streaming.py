@@ -1,0 +1,267 @@
+"""Training data read as a stream, for datasets larger than memory.
+
+A *row stream* is re-iterable: every ``iter()`` starts the source over and yields
+``(text, label)`` pairs. :class:`LabeledFileStream` reads a CSV/TSV/JSONL file (optionally
+gzipped) lazily; :func:`as_row_stream` also accepts a list of pairs or of dicts, or any object
+whose ``__iter__`` starts over (e.g. a Hugging Face ``datasets.IterableDataset`` from
+``load_dataset(..., streaming=True)``, whose rows are dicts).
+
+:meth:`eft.EFTClassifier.fit_stream` reads the stream ``bp_epochs + 2`` times (one pass that
+checks the rows and collects the classes, one per BP epoch, one feedforward pass; plus one
+per extra I-ELM iteration), holding at most ``chunk_rows`` texts and their token ids at a
+time. The BP stage shuffles within each chunk (as a shuffle buffer does), so a file sorted by
+label must be shuffled once beforehand, or read with ``chunk_rows`` larger than it. The
+I-ELM statistics are sums over rows, so the head is the in-memory one up to summation order.
+
+Under ``torchrun``, every rank reads the stream; row ``g`` belongs to rank ``g % world_size``
+in the feedforward pass (no row dropped or repeated), and in a BP chunk the ranks split a
+shared permutation, the last rank(s) repeating a row or so, as ``DistributedSampler`` pads,
+so that every rank runs the same number of steps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eft.datasets import _iter_records, _label_str, _require_column, _row_problem, _Table
+from eft.errors import InputError
+
+
+class LabeledFileStream:
+    """``(text, label)`` rows of a ``.csv``/``.tsv``/``.jsonl`` file (``.gz`` too), read lazily.
+
+    Bad rows (empty text, missing label, wrong number of fields) raise :class:`InputError`
+    naming the line with ``bad_rows="error"``, and are skipped with ``bad_rows="skip"``
+    (:func:`scan_rows` counts them and warns once).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        text_column: str = "text",
+        label_column: str = "label",
+        bad_rows: str = "error",
+    ) -> None:
+        self.path = Path(path)
+        self.text_column = text_column
+        self.label_column = label_column
+        self.bad_rows = bad_rows
+
+    def __repr__(self) -> str:
+        return f"LabeledFileStream({str(self.path)!r})"
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        if self.bad_rows not in ("error", "skip"):
+            raise InputError(f"bad_rows must be 'error' or 'skip', not {self.bad_rows!r}")
+        columns: list[str] = []
+        checked = False
+        self.skipped_ = 0
+        for line_no, record in _iter_records(self.path, columns_out=columns):
+            if not checked:
+                table = _Table(self.path, columns, [])
+                _require_column(table, self.text_column, "text_column")
+                _require_column(table, self.label_column, "label_column")
+                checked = True
+            problem = _row_problem(record, self.text_column, self.label_column)
+            if problem:
+                if self.bad_rows == "error":
+                    raise InputError(
+                        f"{self.path.name}: line {line_no}: {problem}; fix or remove the row, "
+                        f"or skip bad rows with bad_rows='skip' (--bad-rows skip)"
+                    )
+                self.skipped_ += 1
+                continue
+            yield record[self.text_column], _label_str(record[self.label_column])
+        if not checked:
+            raise InputError(f"{self.path} has no data rows; add some examples")
+
+
+class _IterableRows:
+    """Rows of a re-iterable source of pairs or dicts, as ``(text, label)``."""
+
+    def __init__(self, source: Iterable[Any], text_column: str, label_column: str) -> None:
+        self.source = source
+        self.text_column = text_column
+        self.label_column = label_column
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        for number, row in enumerate(self.source, 1):
+            if isinstance(row, dict):
+                missing = [c for c in (self.text_column, self.label_column) if c not in row]
+                if missing:
+                    raise InputError(
+                        f"row {number} of the stream has no {missing} field; its fields are "
+                        f"{sorted(row)[:10]} (choose them with text_column/label_column)"
+                    )
+                text, label = row[self.text_column], row[self.label_column]
+            else:
+                try:
+                    text, label = row
+                except (TypeError, ValueError):
+                    raise InputError(
+                        f"row {number} of the stream is {type(row).__name__}; a stream yields "
+                        "(text, label) pairs or dicts with the text and label columns"
+                    ) from None
+            if not isinstance(text, str) or not text.strip():
+                raise InputError(f"row {number} of the stream has an empty or non-string text")
+            if label is None:
+                raise InputError(f"row {number} of the stream has no label")
+            yield text, label
+
+
+def as_row_stream(
+    source: Any, text_column: str = "text", label_column: str = "label", bad_rows: str = "error"
+) -> Iterable[tuple[str, Any]]:
+    """A path becomes a :class:`LabeledFileStream`; a re-iterable of pairs or dicts is
+    wrapped. A one-shot iterator (a generator) is refused: the stream is read several times."""
+    if isinstance(source, (str, os.PathLike)):
+        return LabeledFileStream(source, text_column, label_column, bad_rows)
+    if isinstance(source, LabeledFileStream):
+        return source
+    if not isinstance(source, Iterable) or iter(source) is source:
+        raise InputError(
+            "a training stream must be re-iterable, as it is read once per epoch: pass a file "
+            "path, a list, or an object whose __iter__ starts over (e.g. a datasets."
+            "IterableDataset), not a generator"
+        )
+    return _IterableRows(source, text_column, label_column)
+
+
+@dataclass
+class StreamSummary:
+    """What one pass over a stream found: its size and classes (sorted) with their counts."""
+
+    n_rows: int
+    classes: np.ndarray
+    counts: np.ndarray
+
+
+def scan_rows(rows: Iterable[tuple[str, Any]]) -> StreamSummary:
+    """One pass: count the rows and collect the classes (checks every row on the way)."""
+    counts: Counter[Any] = Counter()
+    for _, label in rows:
+        counts[label] += 1
+    if not counts:
+        raise InputError("the training stream holds no rows")
+    skipped = getattr(rows, "skipped_", 0)
+    if skipped:
+        warnings.warn(
+            f"{getattr(rows, 'path', 'the stream')}: skipped {skipped} bad row(s)",
+            UserWarning,
+            stacklevel=3,
+        )
+    try:
+        classes = sorted(counts)
+    except TypeError:
+        kinds = sorted({type(label).__name__ for label in counts})
+        raise InputError(
+            f"the stream's labels mix types ({', '.join(kinds)}); make them all strings or all "
+            "integers"
+        ) from None
+    return StreamSummary(
+        n_rows=sum(counts.values()),
+        classes=np.asarray(classes),
+        counts=np.asarray([counts[c] for c in classes]),
+    )
+
+
+def chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    chunk: list[Any] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def bp_steps_per_epoch(n_rows: int, chunk_rows: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps one rank makes in one BP epoch over a stream of ``n_rows`` rows."""
+    full, rest = divmod(n_rows, chunk_rows)
+    per_chunk = [chunk_rows] * full + ([rest] if rest else [])
+    return sum(math.ceil(math.ceil(n / world_size) / batch_size) for n in per_chunk)
+
+
+def bp_batches(
+    rows: Iterable[tuple[str, Any]],
+    label_of: dict[Any, int],
+    encode: Any,
+    *,
+    epoch: int,
+    seed: int,
+    batch_size: int,
+    chunk_rows: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[list[list[int]], list[int]]]:
+    """This rank's shuffled, length-grouped training batches ``(token ids, label indices)``.
+
+    Per chunk of ``chunk_rows`` rows: a permutation drawn from ``default_rng(seed + epoch)``
+    (the same on every rank), this rank's share of it (padded to the longest share), groups
+    of ``50 * batch_size`` sorted by length, cut into batches, batches shuffled. With one
+    chunk and one rank this is exactly :class:`eft.encoder.LengthGroupedBatchSampler`'s order.
+    ``encode(texts)`` returns token id lists.
+    """
+    rng = np.random.default_rng(seed + epoch)
+    for chunk in chunks(rows, chunk_rows):
+        order = rng.permutation(len(chunk))
+        share = order[rank::world_size]
+        per_rank = math.ceil(len(chunk) / world_size)
+        if len(share) < per_rank:  # as DistributedSampler pads: repeat the chunk's first rows
+            share = np.concatenate([share, order[: per_rank - len(share)]])
+        ids = encode([chunk[i][0] for i in share])
+        labels = [label_of[chunk[i][1]] for i in share]
+        lengths = np.asarray([len(x) for x in ids])
+        batches: list[np.ndarray] = []
+        group = 50 * batch_size
+        for start in range(0, len(ids), group):
+            positions = np.arange(start, min(start + group, len(ids)))
+            positions = positions[np.argsort(-lengths[positions], kind="stable")]
+            batches.extend(
+                positions[i : i + batch_size] for i in range(0, len(positions), batch_size)
+            )
+        for b in rng.permutation(len(batches)):
+            yield [ids[i] for i in batches[b]], [labels[i] for i in batches[b]]
+
+
+def shard_chunks(
+    rows: Iterable[tuple[str, Any]], chunk_rows: int, rank: int = 0, world_size: int = 1
+) -> Iterator[tuple[list[str], list[Any]]]:
+    """This rank's rows (row ``g`` with ``g % world_size == rank``), ``chunk_rows`` at a
+    time, as ``(texts, labels)``: the feedforward pass's shard, with no row dropped or
+    repeated."""
+    texts: list[str] = []
+    labels: list[Any] = []
+    for g, (text, label) in enumerate(rows):
+        if g % world_size != rank:
+            continue
+        texts.append(text)
+        labels.append(label)
+        if len(texts) == chunk_rows:
+            yield texts, labels
+            texts, labels = [], []
+    if texts:
+        yield texts, labels
+
+
+def label_indices(labels: Sequence[Any], label_of: dict[Any, int]) -> np.ndarray:
+    """Class indices of ``labels``; a label missing from ``label_of`` is an input error (the
+    stream changed between passes)."""
+    try:
+        return np.fromiter((label_of[label] for label in labels), dtype=np.int64, count=len(labels))
+    except KeyError as exc:
+        raise InputError(
+            f"label {exc.args[0]!r} was not in the stream's first pass; the data changed "
+            "while training"
+        ) from None

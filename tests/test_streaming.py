@@ -1,0 +1,198 @@
+"""Tests for eft.streaming and EFTClassifier.fit_stream (training data read as a stream)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from eft import EFTClassifier, InputError
+from eft.datasets import read_labeled_file
+from eft.encoder import LengthGroupedBatchSampler
+from eft.streaming import (
+    LabeledFileStream,
+    as_row_stream,
+    bp_batches,
+    bp_steps_per_epoch,
+    scan_rows,
+    shard_chunks,
+)
+from tests.test_classifier import LABELS, TEXTS, _config
+
+
+def _write_jsonl(path, texts, labels) -> str:
+    with open(path, "w", encoding="utf-8") as handle:
+        for text, label in zip(texts, labels, strict=True):
+            handle.write(json.dumps({"text": text, "label": label}) + "\n")
+    return str(path)
+
+
+def _rows(n: int) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(0)
+    return [(" ".join(["w"] * int(rng.integers(1, 30))) + f" {i}", f"c{i % 3}") for i in range(n)]
+
+
+def test_file_stream_reads_what_the_file_reader_reads_every_pass(tmp_path):
+    path = _write_jsonl(tmp_path / "train.jsonl", TEXTS, LABELS)
+    stream = LabeledFileStream(path)
+    first, second = list(stream), list(stream)
+    texts, labels = read_labeled_file(path)
+    assert first == second == list(zip(texts, labels, strict=True))
+    summary = scan_rows(stream)
+    assert summary.n_rows == len(TEXTS)
+    assert summary.classes.tolist() == ["neg", "pos"] and summary.counts.tolist() == [32, 32]
+
+
+def test_file_stream_bad_rows_and_columns(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("text,label\ngood one,a\n,b\nanother,b\n")
+    with pytest.raises(InputError, match="line 3: empty 'text'"):
+        list(LabeledFileStream(path))
+    skipping = LabeledFileStream(path, bad_rows="skip")
+    with pytest.warns(UserWarning, match="skipped 1 bad row"):
+        summary = scan_rows(skipping)
+    assert summary.n_rows == 2 and summary.classes.tolist() == ["a", "b"]
+    with pytest.raises(InputError, match="column 'txt' not found.*did you mean 'text'"):
+        list(LabeledFileStream(path, text_column="txt"))
+    (tmp_path / "empty.csv").write_text("text,label\n")
+    with pytest.raises(InputError, match="no data rows"):
+        scan_rows(LabeledFileStream(tmp_path / "empty.csv"))
+
+
+def test_as_row_stream_accepts_reiterables_and_refuses_generators():
+    pairs = [("a text", "x"), ("b text", "y")]
+    assert list(as_row_stream(pairs)) == pairs
+    dicts = [{"sentence": "a text", "y": 1}, {"sentence": "b text", "y": 0}]
+    assert list(as_row_stream(dicts, "sentence", "y")) == [("a text", 1), ("b text", 0)]
+    with pytest.raises(InputError, match="re-iterable"):
+        as_row_stream(pair for pair in pairs)
+    with pytest.raises(InputError, match="no \\['label'\\] field"):
+        list(as_row_stream(dicts, "sentence"))
+    with pytest.raises(InputError, match="mix types"):
+        scan_rows(as_row_stream([("a", 1), ("b", "1")]))
+
+
+def test_bp_batches_in_one_chunk_follow_the_in_memory_sampler():
+    rows = _rows(300)
+    label_of = {"c0": 0, "c1": 1, "c2": 2}
+
+    def encode(texts):
+        return [[7] * len(text.split()) for text in texts]
+
+    lengths = [len(text.split()) for text, _ in rows]
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=4, seed=5)
+    for epoch in (0, 3):
+        expected = [[label_of[rows[i][1]] for i in batch] for batch in sampler.batches(epoch)]
+        got = bp_batches(rows, label_of, encode, epoch=epoch, seed=5, batch_size=4, chunk_rows=1000)
+        assert [labels for _, labels in got] == expected
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_bp_batches_make_equal_steps_on_every_rank(world_size):
+    rows = _rows(101)
+    label_of = {"c0": 0, "c1": 1, "c2": 2}
+    steps = []
+    for rank in range(world_size):
+        batches = list(
+            bp_batches(
+                rows,
+                label_of,
+                lambda texts: [[1] for _ in texts],
+                epoch=1,
+                seed=0,
+                batch_size=8,
+                chunk_rows=20,
+                rank=rank,
+                world_size=world_size,
+            )
+        )
+        steps.append(len(batches))
+        assert all(1 <= len(ids) == len(labels) <= 8 for ids, labels in batches)
+    assert len(set(steps)) == 1  # DDP needs the same number of steps on every rank
+    assert steps[0] == bp_steps_per_epoch(101, 20, 8, world_size)
+
+
+def test_bp_batches_shuffle_within_chunks_and_pad_by_repeating():
+    rows = _rows(25)
+    label_of = {"c0": 0, "c1": 1, "c2": 2}
+    texts_seen: list[str] = []
+
+    def encode(texts):
+        texts_seen.extend(texts)
+        return [[1] for _ in texts]
+
+    for rank in range(2):
+        list(
+            bp_batches(
+                rows,
+                label_of,
+                encode,
+                epoch=0,
+                seed=0,
+                batch_size=4,
+                chunk_rows=10,
+                rank=rank,
+                world_size=2,
+            )
+        )
+    counts = Counter(texts_seen)
+    assert set(counts) == {text for text, _ in rows}  # every row trained on
+    assert sum(counts.values()) == 26  # chunks 10, 10, 5: the 5-row chunk pads one row
+    assert max(counts.values()) == 2
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_shard_chunks_split_rows_without_drop_or_repeat(world_size):
+    rows = _rows(47)
+    got: list[str] = []
+    for rank in range(world_size):
+        for texts, labels in shard_chunks(rows, 5, rank, world_size):
+            assert len(texts) == len(labels) <= 5
+            got.extend(texts)
+    assert sorted(got) == sorted(text for text, _ in rows)
+
+
+def test_fit_stream_equals_fit(tiny_bert_dir, tmp_path):
+    """One chunk: the same batches, so the same model; small chunks: the same statistics."""
+    path = _write_jsonl(tmp_path / "train.jsonl", TEXTS, LABELS)
+    config = _config(tiny_bert_dir, bp_epochs=1)
+    in_memory = EFTClassifier(config).fit(TEXTS, LABELS)
+    streamed = EFTClassifier(config).fit_stream(path, chunk_rows=1000)
+    np.testing.assert_array_equal(streamed.predict(TEXTS), in_memory.predict(TEXTS))
+    for name in ("gamma_", "lambda_", "output_weights_"):
+        a = getattr(in_memory.head_, name).numpy()
+        b = getattr(streamed.head_, name).numpy()
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
+
+    probe = _config(tiny_bert_dir, bp_epochs=0)
+    whole = EFTClassifier(probe).fit(TEXTS, LABELS)
+    chunked = EFTClassifier(probe).fit_stream(list(zip(TEXTS, LABELS, strict=True)), chunk_rows=7)
+    assert chunked.head_.n_samples_seen_ == len(TEXTS)
+    a, b = whole.head_.gamma_.numpy(), chunked.head_.gamma_.numpy()
+    # float32 features of differently padded batches: equal to ~1e-7, the sums in float64
+    np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
+    np.testing.assert_array_equal(chunked.predict(TEXTS), whole.predict(TEXTS))
+
+
+def test_fit_stream_holds_at_most_a_chunk_of_texts(tiny_bert_dir, monkeypatch):
+    import eft.classifier
+
+    batch_sizes: list[int] = []
+    real = eft.classifier.tokenize
+
+    def spy(tokenizer, texts, max_length):
+        batch_sizes.append(len(texts))
+        return real(tokenizer, texts, max_length)
+
+    monkeypatch.setattr(eft.classifier, "tokenize", spy)
+    rows = list(zip(TEXTS, LABELS, strict=True))
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=2, n_iter=2)).fit_stream(
+        rows, chunk_rows=10
+    )
+    assert max(batch_sizes) == 10
+    # 2 BP epochs + the feedforward pass + the passes of the Eq. 8-9 iteration: no feature
+    # cache is kept for a stream (it would hold every feature row in memory)
+    assert sum(batch_sizes) >= 4 * len(TEXTS)
+    assert clf.score(TEXTS, LABELS) > 0.5
