@@ -1,7 +1,7 @@
 """Side-by-side benchmark: standard fine-tuning against EFT, in ONE run on one machine.
 
     python benchmarks/bench_eft.py --dataset trec [--k 1 --n-hidden 1000 --C 1] [--tune]
-        [--max-train N] [--max-test N] [--max-length 128] [--model M]
+        [--max-train N] [--max-validation N] [--max-test N] [--max-length 128] [--model M]
 
 AG News without its train file (as in this repository's data) uses the test split divided
 80/20 with seed 42 (``test_fraction=0.2``), 10% of the 80% held out for validation.
@@ -37,7 +37,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from _common import RESULTS_DIR, data_root, machine_info, machine_markdown, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    data_root,
+    load_average,
+    machine_info,
+    machine_markdown,
+    write_results,
+)
 
 from eft import EFTClassifier, EFTConfig, IELMClassifier, datasets  # noqa: E402
 from eft.metrics import classification_scores, paired_bootstrap  # noqa: E402
@@ -58,6 +65,8 @@ def _splits(args: argparse.Namespace):
     train, validation, test = data["train"], data["validation"], data["test"]
     if args.max_train and args.max_train < len(train):
         train = datasets.subsample(train, args.max_train, seed=0)
+    if args.max_validation and args.max_validation < len(validation):
+        validation = datasets.subsample(validation, args.max_validation, seed=0)
     if args.max_test and args.max_test < len(test):
         test = datasets.subsample(test, args.max_test, seed=0)
     return train, validation, test, options
@@ -192,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir")
     parser.add_argument("--model")
     parser.add_argument("--max-train", type=int)
+    parser.add_argument("--max-validation", type=int, help="validate on N random examples")
     parser.add_argument("--max-test", type=int, help="evaluate on N random test examples")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
@@ -219,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dataset_options": {
             **dataset_options,
             "max_train": args.max_train,
+            "max_validation": args.max_validation,
             "max_test": args.max_test,
             "max_length": args.max_length,
         },
@@ -280,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for method in payload["methods"].values():
         method.pop("predictions")
     stem = f"bench_{args.dataset}"
+    payload["machine"]["load_average_at_end"] = load_average()
     payload["plots"] = _plots(payload, stem)
     lines = [
         f"# EFT against standard fine-tuning on {args.dataset} (`benchmarks/bench_eft.py`)",

@@ -1,0 +1,218 @@
+"""Which recipe closes the gap at k = 1? A study of the brief BP stage and the I-ELM head.
+
+    python benchmarks/recipe_k1.py --dataset trec [--learning-rates 5e-5 1e-4 2e-4]
+        [--poolings cls mean cls_last4] [--max-train N] [--max-length 128]
+
+For every learning rate x pooling, the encoder is fine-tuned for ONE epoch (linear head,
+``method="bp"``, the same BP stage as EFT with k = 1), then the train / validation / test
+features are computed once. On those features, for every head variant (feature
+standardisation on/off x activation), the one-pass sweep (``eft.ielm.sweep``) scores
+n_hidden x C on the validation split. Reported per recipe: the linear head's test score after
+the epoch, the default head's (n_hidden 1000, C 1, leaky_relu, no standardisation) and the
+validation-best head's test scores. The recipe to recommend is chosen on validation only.
+
+Writes ``results/recipe_k1_<dataset>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from _common import (  # noqa: E402
+    data_root,
+    load_average,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    write_results,
+)
+
+from eft import EFTClassifier, EFTConfig, IELMClassifier  # noqa: E402
+from eft.ielm import sweep  # noqa: E402
+from eft.metrics import classification_scores  # noqa: E402
+
+METRIC = {"meld": "weighted_f1", "iemocap": "weighted_f1", "ag_news": "accuracy"}
+ACTIVATIONS = ("leaky_relu", "tanh")
+N_HIDDEN = (500, 1000, 2000)
+C_VALUES = (0.1, 1.0, 10.0, 100.0)
+
+
+def _splits(args: argparse.Namespace):
+    from bench_eft import _splits as bench_splits
+
+    args.max_test = args.max_validation = None
+    train, validation, test, options = bench_splits(args)
+    return train, validation, test, options
+
+
+def _score(truth: Sequence[Any], predicted: Sequence[Any], metric: str) -> float:
+    return classification_scores(list(truth), list(predicted))[metric]
+
+
+def run_recipe(lr: float, pooling: str, data, base: dict[str, Any], metric: str) -> dict:
+    train, validation, test = data
+    config = EFTConfig(**base, method="bp", bp_epochs=1, learning_rate=lr, pooling=pooling)
+    start = time.perf_counter()
+    clf = EFTClassifier(config).fit(list(train.texts), list(train.labels))
+    bp_seconds = clf.timings_["bp"]
+    X = {
+        name: clf.features(list(split.texts))
+        for name, split in (("train", train), ("validation", validation), ("test", test))
+    }
+    y = {"train": np.asarray(train.labels), "validation": list(validation.labels)}
+    with torch.inference_mode():
+        logits = clf.model_.head(torch.from_numpy(X["test"]).float()).numpy()
+    linear_test = _score(test.labels, clf.classes_[logits.argmax(1)], metric)
+    default = IELMClassifier(n_hidden=1000, C=1.0, random_state=base["seed"])
+    default.fit(X["train"], y["train"])
+    record: dict[str, Any] = {
+        "learning_rate": lr,
+        "pooling": pooling,
+        "bp_seconds": bp_seconds,
+        "linear_head_test": linear_test,
+        "default_head_validation": _score(
+            y["validation"], default.predict(X["validation"]), metric
+        ),
+        "default_head_test": _score(test.labels, default.predict(X["test"]), metric),
+        "heads": [],
+    }
+    scoring = "weighted_f1" if metric == "weighted_f1" else "accuracy"
+    for standardize, activation in itertools.product((False, True), ACTIVATIONS):
+        result = sweep(
+            lambda: [(X["train"], y["train"])],
+            X["validation"],
+            y["validation"],
+            n_hidden=N_HIDDEN,
+            C=C_VALUES,
+            activation=activation,
+            standardize=standardize,
+            scoring=scoring,
+            random_state=base["seed"],
+        )
+        best = max(result.table, key=lambda row: row[scoring])
+        record["heads"].append(
+            {
+                "standardize": standardize,
+                "activation": activation,
+                **result.best_params,
+                "validation": 100 * best[scoring],
+                "test": _score(test.labels, result.best_estimator.predict(X["test"]), metric),
+                "sweep_seconds": sum(result.seconds.values()),
+            }
+        )
+    record["best_head"] = max(record["heads"], key=lambda h: h["validation"])
+    record["seconds"] = time.perf_counter() - start
+    print(
+        f"[lr {lr:g}, {pooling}] linear {linear_test:.2f}, default head "
+        f"{record['default_head_test']:.2f}, best head {record['best_head']['test']:.2f} "
+        f"(val {record['best_head']['validation']:.2f}), {record['seconds']:.0f} s",
+        flush=True,
+    )
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--model")
+    parser.add_argument("--max-train", type=int)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--learning-rates", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4])
+    parser.add_argument("--poolings", nargs="+", default=["cls", "mean", "cls_last4"])
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    args.data_dir = args.data_dir or str(data_root())
+    metric = METRIC.get(args.dataset, "accuracy")
+    train, validation, test, options = _splits(args)
+    base = {"model": args.model, "max_length": args.max_length, "seed": args.seed}
+    base["progress"] = False
+    payload: dict[str, Any] = {
+        "dataset": args.dataset,
+        "model": args.model or "all-MiniLM-L6-v2 (embedded)",
+        "metric": metric,
+        "machine": machine_info(),
+        "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
+        "dataset_options": options,
+        "grid": {"n_hidden": N_HIDDEN, "C": C_VALUES, "activation": ACTIVATIONS},
+        "recipes": [],
+    }
+    for lr, pooling in itertools.product(args.learning_rates, args.poolings):
+        record = run_recipe(lr, pooling, (train, validation, test), base, metric)
+        payload["recipes"].append(record)
+    chosen = max(payload["recipes"], key=lambda r: r["best_head"]["validation"])
+    reference = next(
+        (r for r in payload["recipes"] if r["learning_rate"] == 5e-5 and r["pooling"] == "cls"),
+        payload["recipes"][0],
+    )
+    payload["chosen_on_validation"] = {
+        "learning_rate": chosen["learning_rate"],
+        "pooling": chosen["pooling"],
+        **{k: chosen["best_head"][k] for k in ("standardize", "activation", "n_hidden", "C")},
+        "test": chosen["best_head"]["test"],
+        "reference_default_test": reference["default_head_test"],
+    }
+    payload["machine"]["load_average_at_end"] = load_average()
+    rows = []
+    for r in payload["recipes"]:
+        h = r["best_head"]
+        rows.append(
+            [
+                f"{r['learning_rate']:g}",
+                r["pooling"],
+                round(r["linear_head_test"], 2),
+                round(r["default_head_test"], 2),
+                f"{'std, ' if h['standardize'] else ''}{h['activation']}, nh {h['n_hidden']}, "
+                f"C {h['C']:g}",
+                round(h["validation"], 2),
+                round(h["test"], 2),
+                round(r["bp_seconds"], 1),
+            ]
+        )
+    c = payload["chosen_on_validation"]
+    lines = [
+        f"# Recipes at k = 1 on {args.dataset} (`benchmarks/recipe_k1.py`)",
+        "",
+        machine_markdown(payload["machine"]),
+        f"- Sizes: {payload['sizes']}; metric: {metric} (test unless marked validation); "
+        f"head grid: n_hidden {N_HIDDEN} x C {C_VALUES} x activation {ACTIVATIONS} x "
+        "standardisation on/off",
+        "",
+        markdown_table(
+            [
+                "lr",
+                "pooling",
+                "linear head",
+                "default I-ELM head",
+                "best head on validation",
+                "its validation",
+                "its test",
+                "BP s",
+            ],
+            rows,
+        ),
+        "",
+        f"Chosen on validation: lr {c['learning_rate']:g}, pooling {c['pooling']}, "
+        f"{'standardised, ' if c['standardize'] else ''}{c['activation']}, nh {c['n_hidden']}, "
+        f"C {c['C']:g}: test {c['test']:.2f} against {c['reference_default_test']:.2f} for the "
+        "defaults (lr 5e-5, cls, leaky_relu, nh 1000, C 1).",
+    ]
+    write_results(f"recipe_k1_{args.dataset}", payload, "\n".join(lines))
+    print("\n".join(lines[-len(rows) - 4 :]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
