@@ -10,7 +10,10 @@ It checks, and writes ``gpu_check.json`` with the device, versions and timings:
 2. ``EFTClassifier`` with ``device="cuda"``: one BP epoch in bf16 autocast, the feature pass in
    bf16, the head on the GPU, on 2,000 TREC questions; test accuracy and per-phase times;
 3. the same fit inside a one-process NCCL group (the distributed code path, world size 1);
-4. the model saved on the GPU loads on the CPU and predicts the same labels.
+4. the model saved on the GPU loads on the CPU and predicts the same labels;
+5. host synchronisations during a probe fit (feature pass + head): counted with
+   ``torch.cuda.set_sync_debug_mode("warn")``, against the number of feature batches (the
+   goal is no round-trip per batch: per-batch checks and timers stay on the device).
 """
 
 from __future__ import annotations
@@ -66,6 +69,31 @@ def check_pipeline(data_dir: str, output: Path) -> dict:
     }
 
 
+def check_host_syncs(data_dir: str) -> dict:
+    import warnings
+
+    from eft import EFTClassifier, EFTConfig, datasets
+
+    trec = datasets.load("trec", data_dir=data_dir)
+    texts, labels = list(trec["train"].texts)[:2048], list(trec["train"].labels)[:2048]
+    config = EFTConfig(bp_epochs=0, device="cuda", eval_batch_size=64, progress=False)
+    EFTClassifier(config).fit(texts[:128], labels[:128])  # warm-up: load, allocate
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            clf = EFTClassifier(config).fit(texts, labels)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+    return {
+        "feature_batches": len(texts) // 64,
+        "host_syncs": len(syncs),
+        "first_syncs": syncs[:5],
+        "timings": clf.timings_,
+    }
+
+
 def check_distributed(data_dir: str) -> dict:
     import torch.distributed as dist
 
@@ -103,6 +131,7 @@ def main() -> int:
         "command": " ".join(sys.argv),
         "head": check_head(),
         "pipeline": check_pipeline(args.data_dir, output),
+        "host_syncs": check_host_syncs(args.data_dir),
         "distributed": check_distributed(args.data_dir),
     }
     (output / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")

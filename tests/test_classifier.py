@@ -183,3 +183,23 @@ def test_gpu_trained_model_loads_on_cpu(tiny_bert_dir, tmp_path):
         out, device="cpu" if not torch.cuda.is_available() else "cuda"
     )
     np.testing.assert_array_equal(loaded.predict(TEXTS), clf.predict(TEXTS))
+
+
+def test_device_side_checks_and_timers_give_the_same_model(tiny_bert_dir, monkeypatch):
+    """The GPU code path keeps per-batch checks on the device (forced here on the CPU): the
+    fused head via partial_fit(check_input=False), the NaN flags read once per pass."""
+    import eft.classifier
+    import eft.ielm
+
+    for fused in (False, True):
+        config = _config(tiny_bert_dir, bp_epochs=1, elm_from_last_epoch=fused)
+        reference = EFTClassifier(config).fit(TEXTS, LABELS)
+        with monkeypatch.context() as patch:
+            patch.setattr(eft.classifier, "_defers_host_checks", lambda device: True)
+            patch.setattr(eft.ielm, "_keeps_checks_on_device", lambda X: True)
+            deferred = EFTClassifier(config).fit(TEXTS, LABELS)
+        np.testing.assert_allclose(
+            deferred.head_.gamma_.numpy(), reference.head_.gamma_.numpy(), rtol=1e-6
+        )
+        np.testing.assert_array_equal(deferred.predict(TEXTS), reference.predict(TEXTS))
+        assert deferred.timings_["elm"] > 0 and deferred.timings_["feedforward"] >= 0

@@ -91,6 +91,45 @@ def test_partial_fit_equals_fit():
     np.testing.assert_allclose(stream.decision_function(X), full.decision_function(X), rtol=1e-9)
 
 
+def test_partial_fit_without_input_checks_equals_the_checked_path():
+    """check_input=False (eft's fused mode on a GPU): tensors of class indices, no host copy."""
+    X, y = _data(n=600, d=16)
+    weights = {0: 2.0, 2: 0.5}
+    checked = IELMClassifier(n_hidden=48, class_weight=weights, random_state=3)
+    trusted = IELMClassifier(n_hidden=48, class_weight=weights, random_state=3)
+    for i, (Xc, yc) in enumerate(zip(np.array_split(X, 6), np.array_split(y, 6), strict=True)):
+        checked.partial_fit(Xc, yc, classes=[0, 1, 2])
+        Xt, yt = torch.from_numpy(Xc).float(), torch.from_numpy(yc)
+        trusted.partial_fit(Xt, yt, classes=[0, 1, 2], check_input=i == 0)
+    assert trusted.n_samples_seen_ == checked.n_samples_seen_ == 600
+    for name in ("gamma_", "lambda_"):  # float32 features against float64 ones
+        a, b = getattr(checked, name).numpy(), getattr(trusted, name).numpy()
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.abs(a).max())
+    np.testing.assert_array_equal(trusted.predict(X), checked.predict(X))
+
+
+def test_device_side_finite_check_raises_once_per_pass(monkeypatch):
+    """On an accelerator the NaN test of each batch stays on the device and is read once at
+    the end of the pass (forced here on the CPU)."""
+    import eft.ielm
+
+    monkeypatch.setattr(eft.ielm, "_keeps_checks_on_device", lambda X: True)
+    X, y = _data(n=400, d=8)
+    batches = [
+        (torch.from_numpy(Xc).float(), yc)
+        for Xc, yc in zip(np.array_split(X, 4), np.array_split(y, 4), strict=True)
+    ]
+    deferred = IELMClassifier(n_hidden=16, random_state=0).fit_batches(batches, classes=[0, 1, 2])
+    monkeypatch.undo()
+    direct = IELMClassifier(n_hidden=16, random_state=0).fit_batches(batches, classes=[0, 1, 2])
+    np.testing.assert_array_equal(deferred.gamma_.numpy(), direct.gamma_.numpy())
+    monkeypatch.setattr(eft.ielm, "_keeps_checks_on_device", lambda X: True)
+    bad = [(Xc.clone(), yc) for Xc, yc in batches]
+    bad[2][0][5, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinity \\(in a batch of the stream\\)"):
+        IELMClassifier(n_hidden=16, random_state=0).fit_batches(bad, classes=[0, 1, 2])
+
+
 def test_fit_batches_equals_fit_and_discovers_classes():
     X, y = _data(n=600, d=16)
     labels = np.array(["ant", "bee", "cat"])[y]

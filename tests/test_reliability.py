@@ -49,7 +49,7 @@ def test_output_folder_that_is_not_a_model_is_refused_before_training(tiny_bert_
     assert (out / "notes.txt").read_text() == "keep me"
 
 
-def test_non_finite_encoder_features_stop_with_a_clear_error(tiny_bert_dir, tmp_path):
+def test_non_finite_encoder_features_stop_with_a_clear_error(tiny_bert_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file, save_file
 
     model = _copy_model(tiny_bert_dir, tmp_path / "m")
@@ -59,6 +59,12 @@ def test_non_finite_encoder_features_stop_with_a_clear_error(tiny_bert_dir, tmp_
     save_file(weights, model / "model.safetensors")
     with pytest.raises(InputError, match="non-finite features for 64 text"):
         EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
+    import eft.classifier  # the GPU path reads one device-side flag per pass instead
+
+    with monkeypatch.context() as patch:
+        patch.setattr(eft.classifier, "_defers_host_checks", lambda device: True)
+        with pytest.raises(InputError, match="non-finite features for some text"):
+            EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
 
 
 def test_unknown_configuration_fields_are_named(tmp_path):

@@ -103,6 +103,67 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _defers_host_checks(device: torch.device) -> bool:
+    """On an accelerator, per-batch checks and timers stay on the device and are read once
+    at the end of a pass: no host round-trip per batch."""
+    return device.type != "cpu"
+
+
+class _PhaseTimer:
+    """Seconds spent inside ``with timer:`` blocks: the host clock on a CPU; CUDA events on
+    a GPU, read once by :meth:`seconds` (one synchronisation, not one per block)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.events = device.type == "cuda" and _defers_host_checks(device)
+        self.host_seconds = 0.0
+        self.pairs: list[list[Any]] = []
+
+    def __enter__(self) -> _PhaseTimer:
+        if self.events:
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.pairs.append([start, None])
+        else:
+            self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.events:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.pairs[-1][1] = end
+        else:
+            self.host_seconds += time.perf_counter() - self._start
+
+    def seconds(self) -> float:
+        if not self.pairs:
+            return self.host_seconds
+        torch.cuda.synchronize()
+        return self.host_seconds + sum(a.elapsed_time(b) for a, b in self.pairs) / 1000.0
+
+
+class _FiniteCheck:
+    """NaN/inf check of the encoder's features: per batch on a CPU; on an accelerator a
+    device-side flag, read once by :meth:`finish` at the end of the pass."""
+
+    def __init__(self, device: torch.device, config: EFTConfig) -> None:
+        self.defer = _defers_host_checks(device)
+        self.config = config
+        self.flag: torch.Tensor | None = None
+
+    def __call__(self, features: torch.Tensor) -> None:
+        if not self.defer:
+            _check_finite(features, self.config)
+            return
+        finite = torch.isfinite(features.sum())
+        self.flag = finite if self.flag is None else self.flag & finite
+
+    def finish(self) -> None:
+        flag, self.flag = self.flag, None
+        if flag is not None and not bool(flag):
+            _raise_non_finite("some", self.config)
+
+
 class _FlopCounter:
     """FLOPs per phase with torch's FlopCounterMode, or nothing when disabled (Table 7)."""
 
@@ -281,7 +342,8 @@ class EFTClassifier:
         self._autocast = _autocast_dtype(accelerator)
         head = None
         fused = cfg.method == "eft" and cfg.elm_from_last_epoch
-        sink_seconds = [0.0]
+        sink_timer = _PhaseTimer(device)
+        sink_check = _FiniteCheck(device, cfg)
         if cfg.method == "eft":
             head = IELMClassifier(
                 n_hidden=cfg.n_hidden,
@@ -301,12 +363,14 @@ class EFTClassifier:
             if fused:
 
                 def sink(features: torch.Tensor, batch_labels: torch.Tensor) -> None:
-                    _check_finite(features, cfg)
-                    _synchronize(device)
-                    start = time.perf_counter()
-                    head.partial_fit(features, batch_labels, classes=np.arange(len(classes)))
-                    _synchronize(device)
-                    sink_seconds[0] += time.perf_counter() - start
+                    sink_check(features)
+                    with sink_timer:
+                        head.partial_fit(
+                            features,
+                            batch_labels,
+                            classes=np.arange(len(classes)),
+                            check_input=not sink_check.defer,
+                        )
 
             evaluate = None
             if eval_ids is not None:
@@ -343,8 +407,10 @@ class EFTClassifier:
                     resume_from=Path(resume_from) if resume_from else None,
                 )
             encoder, linear = bp_model.encoder, bp_model.classifier
-            timings["bp"] = bp_result.seconds - sink_seconds[0]
-            timings["elm"] += sink_seconds[0]
+            sink_check.finish()
+            sink_seconds = sink_timer.seconds()
+            timings["bp"] = bp_result.seconds - sink_seconds
+            timings["elm"] += sink_seconds
             history.update(
                 bp_train_loss=bp_result.train_loss,
                 bp_validation_accuracy=bp_result.validation_score,
@@ -416,7 +482,8 @@ class EFTClassifier:
         """Steps 6-9: stream eval-mode features of this rank's shard into the head."""
         cfg = self.config
         device = accelerator.device
-        feed_seconds = [0.0]
+        feed_timer = _PhaseTimer(device)
+        check = _FiniteCheck(device, cfg)
         cache: list[tuple[torch.Tensor, np.ndarray]] = []
 
         def passes() -> Iterator[tuple[torch.Tensor, np.ndarray]]:
@@ -433,15 +500,13 @@ class EFTClassifier:
                 progress=cfg.progress and accelerator.is_main_process,
             )
             while True:
-                start = time.perf_counter()
-                with flops.phase("feedforward"):
+                with feed_timer, flops.phase("feedforward"):
                     item = next(stream, None)
-                _synchronize(device)
-                feed_seconds[0] += time.perf_counter() - start
                 if item is None:
+                    check.finish()  # before the head reads the statistics of a bad pass
                     return
                 batch_labels, features = item
-                _check_finite(features, self.config)
+                check(features)
                 if cfg.feature_cache and cfg.n_iter > 1 and data.cacheable:  # further passes
                     cache.append((features, batch_labels))
                 yield features, batch_labels
@@ -454,8 +519,9 @@ class EFTClassifier:
         )
         _synchronize(device)
         elapsed = time.perf_counter() - start
-        timings["feedforward"] += feed_seconds[0]
-        timings["elm"] += elapsed - feed_seconds[0]
+        feed_seconds = feed_timer.seconds()
+        timings["feedforward"] += feed_seconds
+        timings["elm"] += elapsed - feed_seconds
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -730,7 +796,10 @@ def _check_finite(features: torch.Tensor, config: EFTConfig) -> None:
     """Stop with a clear message when the encoder emits NaN/inf (e.g. fp16 overflow)."""
     if bool(torch.isfinite(features.sum())):
         return
-    bad = int((~torch.isfinite(features)).any(1).sum())
+    _raise_non_finite(int((~torch.isfinite(features)).any(1).sum()), config)
+
+
+def _raise_non_finite(bad: int | str, config: EFTConfig) -> None:
     raise InputError(
         f"The encoder produced non-finite features for {bad} text(s) (mixed precision "
         f"{config.mixed_precision!r}; fp16 overflows easily). Use --mixed-precision bf16 or no, "

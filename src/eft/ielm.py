@@ -144,6 +144,12 @@ def hidden_layer(
     return out.copy_(ACTIVATIONS[activation](out))
 
 
+def _keeps_checks_on_device(X: torch.Tensor) -> bool:
+    """Whether per-batch input checks of ``X`` are deferred to one read per pass: on an
+    accelerator, reading a check's result would synchronise the host with every batch."""
+    return X.device.type != "cpu"
+
+
 def accumulate_statistics(
     H: torch.Tensor,
     T: torch.Tensor,
@@ -344,8 +350,12 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
 
     # -- input checks ---------------------------------------------------------------------------
 
-    def _check_X(self, X: Any, reset: bool) -> torch.Tensor:
-        """Validate features; returns a tensor on CPU (numpy input) or on its own device."""
+    def _check_X(self, X: Any, reset: bool, defer_finite: bool = False) -> torch.Tensor:
+        """Validate features; returns a tensor on CPU (numpy input) or on its own device.
+
+        With ``defer_finite``, the NaN/inf test of an accelerator tensor is folded into a
+        device-side flag that :meth:`_raise_if_non_finite` reads once per pass.
+        """
         if isinstance(X, torch.Tensor):
             if X.ndim != 2:
                 raise ValueError(
@@ -357,7 +367,11 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
             if X.shape[0] == 0:
                 raise ValueError("Found array with 0 sample(s); at least 1 is required.")
             # any NaN or inf makes the sum non-finite: a cheap test first, the full one if needed
-            if not bool(torch.isfinite(X.sum())) and not bool(torch.isfinite(X).all()):
+            if defer_finite and _keeps_checks_on_device(X):
+                finite = torch.isfinite(X.sum())
+                flag = getattr(self, "_finite_flag", None)
+                self._finite_flag = finite if flag is None else flag & finite
+            elif not bool(torch.isfinite(X.sum())) and not bool(torch.isfinite(X).all()):
                 raise ValueError(
                     "Input X contains NaN or infinity. Check the feature extractor (fp16 "
                     "overflow?) or drop those rows."
@@ -535,6 +549,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_buffers", None)  # scratch space, not model state
+        state.pop("_finite_flag", None)
         return state
 
     def _ensure_solved(self) -> None:
@@ -584,15 +599,28 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def partial_fit(
-        self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None
+        self,
+        X: Any,
+        y: Any,
+        classes: Any = None,
+        sample_weight: Any = None,
+        check_input: bool = True,
     ) -> IELMClassifier:
         """Add a chunk to ``Lambda`` and ``Gamma``; the solve runs lazily before predicting.
 
         ``classes`` (every label that will ever be seen) is required on the first call, as in
         scikit-learn, unless ``y`` is a 2-D multi-label indicator. Invalid input raises and
         leaves the model unchanged.
+
+        ``check_input=False`` (for trusted callers, as scikit-learn's ``check_input``): after
+        the first call, ``X`` is taken to be a finite float tensor with ``n_features_in_``
+        columns and ``y`` a tensor of class indices into ``classes_`` (no ``sample_weight``),
+        both on the model's device; nothing is copied to the host, so a GPU stream is not
+        synchronised per call.
         """
         first = not hasattr(self, "gamma_")
+        if not check_input and not first and not self._multilabel and sample_weight is None:
+            return self._partial_fit_trusted(X, y)
         if first:
             self._check_params()
             if self.class_weight == "balanced":
@@ -620,6 +648,25 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         if buffers is None or buffers["hidden"].shape[0] < min(self.batch_size, Xt.shape[0]):
             self._buffers = self._workspace(Xt.shape[0])
         self._accumulate(Xt, T, w, self._buffers)
+        return self
+
+    def _partial_fit_trusted(self, X: torch.Tensor, y: Any) -> IELMClassifier:
+        device = self.gamma_.device
+        index = torch.as_tensor(y, device=device).long()
+        T = torch.nn.functional.one_hot(index, len(self.classes_)).to(torch.float64)
+        buffers = getattr(self, "_buffers", None)
+        if buffers is None or buffers["hidden"].shape[0] < min(self.batch_size, X.shape[0]):
+            self._buffers = buffers = self._workspace(X.shape[0])
+        w = None
+        if self.class_weight is not None:
+            if "class_weights" not in buffers:
+                buffers["class_weights"] = torch.tensor(
+                    [float(self.class_weight.get(c, 1.0)) for c in self.classes_],
+                    dtype=torch.float64,
+                ).to(device)
+            w = buffers["class_weights"][index]
+        X = X if X.is_floating_point() else X.float()
+        self._accumulate(X, T, w, buffers)
         return self
 
     def fit_batches(
@@ -660,9 +707,10 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
             if hasattr(self, attr):
                 delattr(self, attr)
         workspace = None
+        self._finite_flag = None
         for X, y in batches:
             first = not hasattr(self, "gamma_")
-            Xt = self._check_X(X, reset=first)
+            Xt = self._check_X(X, reset=first, defer_finite=True)
             y = self._check_y(y)
             if first:
                 if classes is None and y.ndim == 1:
@@ -680,12 +728,21 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
             self._accumulate(Xt, T, self._sample_weights(index, None, y), workspace)
         if not hasattr(self, "gamma_"):
             raise ValueError("fit_batches got no batches.")
+        self._raise_if_non_finite()
         if all_reduce:
             self.all_reduce_statistics()
         if len(self.classes_) < 2 and not self._multilabel:
             raise ValueError(
                 f"Classifier can't train when only one class is present (saw only "
                 f"{self.classes_.tolist()}); a classifier needs at least 2 classes."
+            )
+
+    def _raise_if_non_finite(self) -> None:
+        flag, self._finite_flag = getattr(self, "_finite_flag", None), None
+        if flag is not None and not bool(flag):
+            raise ValueError(
+                "Input X contains NaN or infinity (in a batch of the stream). Check the feature "
+                "extractor (fp16 overflow?) or drop those rows."
             )
 
     def _encoded(
