@@ -1,0 +1,105 @@
+"""Summary table of every committed ``results/bench_<dataset>.json`` (bench_eft.py runs).
+
+    python benchmarks/summary.py        # writes results/summary.md and prints it
+
+One row per dataset: the baseline's and EFT's test scores and training times, the ratios
+against the issue's targets (EFT <= 0.30x, fused <= 0.25x, not significantly worse or within
+1.0 point; I-ELM head >= 10x faster than LogisticRegression), each marked met or missed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS_DIR  # noqa: E402
+
+ORDER = ("meld", "trec", "sst2", "imdb", "ag_news")
+
+
+def _quality(method: dict, bp: dict, metric: str) -> tuple[str, bool]:
+    """Score difference to the baseline (positive: better) and whether the target holds."""
+    sign = -1.0 if metric == "error" else 1.0
+    delta = sign * (method["test_score"] - bp["test_score"])
+    ok = method["p_value_vs_bp"] >= 0.05 or delta >= -1.0
+    return f"{delta:+.2f} (p={method['p_value_vs_bp']:.3f})", ok
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def rows() -> list[list[str]]:
+    out = []
+    paths = sorted(RESULTS_DIR.glob("bench_*.json"))
+    by_name = {p.stem.removeprefix("bench_"): p for p in paths}
+    for name in sorted(by_name, key=lambda n: (ORDER.index(n) if n in ORDER else 99, n)):
+        data = json.loads(by_name[name].read_text())
+        if "methods" not in data or "bp" not in data["methods"]:
+            continue
+        m, metric = data["methods"], data["metric"]
+        bp, eft, fused, probe = m["bp"], m["eft"], m["eft_fused"], m["probe"]
+        head = m["logreg_head"]
+        eft_quality, eft_ok = _quality(eft, bp, metric)
+        fused_quality, fused_ok = _quality(fused, bp, metric)
+        hp = eft["hyper_parameters"]
+        out.append(
+            [
+                name,
+                metric,
+                f"{data['sizes']['train']:,}",
+                f"{bp['test_score']:.2f} ({bp['train_seconds']:.0f} s, {bp['bp_epochs_run']} ep, "
+                f"best {bp['bp_best_epoch']})",
+                f"{eft['test_score']:.2f} (k={hp['bp_epochs']}, nh {hp['n_hidden']}, "
+                f"C {hp['C']:g})",
+                f"{eft['time_ratio_to_bp']:.3f} {_mark(eft['time_ratio_to_bp'] <= 0.30)} / "
+                f"{eft['time_ratio_to_bp_best']:.2f}",
+                f"{eft_quality} {_mark(eft_ok)}",
+                f"{fused['test_score']:.2f}",
+                f"{fused['time_ratio_to_bp']:.3f} {_mark(fused['time_ratio_to_bp'] <= 0.25)}",
+                f"{fused_quality} {_mark(fused_ok)}",
+                f"{probe['test_score']:.2f}",
+                f"{head['speedup_ielm_over_logreg']:.1f}x "
+                f"{_mark(head['speedup_ielm_over_logreg'] >= 10)}",
+            ]
+        )
+    return out
+
+
+def main() -> int:
+    headers = [
+        "dataset",
+        "metric",
+        "train",
+        "fine-tuning (time, epochs)",
+        "EFT",
+        "EFT time ratio (<= 0.30) / to bp's best",
+        "EFT vs bp",
+        "fused",
+        "fused ratio (<= 0.25)",
+        "fused vs bp",
+        "probe k=0",
+        "head vs LogReg (>= 10x)",
+    ]
+    table = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    table += ["| " + " | ".join(row) + " |" for row in rows()]
+    text = (
+        "# EFT against fine-tuning, every committed `bench_eft.py` run\n\n"
+        "Made by `python benchmarks/summary.py` from `benchmarks/results/bench_*.json` "
+        "(one run per dataset on the 2-core CPU, embedded all-MiniLM-L6-v2, one seed; "
+        "machine, versions, command and notes are in each file). Scores are test scores in "
+        "the dataset's metric (for error, lower is better; the difference column is signed "
+        "so that positive is better); p is the paired-bootstrap p-value of 'EFT is worse'.\n\n"
+        + "\n".join(table)
+        + "\n"
+    )
+    (RESULTS_DIR / "summary.md").write_text(text, "utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
