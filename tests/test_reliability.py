@@ -60,9 +60,11 @@ def test_non_finite_encoder_features_stop_with_a_clear_error(tiny_bert_dir, tmp_
     with pytest.raises(InputError, match="non-finite features for 64 text"):
         EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
     import eft.classifier  # the GPU path reads one device-side flag per pass instead
+    import eft.ielm
 
     with monkeypatch.context() as patch:
         patch.setattr(eft.classifier, "_defers_host_checks", lambda device: True)
+        patch.setattr(eft.ielm, "_keeps_checks_on_device", lambda X: True)
         with pytest.raises(InputError, match="non-finite features for some text"):
             EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
 
