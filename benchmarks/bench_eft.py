@@ -199,15 +199,23 @@ def _plots(payload: dict[str, Any], stem: str) -> list[str]:
     return files
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_data_arguments(parser: argparse.ArgumentParser, evaluation_subsets: bool) -> None:
+    """The dataset, model and size options that :func:`_splits` reads."""
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data-dir")
     parser.add_argument("--model")
     parser.add_argument("--max-train", type=int)
-    parser.add_argument("--max-validation", type=int, help="validate on N random examples")
-    parser.add_argument("--max-test", type=int, help="evaluate on N random test examples")
+    if evaluation_subsets:
+        parser.add_argument("--max-validation", type=int, help="validate on N random examples")
+        parser.add_argument("--max-test", type=int, help="evaluate on N random test examples")
+    else:
+        parser.set_defaults(max_validation=None, max_test=None)
     parser.add_argument("--max-length", type=int, default=128)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_arguments(parser, evaluation_subsets=True)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--k", type=int, default=1)
     parser.add_argument("--n-hidden", type=int, default=1000)

@@ -31,13 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from _common import (  # noqa: E402
-    data_root,
     load_average,
     machine_info,
     machine_markdown,
     markdown_table,
     write_results,
 )
+from bench_eft import _splits, add_data_arguments  # noqa: E402
 
 from eft import EFTClassifier, EFTConfig, IELMClassifier  # noqa: E402
 from eft.ielm import sweep  # noqa: E402
@@ -47,14 +47,6 @@ METRIC = {"meld": "weighted_f1", "iemocap": "weighted_f1", "ag_news": "accuracy"
 ACTIVATIONS = ("leaky_relu", "tanh")
 N_HIDDEN = (500, 1000, 2000)
 C_VALUES = (0.1, 1.0, 10.0, 100.0)
-
-
-def _splits(args: argparse.Namespace):
-    from bench_eft import _splits as bench_splits
-
-    args.max_test = args.max_validation = None
-    train, validation, test, options = bench_splits(args)
-    return train, validation, test, options
 
 
 def _score(truth: Sequence[Any], predicted: Sequence[Any], metric: str) -> float:
@@ -125,16 +117,11 @@ def run_recipe(lr: float, pooling: str, data, base: dict[str, Any], metric: str)
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data-dir")
-    parser.add_argument("--model")
-    parser.add_argument("--max-train", type=int)
-    parser.add_argument("--max-length", type=int, default=128)
+    add_data_arguments(parser, evaluation_subsets=False)
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4])
     parser.add_argument("--poolings", nargs="+", default=["cls", "mean", "cls_last4"])
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
-    args.data_dir = args.data_dir or str(data_root())
     metric = METRIC.get(args.dataset, "accuracy")
     train, validation, test, options = _splits(args)
     base = {"model": args.model, "max_length": args.max_length, "seed": args.seed}
