@@ -199,24 +199,38 @@ def _plots(payload: dict[str, Any], stem: str) -> list[str]:
     return files
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, evaluation_subsets: bool) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset, model and size options that :func:`_splits` reads."""
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data-dir")
     parser.add_argument("--model")
     parser.add_argument("--max-train", type=int)
-    if evaluation_subsets:
-        parser.add_argument("--max-validation", type=int, help="validate on N random examples")
-        parser.add_argument("--max-test", type=int, help="evaluate on N random test examples")
-    else:
-        parser.set_defaults(max_validation=None, max_test=None)
+    parser.add_argument("--max-validation", type=int, help="validate on N random examples")
+    parser.add_argument("--max-test", type=int, help="evaluate on N random test examples")
     parser.add_argument("--max-length", type=int, default=128)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_arguments(parser, evaluation_subsets=True)
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--learning-rate", type=float, help="every method's (default: EFTConfig's default)"
+    )
+    parser.add_argument(
+        "--baseline-learning-rate",
+        type=float,
+        help="the bp baseline's learning rate, when it differs from --learning-rate",
+    )
+    parser.add_argument(
+        "--extra-baseline-learning-rates",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also run the bp baseline at these rates (rows bp_lr<rate>, compared to bp)",
+    )
+    parser.add_argument(
+        "--tag", help="results go to bench_<dataset>_<tag>.* (a variant beside the main run)"
+    )
     parser.add_argument("--k", type=int, default=1)
     parser.add_argument("--n-hidden", type=int, default=1000)
     parser.add_argument("--C", type=float, default=1.0)
@@ -229,9 +243,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model": args.model,
         "max_length": args.max_length,
         "seed": args.seed,
-        "learning_rate": args.learning_rate,
         "progress": False,
     }
+    if args.learning_rate is not None:
+        base["learning_rate"] = args.learning_rate
+    baseline = dict(base)
+    if args.baseline_learning_rate is not None:
+        baseline["learning_rate"] = args.baseline_learning_rate
     payload: dict[str, Any] = {
         "dataset": args.dataset,
         "model": args.model or "all-MiniLM-L6-v2 (embedded)",
@@ -266,15 +284,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             tuned.best_config.n_hidden,
             tuned.best_config.C,
         )
-        base["lr_schedule"] = "constant"
+        base["lr_schedule"] = baseline["lr_schedule"] = "constant"
     runs = {
-        "bp": EFTConfig(**base, method="bp", bp_epochs=10, early_stopping_patience=2),
+        "bp": EFTConfig(**baseline, method="bp", bp_epochs=10, early_stopping_patience=2),
         "eft": EFTConfig(**base, bp_epochs=k, n_hidden=n_hidden, C=C),
         "eft_fused": EFTConfig(
             **base, bp_epochs=k, n_hidden=n_hidden, C=C, elm_from_last_epoch=True
         ),
         "probe": EFTConfig(**base, bp_epochs=0, n_hidden=n_hidden, C=C),
     }
+    for lr in args.extra_baseline_learning_rates:
+        runs[f"bp_lr{lr:g}"] = EFTConfig(
+            **{**baseline, "learning_rate": lr},
+            method="bp",
+            bp_epochs=10,
+            early_stopping_patience=2,
+        )
     models = {}
     for name, config in runs.items():
         payload["methods"][name], models[name] = _run(name, config, train, validation, test, metric)
@@ -305,7 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             method["time_ratio_to_bp_best"] = method["train_seconds"] / bp["train_seconds_to_best"]
     for method in payload["methods"].values():
         method.pop("predictions")
-    stem = f"bench_{args.dataset}"
+    stem = f"bench_{args.dataset}" + (f"_{args.tag}" if args.tag else "")
+    payload["tag"] = args.tag
     payload["machine"]["load_average_at_end"] = load_average()
     payload["plots"] = _plots(payload, stem)
     lines = [

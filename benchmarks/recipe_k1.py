@@ -1,7 +1,8 @@
 """Which recipe closes the gap at k = 1? A study of the brief BP stage and the I-ELM head.
 
     python benchmarks/recipe_k1.py --dataset trec [--learning-rates 5e-5 1e-4 2e-4]
-        [--poolings cls mean cls_last4] [--max-train N] [--max-length 128]
+        [--poolings cls mean cls_last4] [--max-train N] [--max-validation N] [--max-test N]
+        [--max-length 128]
 
 For every learning rate x pooling, the encoder is fine-tuned for ONE epoch (linear head,
 ``method="bp"``, the same BP stage as EFT with k = 1), then the train / validation / test
@@ -117,7 +118,7 @@ def run_recipe(lr: float, pooling: str, data, base: dict[str, Any], metric: str)
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_arguments(parser, evaluation_subsets=False)
+    add_data_arguments(parser)
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4])
     parser.add_argument("--poolings", nargs="+", default=["cls", "mean", "cls_last4"])
     parser.add_argument("--seed", type=int, default=42)
@@ -132,7 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "metric": metric,
         "machine": machine_info(),
         "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
-        "dataset_options": options,
+        "dataset_options": {
+            **options,
+            "max_train": args.max_train,
+            "max_validation": args.max_validation,
+            "max_test": args.max_test,
+            "max_length": args.max_length,
+        },
         "grid": {"n_hidden": N_HIDDEN, "C": C_VALUES, "activation": ACTIVATIONS},
         "recipes": [],
     }

@@ -37,8 +37,14 @@ def rows() -> list[list[str]]:
     out = []
     paths = sorted(RESULTS_DIR.glob("bench_*.json"))
     by_name = {p.stem.removeprefix("bench_"): p for p in paths}
-    for name in sorted(by_name, key=lambda n: (ORDER.index(n) if n in ORDER else 99, n)):
-        data = json.loads(by_name[name].read_text())
+    runs = {name: json.loads(path.read_text()) for name, path in by_name.items()}
+
+    def order(name: str) -> tuple[int, str]:
+        dataset = runs[name].get("dataset", name)
+        return (ORDER.index(dataset) if dataset in ORDER else 99, name)
+
+    for name in sorted(runs, key=order):
+        data = runs[name]
         if "methods" not in data or "bp" not in data["methods"]:
             continue
         m, metric = data["methods"], data["metric"]
@@ -56,9 +62,9 @@ def rows() -> list[list[str]]:
                 metric,
                 f"{data['sizes']['train']:,}",
                 f"{bp['test_score']:.2f} ({bp['train_seconds']:.0f} s, {bp['bp_epochs_run']} ep, "
-                f"best {bp['bp_best_epoch']})",
+                f"best {bp['bp_best_epoch']}, lr {bp['hyper_parameters']['learning_rate']:g})",
                 f"{eft['test_score']:.2f} (k={hp['bp_epochs']}, nh {hp['n_hidden']}, "
-                f"C {hp['C']:g})",
+                f"C {hp['C']:g}, lr {hp['learning_rate']:g})",
                 f"{eft['time_ratio_to_bp']:.3f} {_mark(eft['time_ratio_to_bp'] <= 0.30)} / "
                 f"{eft['time_ratio_to_bp_best']:.2f}",
                 f"{eft_quality} {_mark(eft_ok)}",

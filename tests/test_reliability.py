@@ -78,6 +78,19 @@ def test_unknown_configuration_fields_are_named(tmp_path):
         load_experiment(spec)
 
 
+def test_default_learning_rate_depends_on_the_method():
+    # EFT's brief BP stage defaults to a higher rate than standard fine-tuning
+    assert EFTConfig().learning_rate == 2e-4
+    assert EFTConfig(method="bp").learning_rate == 5e-5
+    assert EFTConfig(method="bp", learning_rate=1e-5).learning_rate == 1e-5
+    saved = EFTConfig().to_dict()
+    assert saved["learning_rate"] == 2e-4  # saved configurations hold the rate that was used
+    assert EFTConfig.from_dict({**saved, "method": "bp"}).learning_rate == 2e-4
+    for bad in (0.0, -1e-5, "fast"):
+        with pytest.raises(InputError, match="learning_rate must be a number > 0"):
+            EFTConfig(learning_rate=bad)
+
+
 def test_constant_features_with_standardisation():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((200, 6))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from eft import EFTClassifier, EFTConfig
+from eft.errors import InputError
 from eft.tuning import tune, write_tuning
 from tests.test_classifier import LABELS, TEXTS, _config
 from tests.test_cli import _write_csv, run_eft
@@ -54,6 +56,94 @@ def test_tune_reports_every_epoch_and_a_reproducible_choice(tiny_bert_dir, tmp_p
     assert trained.score(TEXTS[:16], LABELS[:16]) >= 0.5
 
 
+def test_tune_explores_the_bp_recipe_and_head_variants(tiny_bert_dir, tmp_path):
+    config = _config(tiny_bert_dir, learning_rate=1e-3)
+    result = tune(
+        TEXTS,
+        LABELS,
+        TEXTS[:16],
+        LABELS[:16],
+        config,
+        max_epochs=2,
+        n_hidden=[8, 16],
+        C=[0.1, 10.0],
+        learning_rates=[1e-3, 3e-3],
+        poolings=["cls", "mean"],
+        activations=["leaky_relu", "tanh"],
+        standardize=[False, True],
+    )
+    runs = {(e["learning_rate"], e["pooling"]) for e in result.epochs}
+    assert runs == {(1e-3, "cls"), (1e-3, "mean"), (3e-3, "cls"), (3e-3, "mean")}
+    for epoch in result.epochs:
+        # every head variant x n_hidden x C on the same features
+        heads = {(r["activation"], r["standardize"]) for r in epoch["table"]}
+        assert heads == {
+            ("leaky_relu", False),
+            ("leaky_relu", True),
+            ("tanh", False),
+            ("tanh", True),
+        }
+        assert len(epoch["table"]) == 4 * 2 * 2
+        assert epoch["best_score"] == max(r["accuracy"] for r in epoch["table"])
+        params = epoch["best_params"]
+        assert (params["learning_rate"], params["pooling"]) == (
+            epoch["learning_rate"],
+            epoch["pooling"],
+        )
+        assert any(
+            (r["activation"], r["standardize"], r["n_hidden"], r["C"], r["accuracy"])
+            == (
+                params["activation"],
+                params["standardize"],
+                params["n_hidden"],
+                params["C"],
+                epoch["best_score"],
+            )
+            for r in epoch["table"]
+        )
+    best = result.best_config
+    assert result.best_score == max(e["best_score"] for e in result.epochs)
+    winner = next(  # the first row reaching the best score (ties keep the earlier candidate)
+        e for e in result.epochs if e["best_score"] == result.best_score
+    )
+    assert (best.learning_rate, best.pooling, best.bp_epochs) == (
+        winner["learning_rate"],
+        winner["pooling"],
+        winner["epoch"],
+    )
+    assert (best.activation, best.standardize, best.n_hidden, best.C) == (
+        winner["best_params"]["activation"],
+        winner["best_params"]["standardize"],
+        winner["best_params"]["n_hidden"],
+        winner["best_params"]["C"],
+    )
+    saved = result.to_dict()
+    assert saved["best"]["learning_rate"] == best.learning_rate
+    out = write_tuning(result, tmp_path / "tuning")
+    assert EFTConfig.from_json(out / "tuned_config.json") == best
+    assert (out / "tuning.png").stat().st_size > 0
+
+
+def test_tune_rejects_bad_grid_values_before_training(tiny_bert_dir, monkeypatch):
+    import eft.tuning
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the grid")
+
+    monkeypatch.setattr(eft.tuning, "_tune_bp_run", no_training)
+    config = _config(tiny_bert_dir)
+    bad = [
+        ({"activations": ["leaky_relu", "swish"]}, "swish"),
+        ({"poolings": ["cls", "max"]}, "pooling"),
+        ({"learning_rates": [1e-4, -1.0]}, "learning_rate"),
+        ({"standardize": ["yes"]}, "standardize"),
+        ({"activations": []}, "at least one"),
+    ]
+    for options, message in bad:
+        with pytest.raises(InputError, match=message):
+            tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config, **options)
+
+
 def test_tune_command(tiny_bert_dir, tmp_path):
     rows = list(zip(TEXTS, LABELS, strict=True))
     train = _write_csv(tmp_path / "train.csv", rows)
@@ -72,6 +162,10 @@ def test_tune_command(tiny_bert_dir, tmp_path):
         "8,16",
         "--grid-C",
         "1,10",
+        "--grid-learning-rate",
+        "5e-4,1e-3",
+        "--grid-standardize",
+        "no,yes",
         "--device",
         "cpu",
         "--output",
@@ -79,7 +173,25 @@ def test_tune_command(tiny_bert_dir, tmp_path):
         "--quiet",
     )
     assert result.returncode == 0, result.stderr
-    assert "chosen: bp_epochs=" in result.stdout
+    assert "chosen: learning_rate=" in result.stdout
     config = json.loads((tmp_path / "t" / "tuned_config.json").read_text())["config"]
     assert config["n_hidden"] in (8, 16) and config["C"] in (1.0, 10.0)
+    assert config["learning_rate"] in (5e-4, 1e-3) and config["standardize"] in (False, True)
+    rows = json.loads((tmp_path / "t" / "tuning.json").read_text())["epochs"]
+    assert {r["learning_rate"] for r in rows} == {5e-4, 1e-3}
+    assert {r["standardize"] for r in rows[0]["table"]} == {False, True}
+    bad = run_eft(
+        "tune",
+        "--train",
+        str(train),
+        "--validation",
+        str(dev),
+        "--model",
+        str(tiny_bert_dir),
+        "--grid-standardize",
+        "maybe",
+        "--output",
+        str(tmp_path / "bad"),
+    )
+    assert bad.returncode != 0 and "--grid-standardize takes no,yes" in bad.stderr
     assert np.isfinite(json.loads((tmp_path / "t" / "tuning.json").read_text())["best_score"])

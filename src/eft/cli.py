@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,12 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
         type=int,
         help=f"k backprop epochs (default {defaults.bp_epochs}; for --method bp the maximum)",
     )
-    method.add_argument("--learning-rate", type=float, help=f"default {defaults.learning_rate}")
+    method.add_argument(
+        "--learning-rate",
+        type=float,
+        help="peak rate of the BP stage (default 2e-4 for --method eft, 5e-5 for --method bp; "
+        "lower it for base/large encoders)",
+    )
     method.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
     method.add_argument("--eval-batch-size", type=int, help=f"default {defaults.eval_batch_size}")
     method.add_argument(
@@ -228,10 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="print JSON")
     tune = commands.add_parser(
         "tune",
-        help="choose bp_epochs, n_hidden and C on validation data (paper 4.2, one run)",
+        help="choose bp_epochs, n_hidden, C (optionally the learning rate, pooling, head) on "
+        "validation data (paper 4.2)",
         formatter_class=_Formatter,
-        description="Fine-tune once; after every BP epoch score the whole n_hidden x C grid "
-        "of I-ELM heads on validation data from one feature pass; stop at the first drop. "
+        description="Fine-tune once (once per --grid-learning-rate x --grid-pooling value); "
+        "after every BP epoch score the whole n_hidden x C grid of I-ELM heads (per "
+        "--grid-activation x --grid-standardize value) on validation data from one feature "
+        "pass; stop at the first drop. "
         "Writes tuned_config.json (for `eft train --config`), tuning.json and tuning.png.",
     )
     tune_data = tune.add_argument_group("data")
@@ -247,6 +255,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid-n-hidden", default="250,500,1000,2000,4000", help="n_hidden values (comma list)"
     )
     tune.add_argument("--grid-C", default="0.001,0.01,0.1,1,10,100,1000", help="C values")
+    tune.add_argument(
+        "--grid-learning-rate",
+        help="learning rates of the BP stage to try, e.g. 5e-5,2e-4 (one fine-tuning run each; "
+        "default: --learning-rate only)",
+    )
+    tune.add_argument(
+        "--grid-pooling",
+        help="poolings to try, e.g. cls,mean (one fine-tuning run each; default: --pooling)",
+    )
+    tune.add_argument(
+        "--grid-activation",
+        help="I-ELM activations to try, e.g. leaky_relu,tanh (cheap; default: --activation)",
+    )
+    tune.add_argument(
+        "--grid-standardize",
+        help="feature standardisation to try: no,yes (cheap; default: --standardize)",
+    )
     tune.add_argument("--scoring", choices=("accuracy", "weighted_f1"), default="accuracy")
     tune.add_argument("--output", required=True, help="folder for the tuning results")
     tune.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -587,6 +612,13 @@ def command_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _comma_list(value: str | None, kind: Callable[[str], Any]) -> list[Any] | None:
+    """``"a,b"`` -> ``[kind("a"), kind("b")]``; None (option not given) stays None."""
+    if value is None:
+        return None
+    return [kind(v.strip()) for v in value.split(",") if v.strip()]
+
+
 def command_tune(args: argparse.Namespace) -> int:
     from eft.tuning import tune, write_tuning
 
@@ -597,10 +629,19 @@ def command_tune(args: argparse.Namespace) -> int:
     try:
         n_hidden = [int(v) for v in args.grid_n_hidden.split(",")]
         strengths = [float(v) for v in args.grid_C.split(",")]
+        learning_rates = _comma_list(args.grid_learning_rate, float)
     except ValueError as error:
         raise InputError(
-            f"--grid-n-hidden / --grid-C must be comma-separated numbers: {error}"
+            f"--grid-n-hidden / --grid-C / --grid-learning-rate must be comma-separated numbers: "
+            f"{error}"
         ) from error
+    standardize = _comma_list(args.grid_standardize, str)
+    if standardize is not None:
+        flags = {"no": False, "yes": True, "false": False, "true": True}
+        unknown = [v for v in standardize if v.lower() not in flags]
+        if unknown:
+            raise InputError(f"--grid-standardize takes no,yes; got {','.join(unknown)}.")
+        standardize = [flags[v.lower()] for v in standardize]
     result = tune(
         texts,
         labels,
@@ -611,18 +652,29 @@ def command_tune(args: argparse.Namespace) -> int:
         n_hidden=n_hidden,
         C=strengths,
         scoring=args.scoring,
+        learning_rates=learning_rates,
+        poolings=_comma_list(args.grid_pooling, str),
+        activations=_comma_list(args.grid_activation, str),
+        standardize=standardize,
     )
     out = write_tuning(result, args.output)
-    print(f"{'k':>3} {'best ' + args.scoring:>18} {'n_hidden':>9} {'C':>8} {'linear head':>12}")
+    print(
+        f"{'lr':>8} {'pooling':>9} {'k':>3} {'best ' + args.scoring:>18} {'head':>16} "
+        f"{'n_hidden':>9} {'C':>8} {'linear head':>12}"
+    )
     for epoch in result.epochs:
+        params = epoch["best_params"]
+        head = ("std " if params["standardize"] else "") + params["activation"]
         print(
-            f"{epoch['epoch']:>3} {100 * epoch['best_score']:>18.2f} "
-            f"{epoch['best_params']['n_hidden']:>9} {epoch['best_params']['C']:>8g} "
-            f"{100 * epoch['linear_head_accuracy']:>12.2f}"
+            f"{epoch['learning_rate']:>8g} {epoch['pooling']:>9} {epoch['epoch']:>3} "
+            f"{100 * epoch['best_score']:>18.2f} {head:>16} {params['n_hidden']:>9} "
+            f"{params['C']:>8g} {100 * epoch['linear_head_accuracy']:>12.2f}"
         )
     best = result.best_config
     print(
-        f"chosen: bp_epochs={best.bp_epochs} n_hidden={best.n_hidden} C={best.C:g}; "
+        f"chosen: learning_rate={best.learning_rate:g} pooling={best.pooling} "
+        f"bp_epochs={best.bp_epochs} activation={best.activation} "
+        f"standardize={best.standardize} n_hidden={best.n_hidden} C={best.C:g}; "
         f"train with: eft train --config {out / 'tuned_config.json'} ..."
     )
     return 0

@@ -7,15 +7,21 @@ whole ``n_hidden`` x ``C`` grid is scored by :func:`eft.ielm.sweep` from that on
 search stops at the first epoch whose best validation score drops. Epochs continue from the
 checkpoint of the previous one, with a constant learning rate, so that ``eft train --config``
 on the chosen configuration reproduces the tuned encoder exactly (same seed, same batches).
+
+Optionally the tuner also explores what closes the gap at small k (the paper's "non-optimal"
+learning rate for the brief BP stage, the pooled feature, the head's activation and feature
+standardisation): one fine-tuning run per learning rate x pooling, and one sweep per
+activation x standardisation on each epoch's features.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +32,7 @@ import torch
 from eft.classifier import EFTClassifier, check_texts_and_labels
 from eft.config import EFTConfig
 from eft.errors import InputError
-from eft.ielm import sweep
+from eft.ielm import ACTIVATIONS, sweep
 
 DEFAULT_N_HIDDEN = (250, 500, 1000, 2000, 4000)
 DEFAULT_C = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
@@ -34,21 +40,33 @@ DEFAULT_C = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
 
 @dataclass
 class TuneResult:
-    """Validation curves per BP epoch and the chosen configuration."""
+    """Validation curves per BP run and epoch, and the chosen configuration."""
 
     best_config: EFTConfig
     best_score: float
     scoring: str
     epochs: list[dict[str, Any]] = field(default_factory=list)
+    """One row per (learning rate, pooling, epoch k), in the order they ran."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "scoring": self.scoring,
             "best_score": self.best_score,
-            "best": {k: getattr(self.best_config, k) for k in ("bp_epochs", "n_hidden", "C")},
+            "best": {k: getattr(self.best_config, k) for k in TUNED_FIELDS},
             "config": self.best_config.to_dict(),
             "epochs": self.epochs,
         }
+
+
+TUNED_FIELDS = (
+    "learning_rate",
+    "pooling",
+    "bp_epochs",
+    "activation",
+    "standardize",
+    "n_hidden",
+    "C",
+)
 
 
 def tune(
@@ -61,8 +79,19 @@ def tune(
     n_hidden: Sequence[int] = DEFAULT_N_HIDDEN,
     C: Sequence[float] = DEFAULT_C,
     scoring: str = "accuracy",
+    *,
+    learning_rates: Sequence[float] | None = None,
+    poolings: Sequence[str] | None = None,
+    activations: Sequence[str] | None = None,
+    standardize: Sequence[bool] | None = None,
 ) -> TuneResult:
-    """Choose ``bp_epochs``, ``n_hidden`` and ``C`` on validation data (see module notes)."""
+    """Choose ``bp_epochs``, ``n_hidden`` and ``C`` on validation data (see module notes).
+
+    The BP stage itself can be searched too: every ``learning_rates`` x ``poolings`` pair is
+    one more fine-tuning run (each with its own search over k), the costly part. Head variants
+    (``activations`` x ``standardize``) are cheap: one more sweep over the same features each.
+    ``None`` keeps the value of ``config``. Ties keep the earlier candidate, in the order given.
+    """
     base = config or EFTConfig()
     if base.warmup_ratio:
         raise InputError("Tuning runs with a constant learning rate; set warmup_ratio to 0.")
@@ -70,9 +99,71 @@ def tune(
     eval_texts, eval_labels = check_texts_and_labels(eval_texts, eval_labels, "validation")
     if max_epochs < 1:
         raise InputError("max_epochs must be >= 1.")
-    classes = np.unique(labels)
+    grid = {
+        "learning_rate": _choices(learning_rates, base.learning_rate, "learning_rates"),
+        "pooling": _choices(poolings, base.pooling, "poolings"),
+        "activation": _choices(activations, base.activation, "activations"),
+        "standardize": _choices(standardize, base.standardize, "standardize"),
+    }
+    # Reject a bad value now rather than after the first fine-tuning run.
+    for lr, pooling in itertools.product(grid["learning_rate"], grid["pooling"]):
+        EFTConfig.from_dict({**base.to_dict(), "learning_rate": lr, "pooling": pooling})
+    unknown = [a for a in grid["activation"] if a not in ACTIVATIONS]
+    if unknown:
+        raise InputError(f"Unknown activation(s) {unknown}; choose from {sorted(ACTIVATIONS)}.")
+    if not all(isinstance(v, bool) for v in grid["standardize"]):
+        raise InputError(f"standardize values must be True or False, got {grid['standardize']}.")
+    heads = list(itertools.product(grid["activation"], grid["standardize"]))
     epochs: list[dict[str, Any]] = []
-    best: tuple[float, int, int, float] | None = None
+    best: tuple[float, dict[str, Any]] | None = None
+    for lr, pooling in itertools.product(grid["learning_rate"], grid["pooling"]):
+        recipe = {**base.to_dict(), "learning_rate": lr, "pooling": pooling}
+        for row in _tune_bp_run(
+            texts, labels, eval_texts, eval_labels, recipe, heads, max_epochs, n_hidden, C, scoring
+        ):
+            epochs.append(row)
+            if best is None or row["best_score"] > best[0]:
+                best = (row["best_score"], {**row["best_params"], "bp_epochs": row["epoch"]})
+    score, params = best
+    chosen = EFTConfig.from_dict(
+        {
+            **base.to_dict(),
+            **params,
+            "method": "eft",
+            "n_hidden": int(params["n_hidden"]),
+            "C": float(params["C"]),
+            "lr_schedule": "constant",
+            "checkpoint_dir": None,
+        }
+    )
+    return TuneResult(best_config=chosen, best_score=score, scoring=scoring, epochs=epochs)
+
+
+def _choices(values: Sequence[Any] | None, default: Any, name: str) -> list[Any]:
+    if values is None:
+        return [default]
+    values = list(dict.fromkeys(values))  # unique, in order
+    if not values:
+        raise InputError(f"{name} needs at least one value (or None for the config's).")
+    return values
+
+
+def _tune_bp_run(
+    texts: list[str],
+    labels: np.ndarray,
+    eval_texts: list[str],
+    eval_labels: np.ndarray,
+    recipe: dict[str, Any],
+    heads: list[tuple[str, bool]],
+    max_epochs: int,
+    n_hidden: Sequence[int],
+    C: Sequence[float],
+    scoring: str,
+) -> Iterator[dict[str, Any]]:
+    """One fine-tuning run, epoch by epoch; after each, every head variant's n_hidden x C
+    sweep on the epoch's features. Stops after the first epoch whose best score drops."""
+    classes = np.unique(labels)
+    best_so_far = None
     workdir = Path(tempfile.mkdtemp(prefix="eft-tune-"))
     checkpoint = workdir / "checkpoint"
     try:
@@ -80,7 +171,7 @@ def tune(
             clock = time.perf_counter()
             step = EFTConfig.from_dict(
                 {
-                    **base.to_dict(),
+                    **recipe,
                     "method": "bp",
                     "bp_epochs": k,
                     "lr_schedule": "constant",
@@ -98,59 +189,57 @@ def tune(
                 (train_features[i : i + 4096], np.asarray(labels[i : i + 4096]))
                 for i in range(0, len(texts), 4096)
             ]
-            result = sweep(
-                batches,
-                eval_features,
-                np.asarray(eval_labels),
-                n_hidden=n_hidden,
-                C=C,
-                activation=base.activation,
-                standardize=base.standardize,
-                classes=classes,
-                scoring=scoring,
-                random_state=base.seed,
-            )
+            table: list[dict[str, Any]] = []
+            best_params: dict[str, Any] | None = None
+            best_head = -np.inf
+            sweep_seconds = 0.0
+            for activation, scaled in heads:
+                result = sweep(
+                    batches,
+                    eval_features,
+                    np.asarray(eval_labels),
+                    n_hidden=n_hidden,
+                    C=C,
+                    activation=activation,
+                    standardize=scaled,
+                    classes=classes,
+                    scoring=scoring,
+                    random_state=recipe["seed"],
+                )
+                sweep_seconds += sum(result.seconds.values())
+                head = {"activation": activation, "standardize": scaled}
+                table += [{**head, **r} for r in result.table]
+                score = max(r[scoring] for r in result.table)
+                if score > best_head:
+                    best_head = score
+                    best_params = {**head, **result.best_params}
             with torch.no_grad():  # the BP stage's own linear head, on the same features
                 logits = clf.model_.head(torch.from_numpy(eval_features).to(clf.device_))
             linear = float(np.mean(clf.classes_[logits.argmax(1).cpu().numpy()] == eval_labels))
-            row = {
+            yield {
+                "learning_rate": recipe["learning_rate"],
+                "pooling": recipe["pooling"],
                 "epoch": k,
-                "best_score": max(r[scoring] for r in result.table),
-                "best_params": result.best_params,
+                "best_score": best_head,
+                "best_params": {
+                    "learning_rate": recipe["learning_rate"],
+                    "pooling": recipe["pooling"],
+                    **best_params,
+                },
                 "linear_head_accuracy": linear,
-                "table": result.table,
+                "table": table,
                 "seconds": {
                     "bp_epoch": bp_seconds,
                     "features": feature_seconds,
-                    "sweep": sum(result.seconds.values()),
+                    "sweep": sweep_seconds,
                     "total": time.perf_counter() - clock,
                 },
             }
-            epochs.append(row)
-            if best is not None and row["best_score"] < best[0]:
-                break  # the paper's rule: stop when the validation score starts to drop
-            if best is None or row["best_score"] > best[0]:
-                best = (
-                    row["best_score"],
-                    k,
-                    result.best_params["n_hidden"],
-                    result.best_params["C"],
-                )
+            if best_so_far is not None and best_head < best_so_far:
+                return  # the paper's rule: stop when the validation score starts to drop
+            best_so_far = best_head if best_so_far is None else max(best_so_far, best_head)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    score, k, nh, c = best
-    chosen = EFTConfig.from_dict(
-        {
-            **base.to_dict(),
-            "method": "eft",
-            "bp_epochs": k,
-            "n_hidden": int(nh),
-            "C": float(c),
-            "lr_schedule": "constant",
-            "checkpoint_dir": None,
-        }
-    )
-    return TuneResult(best_config=chosen, best_score=score, scoring=scoring, epochs=epochs)
 
 
 def write_tuning(result: TuneResult, output: str | Path) -> Path:
@@ -170,23 +259,42 @@ def write_tuning(result: TuneResult, output: str | Path) -> Path:
     except ImportError:
         return out
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    ks = [e["epoch"] for e in result.epochs]
-    left.plot(ks, [100 * e["best_score"] for e in result.epochs], "o-", label="I-ELM (best nh, C)")
-    left.plot(
-        ks,
-        [100 * e["linear_head_accuracy"] for e in result.epochs],
-        "s--",
-        label="linear head (accuracy)",
-    )
+    runs = list(dict.fromkeys((e["learning_rate"], e["pooling"]) for e in result.epochs))
+    for lr, pooling in runs:
+        rows = [e for e in result.epochs if (e["learning_rate"], e["pooling"]) == (lr, pooling)]
+        name = f" (lr {lr:g}, {pooling})" if len(runs) > 1 else ""
+        left.plot(
+            [e["epoch"] for e in rows],
+            [100 * e["best_score"] for e in rows],
+            "o-",
+            label=f"I-ELM (best head){name}",
+        )
+        left.plot(
+            [e["epoch"] for e in rows],
+            [100 * e["linear_head_accuracy"] for e in rows],
+            "s--",
+            label=f"linear head (accuracy){name}",
+        )
     left.set(
         xlabel="BP epochs k",
         ylabel=f"validation {result.scoring} (%)",
         title="validation score against k",
     )
-    left.legend()
-    chosen = next(e for e in result.epochs if e["epoch"] == result.best_config.bp_epochs)
-    for c in sorted({r["C"] for r in chosen["table"]}):
-        rows = sorted((r for r in chosen["table"] if r["C"] == c), key=lambda r: r["n_hidden"])
+    left.legend(fontsize="small")
+    best = result.best_config
+    chosen = next(
+        e
+        for e in result.epochs
+        if (e["learning_rate"], e["pooling"], e["epoch"])
+        == (best.learning_rate, best.pooling, best.bp_epochs)
+    )
+    head_rows = [
+        r
+        for r in chosen["table"]
+        if (r["activation"], r["standardize"]) == (best.activation, best.standardize)
+    ]
+    for c in sorted({r["C"] for r in head_rows}):
+        rows = sorted((r for r in head_rows if r["C"] == c), key=lambda r: r["n_hidden"])
         right.plot(
             [r["n_hidden"] for r in rows],
             [100 * r[result.scoring] for r in rows],
@@ -199,10 +307,10 @@ def write_tuning(result: TuneResult, output: str | Path) -> Path:
         ylabel=f"validation {result.scoring} (%)",
         title=f"validation score against nh (k={result.best_config.bp_epochs})",
     )
-    sizes = sorted({r["n_hidden"] for r in chosen["table"]})
+    sizes = sorted({r["n_hidden"] for r in head_rows})
     right.set_xticks(sizes, [str(n) for n in sizes])
     right.minorticks_off()
-    left.set_xticks(ks)
+    left.set_xticks(sorted({e["epoch"] for e in result.epochs}))
     right.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(out / "tuning.png", dpi=120)
