@@ -35,7 +35,8 @@ def test_tune_reports_every_epoch_and_a_reproducible_choice(tiny_bert_dir, tmp_p
     assert result.best_score == scores[k - 1] == max(scores)
     if len(scores) < 3:  # stopped early: the last epoch dropped
         assert scores[-1] < max(scores[:-1])
-    assert result.best_config.method == "eft" and result.best_config.lr_schedule == "constant"
+    assert result.best_config.method == "eft"
+    assert result.best_config.lr_schedule == "linear_per_epoch"
     out = write_tuning(result, tmp_path / "tuning")
     saved = json.loads((out / "tuned_config.json").read_text())
     again = EFTConfig.from_dict(saved["config"])
@@ -46,7 +47,8 @@ def test_tune_reports_every_epoch_and_a_reproducible_choice(tiny_bert_dir, tmp_p
     )
     assert (out / "tuning.png").stat().st_size > 0
     # `eft train --config` reproduces the tuned encoder: the tuner's epoch-by-epoch resumed BP
-    # stage (method "bp", constant rate) equals one uninterrupted BP stage of k epochs
+    # stage (method "bp", rate restarting every epoch) equals one uninterrupted BP stage of k
+    # epochs
     trained = EFTClassifier(again).fit(TEXTS, LABELS)
     plain_bp = EFTClassifier(EFTConfig.from_dict({**saved["config"], "method": "bp"}))
     plain_bp.fit(TEXTS, LABELS)
@@ -54,6 +56,32 @@ def test_tune_reports_every_epoch_and_a_reproducible_choice(tiny_bert_dir, tmp_p
         trained.features(TEXTS), plain_bp.features(TEXTS), rtol=1e-5, atol=1e-6
     )
     assert trained.score(TEXTS[:16], LABELS[:16]) >= 0.5
+
+
+def test_per_epoch_schedule_restarts_at_the_peak_every_epoch(tiny_bert_dir):
+    import torch
+
+    from eft.backprop import _schedule
+
+    def rates(schedule: str, epochs: int) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = _schedule(optimizer, EFTConfig(lr_schedule=schedule), 4 * epochs, 4)
+        out = []
+        for _ in range(4 * epochs):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    assert rates("linear_per_epoch", 3) == [1.0, 0.75, 0.5, 0.25] * 3
+    assert rates("linear", 1) == [1.0, 0.75, 0.5, 0.25]  # one epoch: the same schedule
+    assert rates("constant", 2) == [1.0] * 8
+    # so with k = 1 the tuner's schedule trains the same encoder as the default one
+    one_epoch = [
+        EFTClassifier(_config(tiny_bert_dir, lr_schedule=s, bp_epochs=1)).fit(TEXTS, LABELS)
+        for s in ("linear", "linear_per_epoch")
+    ]
+    np.testing.assert_array_equal(one_epoch[0].features(TEXTS), one_epoch[1].features(TEXTS))
 
 
 def test_tune_explores_the_bp_recipe_and_head_variants(tiny_bert_dir, tmp_path):

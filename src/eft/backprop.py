@@ -74,7 +74,11 @@ def _optimizer(model: nn.Module, config: EFTConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=config.learning_rate)
 
 
-def _schedule(optimizer: torch.optim.Optimizer, config: EFTConfig, total_steps: int):
+def _schedule(
+    optimizer: torch.optim.Optimizer, config: EFTConfig, total_steps: int, steps_per_epoch: int
+):
+    """Learning-rate factor per step: warm-up, then constant, linear decay to 0 over the run,
+    or ("linear_per_epoch") linear decay to 0 within every epoch, restarting at the peak."""
     warmup = int(config.warmup_ratio * total_steps)
 
     def factor(step: int) -> float:
@@ -82,6 +86,8 @@ def _schedule(optimizer: torch.optim.Optimizer, config: EFTConfig, total_steps: 
             return (step + 1) / max(1, warmup)
         if config.lr_schedule == "constant":
             return 1.0
+        if config.lr_schedule == "linear_per_epoch":
+            return (steps_per_epoch - step % steps_per_epoch) / steps_per_epoch
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -137,13 +143,13 @@ def train_backprop(
             batch_sampler=sampler,
             collate_fn=Collator(pad_id),
         )
-        scheduler = _schedule(optimizer, config, total_steps=len(sampler) * epochs)
+        scheduler = _schedule(optimizer, config, len(sampler) * epochs, len(sampler))
         model, optimizer, loader, scheduler = accelerator.prepare(
             model, optimizer, loader, scheduler
         )
     else:  # a stream: every rank reads its own share already, so the batches stay unprepared
         source = input_ids
-        scheduler = _schedule(optimizer, config, total_steps=len(source) * epochs)
+        scheduler = _schedule(optimizer, config, len(source) * epochs, len(source))
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     loss_fn = nn.CrossEntropyLoss(
         weight=None if class_weights is None else class_weights.to(accelerator.device)

@@ -12,6 +12,7 @@ from eft.errors import InputError
 
 METHODS = ("eft", "bp")
 DEFAULT_LEARNING_RATE = {"eft": 2e-4, "bp": 5e-5}
+LR_SCHEDULES = ("linear", "constant", "linear_per_epoch")
 POOLINGS = ("cls", "mean", "cls_last4")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
@@ -43,7 +44,9 @@ class EFTConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.0
     lr_schedule: str = "linear"
-    """"linear" (decay to 0 over the BP epochs, after warm-up) or "constant"."""
+    """"linear" (decay to 0 over the BP epochs, after warm-up), "constant", or
+    "linear_per_epoch" (decay to 0 within every epoch, restarting at the peak: the schedule of
+    ``eft tune``, whose run stopped after any epoch k equals a k-epoch run)."""
     max_grad_norm: float = 1.0
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -96,7 +99,10 @@ class EFTConfig:
             (self.n_hidden >= 1, "n_hidden must be >= 1"),
             (0 < self.C < float("inf"), "C must be a finite number > 0"),
             (self.n_iter >= 1, "n_iter must be >= 1"),
-            (self.lr_schedule in ("linear", "constant"), "lr_schedule must be linear or constant"),
+            (
+                self.lr_schedule in LR_SCHEDULES,
+                f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}",
+            ),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (
                 self.mixed_precision in MIXED_PRECISION,

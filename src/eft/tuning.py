@@ -5,8 +5,12 @@ The paper increases the BP epochs ``k`` while the validation score improves, the
 features of the training and validation texts are computed (one eval-mode pass each) and the
 whole ``n_hidden`` x ``C`` grid is scored by :func:`eft.ielm.sweep` from that one pass. The
 search stops at the first epoch whose best validation score drops. Epochs continue from the
-checkpoint of the previous one, with a constant learning rate, so that ``eft train --config``
-on the chosen configuration reproduces the tuned encoder exactly (same seed, same batches).
+checkpoint of the previous one. The learning rate decays linearly to 0 within every epoch and
+restarts at the peak with the next ("linear_per_epoch"), so that the run stopped after any
+epoch k is annealed and ``eft train --config`` on the chosen configuration reproduces the
+tuned encoder exactly (same seed, same batches). (A constant rate, the simplest schedule with
+that property, leaves the encoder unannealed: at the higher learning rate of EFT's BP stage
+it cost SST-2 about 2.6 points of validation accuracy at k = 1.)
 
 Optionally the tuner also explores what closes the gap at small k (the paper's "non-optimal"
 learning rate for the brief BP stage, the pooled feature, the head's activation and feature
@@ -94,7 +98,9 @@ def tune(
     """
     base = config or EFTConfig()
     if base.warmup_ratio:
-        raise InputError("Tuning runs with a constant learning rate; set warmup_ratio to 0.")
+        raise InputError(
+            "Tuning restarts the learning-rate schedule every epoch; set warmup_ratio to 0."
+        )
     texts, labels = check_texts_and_labels(texts, labels)
     eval_texts, eval_labels = check_texts_and_labels(eval_texts, eval_labels, "validation")
     if max_epochs < 1:
@@ -132,7 +138,7 @@ def tune(
             "method": "eft",
             "n_hidden": int(params["n_hidden"]),
             "C": float(params["C"]),
-            "lr_schedule": "constant",
+            "lr_schedule": "linear_per_epoch",
             "checkpoint_dir": None,
         }
     )
@@ -174,7 +180,7 @@ def _tune_bp_run(
                     **recipe,
                     "method": "bp",
                     "bp_epochs": k,
-                    "lr_schedule": "constant",
+                    "lr_schedule": "linear_per_epoch",
                     "early_stopping_patience": None,
                     "checkpoint_dir": str(checkpoint),
                 }
