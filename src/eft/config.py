@@ -37,8 +37,9 @@ class EFTConfig:
     """Peak AdamW rate of the BP stage. None (the default) becomes
     ``DEFAULT_LEARNING_RATE[method]``: 2e-4 for EFT's brief BP stage, 5e-5 (the usual
     fine-tuning rate) for method="bp". The higher rate for EFT is the paper's "non-optimal"
-    rate: with MiniLM-L6 and k = 1 it beat 5e-5 on the test sets of TREC, SST-2, MELD and
-    AG News (benchmarks/results/recipe_k1_*.md). Base- and large-size encoders usually need
+    rate: with MiniLM-L6 and k = 1 it beat 5e-5 on the test sets of TREC, SST-2, MELD,
+    AG News and an IMDb subset (benchmarks/results/recipe_k1_*.md), while fine-tuning did not
+    gain from it. Base- and large-size encoders usually need
     lower rates (the paper used 1e-5 with RoBERTa-large): pass one, or let
     ``eft tune --grid-learning-rate`` choose."""
     weight_decay: float = 0.01
