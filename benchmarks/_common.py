@@ -1,16 +1,12 @@
-"""Helpers shared by the benchmark scripts: machine description, peak memory, JSON + Markdown.
+"""Helpers shared by the benchmark scripts: where results go, and JSON + Markdown output.
 
-Nothing here runs git or touches the network; the commit is read from ``.git`` files when present.
+The machine description (CPU, versions, threads, command, commit, load) comes from
+:mod:`eft.provenance`, the same as ``eft bench`` and ``eft experiment`` record.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
-import platform
-import resource
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,139 +14,21 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(REPO_ROOT / "src"))
+
+from eft.benchmark import write_report  # noqa: E402
+from eft.provenance import (  # noqa: E402, F401  (re-exported for the scripts)
+    load_average,
+    machine_info,
+    machine_markdown,
+    peak_rss_mb,
+)
 
 
 def data_root() -> Path:
     """``$EFT_DATA_DIR`` (a relative path is read from the repository root), else ../shared/data."""
     path = Path(os.environ.get("EFT_DATA_DIR", "../shared/data"))
     return path if path.is_absolute() else (REPO_ROOT / path).resolve()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB.
-
-    Reads ``VmHWM`` from /proc/self/status: it starts afresh at ``exec``. ``getrusage``'s
-    ``ru_maxrss`` (the fall-back off Linux) does not: in a subprocess it keeps the parent's peak
-    at the fork, which would hide the child's own footprint.
-    """
-    hwm = _read_proc("/proc/self/status", "VmHWM")
-    if hwm is not None:
-        return float(hwm.split()[0]) / 1024.0
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024.0 if sys.platform.startswith("linux") else kib / 2**20
-
-
-def _read_proc(path: str, key: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.split(":", 1)[0].strip() == key:
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
-def _git_commit() -> str | None:
-    """The checked-out commit, read from ``.git`` without running git (None when unknown)."""
-    git = REPO_ROOT / ".git"
-    try:
-        head = (git / "HEAD").read_text(encoding="utf-8").strip()
-        if not head.startswith("ref:"):
-            return head
-        ref = head.split(":", 1)[1].strip()
-        if (git / ref).is_file():
-            return (git / ref).read_text(encoding="utf-8").strip()
-        packed = git / "packed-refs"
-        if packed.is_file():
-            for line in packed.read_text(encoding="utf-8").splitlines():
-                if line.endswith(" " + ref):
-                    return line.split()[0]
-    except OSError:
-        return None
-    return None
-
-
-def _version(module: str) -> str | None:
-    try:
-        return __import__(module).__version__
-    except Exception:  # a missing optional package is reported as None
-        return None
-
-
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_BLOCKTIME")
-
-
-def _threadpools() -> list[dict[str, Any]]:
-    """BLAS / OpenMP libraries loaded so far and their thread counts (via threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    keys = ("user_api", "internal_api", "num_threads", "version", "prefix")
-    return [{k: pool.get(k) for k in keys} for pool in threadpool_info()]
-
-
-def load_average() -> list[float] | None:
-    """1, 5 and 15 minute load averages (None where the OS does not tell)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU, cores, RAM, library versions, torch threads, command line, date and load."""
-    import torch
-
-    mem_kib = _read_proc("/proc/meminfo", "MemTotal")
-    ram_gib = float(mem_kib.split()[0]) / 2**20 if mem_kib else None
-    try:
-        usable_cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable_cores = os.cpu_count()
-    return {
-        "cpu_model": _read_proc("/proc/cpuinfo", "model name") or platform.processor() or None,
-        "logical_cores": os.cpu_count(),
-        "usable_cores": usable_cores,
-        "ram_gib": None if ram_gib is None else round(ram_gib, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {
-            name: _version(name)
-            for name in ("torch", "numpy", "scipy", "sklearn", "transformers", "eft")
-        },
-        "torch_num_threads": torch.get_num_threads(),
-        "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
-        "threadpools": _threadpools(),
-        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
-        "cwd": os.getcwd(),
-        "git_commit": _git_commit(),
-        "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "load_average_at_start": load_average(),
-    }
-
-
-def machine_markdown(info: dict[str, Any]) -> str:
-    """The machine block of a Markdown report."""
-    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v is not None)
-    pools = ", ".join(
-        f"{p['prefix']} {p['version'] or ''} ({p['num_threads']} threads)".replace("  ", " ")
-        for p in info["threadpools"]
-    )
-    lines = [
-        f"- Date (UTC): {info['date_utc']}",
-        f"- Command: `{info['command']}` (in `{info['cwd']}`)",
-        f"- Commit: {info['git_commit'] or 'unknown'}",
-        f"- CPU: {info['cpu_model']}; {info['usable_cores']} usable of {info['logical_cores']} "
-        f"logical cores; torch threads {info['torch_num_threads']}; RAM {info['ram_gib']} GiB",
-        f"- Load average (1, 5, 15 min) at start: {info['load_average_at_start']}, at end: "
-        f"{info.get('load_average_at_end')}",
-        f"- Thread pools: {pools or 'unknown'}; thread env: {info['thread_env'] or 'none set'}",
-        f"- Python {info['python']} on {info['platform']}",
-        f"- Versions: {versions}",
-    ]
-    return "\n".join(lines)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -168,17 +46,4 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 def write_results(stem: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     """Write ``results/<stem>.json`` and ``results/<stem>.md``; returns both paths."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    json_path = RESULTS_DIR / f"{stem}.json"
-    md_path = RESULTS_DIR / f"{stem}.md"
-    json_path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", "utf-8")
-    md_path.write_text(markdown.rstrip() + "\n", "utf-8")
-    return json_path, md_path
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in JSON")
+    return write_report(RESULTS_DIR, stem, payload, markdown)

@@ -32,15 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from _common import (  # noqa: E402
+    data_root,
     load_average,
     machine_info,
     machine_markdown,
     markdown_table,
     write_results,
 )
-from bench_eft import _splits, add_data_arguments  # noqa: E402
 
 from eft import EFTClassifier, EFTConfig, IELMClassifier  # noqa: E402
+from eft.benchmark import add_data_arguments, load_splits  # noqa: E402
 from eft.ielm import sweep  # noqa: E402
 from eft.metrics import classification_scores  # noqa: E402
 
@@ -123,8 +124,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--poolings", nargs="+", default=["cls", "mean", "cls_last4"])
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
+    if not args.dataset:
+        parser.error("--dataset is required")
     metric = METRIC.get(args.dataset, "accuracy")
-    train, validation, test, options = _splits(args)
+    train, validation, test, options = load_splits(
+        args.dataset,
+        args.data_dir or data_root(),
+        args.max_train,
+        args.max_validation,
+        args.max_test,
+    )
     base = {"model": args.model, "max_length": args.max_length, "seed": args.seed}
     base["progress"] = False
     payload: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""The ``eft`` command line: train, evaluate, predict, tune, data, compare, experiment.
+"""The ``eft`` command line: train, evaluate, predict, tune, data, compare, experiment, bench.
 
 Every user-input problem prints one line ``eft: error: ...`` on stderr and exits with code 2;
 nothing is left half-written.
@@ -291,6 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", help="results folder (default: benchmarks/results/experiment_<name>)"
     )
     experiment.add_argument("--quiet", action="store_true", help="no progress output")
+
+    bench = commands.add_parser(
+        "bench",
+        help="standard fine-tuning against EFT (and fused, probe, LogReg head) side by side",
+        description="Standard fine-tuning (up to 10 epochs, early stopping) against EFT, EFT "
+        "in fused mode, the k = 0 probe and a LogisticRegression head on EFT's features, in "
+        "one run on this machine: test scores, training time per phase, time ratios and "
+        "paired-bootstrap p-values, written as JSON, Markdown and PNG plots.",
+        formatter_class=_Formatter,
+    )
+    from eft.benchmark import add_arguments as add_bench_arguments
+
+    add_bench_arguments(bench)
     return parser
 
 
@@ -700,6 +713,13 @@ def command_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_bench(args: argparse.Namespace) -> int:
+    from eft.benchmark import run_benchmark
+
+    run_benchmark(args)
+    return 0
+
+
 COMMANDS = {
     "train": command_train,
     "evaluate": command_evaluate,
@@ -708,6 +728,7 @@ COMMANDS = {
     "compare": command_compare,
     "experiment": command_experiment,
     "tune": command_tune,
+    "bench": command_bench,
 }
 
 

@@ -25,7 +25,6 @@ were counted, Table 7.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 import tomllib
@@ -39,6 +38,7 @@ from eft.classifier import EFTClassifier
 from eft.config import EFTConfig
 from eft.errors import InputError
 from eft.metrics import classification_scores, mean_std, paired_bootstrap
+from eft.provenance import machine_info, machine_markdown
 
 ROW_KEYS = {"name", "baseline", "context_past", "context_future"}
 
@@ -317,47 +317,11 @@ def format_tables(results: dict[str, Any]) -> str:
                 for k in ("bp_feature_extractor", "bp_classifier", "feedforward", "elm")
             ]
             lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    machine = results["machine"]
-    lines += [
-        "",
-        f"Machine: {machine['cpu']} ({machine['cores']} cores), torch {machine['torch']}, "
-        f"transformers {machine['transformers']}, eft {machine['eft']}.",
-    ]
-    if results.get("command"):
-        lines.append(f"Command: `{results['command']}`.")
+    lines += ["", "## Machine", "", machine_markdown(results["machine"])]
     if results.get("note"):
-        lines.append(f"Note: {results['note']}")
+        lines += ["", f"Note: {results['note']}"]
     lines.append("")
     return "\n".join(lines)
-
-
-def machine_info() -> dict[str, Any]:
-    """What ran the experiment: CPU/GPU, core count and library versions."""
-    import os
-
-    import torch
-    import transformers
-
-    from eft import __version__
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "eft": __version__,
-    }
 
 
 def _slug(name: str) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from eft.atomic import atomic_file
 from eft.classifier import EFTClassifier, check_texts_and_labels
 from eft.config import EFTConfig
 from eft.errors import InputError
@@ -253,10 +254,13 @@ def write_tuning(result: TuneResult, output: str | Path) -> Path:
     matplotlib, ``tuning.png`` (validation score against k and against n_hidden)."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tuned_config.json").write_text(
-        json.dumps({"config": result.best_config.to_dict()}, indent=2) + "\n", encoding="utf-8"
-    )
-    (out / "tuning.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
+    documents = {
+        "tuned_config.json": {"config": result.best_config.to_dict()},
+        "tuning.json": result.to_dict(),
+    }
+    for name, document in documents.items():
+        with atomic_file(out / name) as tmp:
+            tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     try:
         import matplotlib
 
@@ -319,6 +323,7 @@ def write_tuning(result: TuneResult, output: str | Path) -> Path:
     left.set_xticks(sorted({e["epoch"] for e in result.epochs}))
     right.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(out / "tuning.png", dpi=120)
+    with atomic_file(out / "tuning.png") as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
     plt.close(figure)
     return out

@@ -1,0 +1,131 @@
+"""`eft bench`: every method side by side, its JSON layout, and the splits it uses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eft.benchmark import load_splits
+from tests.test_cli import run_eft
+
+
+def test_bench_runs_every_method_side_by_side(data_dir, tiny_bert_dir, tmp_path):
+    out = tmp_path / "results"
+    result = run_eft(
+        "bench",
+        "--dataset",
+        "trec",
+        "--data-dir",
+        str(data_dir),
+        "--model",
+        str(tiny_bert_dir),
+        "--max-train",
+        "160",
+        "--max-validation",
+        "60",
+        "--max-test",
+        "80",
+        "--max-length",
+        "24",
+        "--tune",
+        "--tag",
+        "tiny",
+        "--output-dir",
+        str(out),
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    payload = json.loads((out / "bench_trec_tiny.json").read_text())
+    assert payload["dataset"] == "trec" and payload["metric"] == "accuracy"
+    assert payload["sizes"] == {"train": 160, "validation": 60, "test": 80}
+    assert payload["machine"]["versions"]["eft"] and payload["machine"]["usable_cores"] >= 1
+    methods = payload["methods"]
+    assert set(methods) == {"bp", "eft", "eft_fused", "probe", "logreg_head"}
+    bp, eft = methods["bp"], methods["eft"]
+    for name, method in methods.items():
+        assert 0.0 <= method["test_score"] <= 100.0 and method["train_seconds"] > 0
+        assert method["hyper_parameters"]
+        if name != "bp":
+            assert 0.0 <= method["p_value_vs_bp"] <= 1.0
+        if name != "logreg_head":
+            ratio = method["train_seconds"] / bp["train_seconds"]
+            assert method["time_ratio_to_bp"] == pytest.approx(ratio)
+            assert sum(method["phases"].values()) <= method["train_seconds"] + 1e-6
+    # the baseline: at most 10 epochs, early stopping with patience 2, its own learning rate
+    assert 1 <= bp["bp_epochs_run"] <= 10 and bp["hyper_parameters"]["method"] == "bp"
+    assert bp["bp_epochs_run"] == 10 or bp["bp_epochs_run"] - bp["bp_best_epoch"] == 2
+    assert bp["train_seconds_to_best"] <= bp["train_seconds"]
+    assert bp["hyper_parameters"]["learning_rate"] == 5e-5
+    assert eft["hyper_parameters"]["learning_rate"] == 2e-4
+    # EFT runs with the tuned k, n_hidden and C; fused mode and the probe share the head
+    best = payload["tuning"]["config"]
+    assert eft["hyper_parameters"]["bp_epochs"] == best["bp_epochs"]
+    assert (eft["hyper_parameters"]["n_hidden"], eft["hyper_parameters"]["C"]) == (
+        best["n_hidden"],
+        best["C"],
+    )
+    assert methods["eft_fused"]["hyper_parameters"]["elm_from_last_epoch"] is True
+    assert methods["probe"]["hyper_parameters"]["bp_epochs"] == 0
+    assert methods["probe"]["phases"]["bp"] == 0.0
+    head = methods["logreg_head"]
+    speedup = head["train_seconds"] / head["ielm_head_seconds"]
+    assert head["speedup_ielm_over_logreg"] == pytest.approx(speedup)
+    markdown = (out / "bench_trec_tiny.md").read_text()
+    assert "| eft_fused |" in markdown and "LogisticRegression" in markdown
+    assert all((out / plot).is_file() for plot in payload["plots"])
+    assert "bench_trec_tiny_tuning/tuning.png" in payload["plots"]
+    assert (out / "bench_trec_tiny_tuning" / "tuned_config.json").is_file()
+    assert not list(out.glob(".*tmp*")), "no staging files left behind"
+
+
+def test_bench_on_your_own_files_and_bad_data_options(tiny_bert_dir, tmp_path):
+    words = {"sports": "match goal team score", "tech": "chip software code laptop"}
+    for split, n in (("train", 40), ("dev", 12), ("test", 16)):
+        rows = ["text,label"]
+        rows += [f"{words[label]} item {i},{label}" for i in range(n) for label in words]
+        (tmp_path / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    files = ["--train", str(tmp_path / "train.csv"), "--validation", str(tmp_path / "dev.csv")]
+    result = run_eft(
+        "bench",
+        *files,
+        "--test",
+        str(tmp_path / "test.csv"),
+        "--name",
+        "news",
+        "--metric",
+        "macro_f1",
+        "--model",
+        str(tiny_bert_dir),
+        "--max-length",
+        "16",
+        "--batch-size",
+        "16",
+        "--output-dir",
+        str(out),
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    payload = json.loads((out / "bench_news.json").read_text())
+    assert payload["dataset"] == "news" and payload["metric"] == "macro_f1"
+    assert payload["sizes"] == {"train": 80, "validation": 24, "test": 32}
+    assert payload["dataset_options"]["files"][0].endswith("train.csv")
+    assert payload["methods"]["eft"]["hyper_parameters"]["batch_size"] == 16
+    assert (
+        payload["methods"]["eft"]["scores"]["macro_f1"] == payload["methods"]["eft"]["test_score"]
+    )
+    missing = run_eft("bench", *files, "--output-dir", str(out))
+    assert missing.returncode == 2 and "--test" in missing.stderr
+    both = run_eft("bench", "--dataset", "trec", *files, "--test", "t.csv")
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_bench_splits_ag_news_test_file_when_train_is_absent(data_dir):
+    train, validation, test, options = load_splits("ag_news", data_dir)
+    assert options == {"test_fraction": 0.2}
+    assert len(train) + len(validation) + len(test) == 7600
+    assert len(test) == 1520
+    small = load_splits("trec", data_dir, max_train=100, max_validation=50, max_test=40)
+    assert [len(split) for split in small[:3]] == [100, 50, 40]
+    assert small[3] == {"validation_fraction": 0.1}
