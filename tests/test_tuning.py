@@ -9,7 +9,7 @@ import pytest
 
 from eft import EFTClassifier, EFTConfig
 from eft.errors import InputError
-from eft.tuning import tune, write_tuning
+from eft.tuning import choose_epoch, tune, write_tuning
 from tests.test_classifier import LABELS, TEXTS, _config
 from tests.test_cli import _write_csv, run_eft
 
@@ -172,6 +172,51 @@ def test_tune_rejects_bad_grid_values_before_training(tiny_bert_dir, monkeypatch
             tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config, **options)
 
 
+def _row(epoch: int, score: float, lr: float = 2e-4) -> dict:
+    params = {"learning_rate": lr, "pooling": "cls", "activation": "leaky_relu"}
+    return {
+        "learning_rate": lr,
+        "pooling": "cls",
+        "epoch": epoch,
+        "best_score": score,
+        "best_params": {**params, "standardize": False, "n_hidden": 500 * epoch, "C": 1.0},
+    }
+
+
+def test_one_standard_error_rule_takes_the_fewest_epochs_within_noise():
+    # TREC-like: 545 validation questions; k = 3 is best by 1.3 points (SE 0.98 points)
+    rows = [_row(1, 0.932), _row(2, 0.936), _row(3, 0.945), _row(4, 0.934)]
+    best, se = choose_epoch(rows, 545, "best")
+    assert best["epoch"] == 3 and se == pytest.approx(np.sqrt(0.945 * 0.055 / 545), rel=0.03)
+    chosen, _ = choose_epoch(rows, 545, "one_se")
+    assert chosen["epoch"] == 2  # 0.936 >= 0.945 - 0.0100; 0.932 is not
+    assert choose_epoch(rows, 50, "one_se")[0]["epoch"] == 1  # smaller set, larger SE
+    assert choose_epoch(rows, 10**6, "one_se")[0]["epoch"] == 3  # no noise: the best
+    # two BP runs: the fewest epochs first, then the higher score, then the earlier row
+    runs = [_row(1, 0.90), _row(2, 0.93), _row(1, 0.92, lr=5e-5), _row(2, 0.91, lr=5e-5)]
+    chosen, _ = choose_epoch(runs, 100, "one_se")
+    assert (chosen["epoch"], chosen["learning_rate"]) == (1, 5e-5)
+    tied = [_row(1, 0.9), _row(1, 0.9, lr=5e-5)]
+    assert choose_epoch(tied, 100, "one_se")[0]["learning_rate"] == 2e-4
+
+
+def test_tune_selection_sets_the_chosen_config(tiny_bert_dir, monkeypatch):
+    import eft.tuning
+
+    curve = [_row(1, 0.80), _row(2, 0.82), _row(3, 0.79)]
+    monkeypatch.setattr(eft.tuning, "_tune_bp_run", lambda *args: iter(curve))
+    config = _config(tiny_bert_dir)
+    paper = tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config)
+    assert paper.best_config.bp_epochs == 2 and paper.best_config.n_hidden == 1000
+    assert paper.to_dict()["selection"] == "best"
+    fast = tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config, selection="one_se")
+    assert fast.best_config.bp_epochs == 1 and fast.best_config.n_hidden == 500
+    assert fast.best_score == 0.80 and fast.standard_error == pytest.approx(0.096, abs=1e-3)
+    assert fast.to_dict()["selection"] == "one_se"
+    with pytest.raises(InputError, match="selection"):
+        tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config, selection="fastest")
+
+
 def test_tune_command(tiny_bert_dir, tmp_path):
     rows = list(zip(TEXTS, LABELS, strict=True))
     train = _write_csv(tmp_path / "train.csv", rows)
@@ -196,16 +241,21 @@ def test_tune_command(tiny_bert_dir, tmp_path):
         "no,yes",
         "--device",
         "cpu",
+        "--selection",
+        "one_se",
         "--output",
         str(tmp_path / "t"),
         "--quiet",
     )
     assert result.returncode == 0, result.stderr
     assert "chosen: learning_rate=" in result.stdout
+    assert "one-standard-error rule" in result.stdout
     config = json.loads((tmp_path / "t" / "tuned_config.json").read_text())["config"]
     assert config["n_hidden"] in (8, 16) and config["C"] in (1.0, 10.0)
     assert config["learning_rate"] in (5e-4, 1e-3) and config["standardize"] in (False, True)
-    rows = json.loads((tmp_path / "t" / "tuning.json").read_text())["epochs"]
+    tuning = json.loads((tmp_path / "t" / "tuning.json").read_text())
+    assert tuning["selection"] == "one_se" and 0 < tuning["standard_error"] < 0.2  # n = 16
+    rows = tuning["epochs"]
     assert {r["learning_rate"] for r in rows} == {5e-4, 1e-3}
     assert {r["standardize"] for r in rows[0]["table"]} == {False, True}
     bad = run_eft(

@@ -154,6 +154,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="choose k, n_hidden, C first (eft tune; on validation weighted F1 when that is "
         "the metric, else accuracy)",
     )
+    parser.add_argument(
+        "--tune-selection",
+        choices=("best", "one_se"),
+        default="best",
+        help="with --tune: k with the best validation score (the paper), or the fewest epochs "
+        "within one standard error of it",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
@@ -289,6 +296,7 @@ def _plots(payload: dict[str, Any], stem: str, output_dir: Path) -> list[str]:
             best_score=tuning["best_score"],
             scoring=tuning["scoring"],
             epochs=tuning["epochs"],
+            selection=tuning.get("selection", "best"),
         )
         write_tuning(result, output_dir / f"{stem}_tuning")
         files.append(f"{stem}_tuning/tuning.png")
@@ -421,6 +429,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             list(validation.labels),
             EFTConfig(**base),
             scoring="weighted_f1" if metric == "weighted_f1" else "accuracy",
+            selection=args.tune_selection,
         )
         payload["tuning"] = {**tuned.to_dict(), "seconds": time.perf_counter() - start}
         k, n_hidden, C = (

@@ -273,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="feature standardisation to try: no,yes (cheap; default: --standardize)",
     )
     tune.add_argument("--scoring", choices=("accuracy", "weighted_f1"), default="accuracy")
+    tune.add_argument(
+        "--selection",
+        choices=("best", "one_se"),
+        default="best",
+        help="k with the best validation score (the paper), or the fewest BP epochs within "
+        "one standard error of the best (faster training, the same score within noise)",
+    )
     tune.add_argument("--output", required=True, help="folder for the tuning results")
     tune.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -669,6 +676,7 @@ def command_tune(args: argparse.Namespace) -> int:
         poolings=_comma_list(args.grid_pooling, str),
         activations=_comma_list(args.grid_activation, str),
         standardize=standardize,
+        selection=args.selection,
     )
     out = write_tuning(result, args.output)
     print(
@@ -684,6 +692,11 @@ def command_tune(args: argparse.Namespace) -> int:
             f"{params['C']:>8g} {100 * epoch['linear_head_accuracy']:>12.2f}"
         )
     best = result.best_config
+    if args.selection == "one_se":
+        print(
+            f"one-standard-error rule: the fewest epochs within "
+            f"{100 * result.standard_error:.2f} points of the best validation score"
+        )
     print(
         f"chosen: learning_rate={best.learning_rate:g} pooling={best.pooling} "
         f"bp_epochs={best.bp_epochs} activation={best.activation} "
