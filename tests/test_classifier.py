@@ -110,6 +110,21 @@ def test_feature_passes_are_deterministic_in_eval_mode(tiny_bert_dir):
     np.testing.assert_allclose(clf.features(TEXTS[:1])[0], first[0], rtol=1e-5, atol=1e-6)
 
 
+def test_bf16_on_cpu_is_opt_in_and_kept_after_loading(tiny_bert_dir, tmp_path):
+    default = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    assert default._autocast is None  # "auto" keeps float32 on CPU
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0, mixed_precision="bf16"))
+    clf.fit(TEXTS, LABELS)
+    assert clf._autocast is torch.bfloat16
+    fp32, bf16 = default.features(TEXTS), clf.features(TEXTS)
+    assert bf16.dtype == np.float32 and not np.array_equal(fp32, bf16)  # bf16 did run
+    assert np.linalg.norm(bf16 - fp32) / np.linalg.norm(fp32) < 0.02
+    clf.save_pretrained(tmp_path / "bf16")
+    loaded = EFTClassifier.from_pretrained(tmp_path / "bf16")
+    assert loaded._autocast is torch.bfloat16
+    np.testing.assert_array_equal(loaded.predict(TEXTS), clf.predict(TEXTS))
+
+
 def test_same_seed_same_model(tiny_bert_dir):
     a = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, seed=3)).fit(TEXTS, LABELS)
     b = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, seed=3)).fit(TEXTS, LABELS)

@@ -164,6 +164,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
+        "--mixed-precision",
+        choices=("auto", "no", "bf16", "fp16"),
+        default="auto",
+        help="every method's (auto: bf16 on a GPU that supports it; bf16 also on CPU)",
+    )
+    parser.add_argument(
         "--tag", help="results go to bench_<dataset>_<tag>.* (a variant beside the main run)"
     )
     parser.add_argument(
@@ -208,6 +214,7 @@ def _run(name: str, config: EFTConfig, train, validation, test, metric: str):
                 "C",
                 "elm_from_last_epoch",
                 "early_stopping_patience",
+                "mixed_precision",
             )
         },
         "predictions": predictions,
@@ -395,6 +402,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "max_length": args.max_length,
         "seed": args.seed,
         "device": args.device,
+        "mixed_precision": args.mixed_precision,
         "progress": not args.quiet,
     }
     if args.batch_size is not None:
