@@ -124,8 +124,13 @@ def main() -> int:
         "fine-tuning at another lr",
         "I-ELM head vs LogReg: speed (>= 10x), score (>= -0.5)",
     ]
+    body = rows()
+    other = headers.index("fine-tuning at another lr")
+    if all(row[other] == "-" for row in body):  # no run has one: drop the column
+        headers.pop(other)
+        body = [row[:other] + row[other + 1 :] for row in body]
     table = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    table += ["| " + " | ".join(row) + " |" for row in rows()]
+    table += ["| " + " | ".join(row) + " |" for row in body]
     text = (
         "# EFT against fine-tuning, every committed `eft bench` run\n\n"
         "Made by `python benchmarks/summary.py` from `benchmarks/results/bench_*.json` "
