@@ -34,14 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from _common import (  # noqa: E402
     data_root,
     load_average,
-    machine_info,
     machine_markdown,
     markdown_table,
     write_results,
 )
 
 from eft import EFTClassifier, EFTConfig, IELMClassifier  # noqa: E402
-from eft.benchmark import add_data_arguments, load_splits  # noqa: E402
+from eft.benchmark import add_data_arguments, load_splits, run_header  # noqa: E402
 from eft.ielm import sweep  # noqa: E402
 from eft.metrics import classification_scores  # noqa: E402
 
@@ -137,18 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = {"model": args.model, "max_length": args.max_length, "seed": args.seed}
     base["progress"] = False
     payload: dict[str, Any] = {
-        "dataset": args.dataset,
-        "model": args.model or "all-MiniLM-L6-v2 (embedded)",
-        "metric": metric,
-        "machine": machine_info(),
-        "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
-        "dataset_options": {
-            **options,
-            "max_train": args.max_train,
-            "max_validation": args.max_validation,
-            "max_test": args.max_test,
-            "max_length": args.max_length,
-        },
+        **run_header(args, args.dataset, metric, (train, validation, test), options),
         "grid": {"n_hidden": N_HIDDEN, "C": C_VALUES, "activation": ACTIVATIONS},
         "recipes": [],
     }

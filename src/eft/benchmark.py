@@ -389,6 +389,31 @@ def _splits_from_args(args: argparse.Namespace):
     return train, validation, test, {"files": [str(Path(f)) for f in files]}
 
 
+def run_header(
+    args: argparse.Namespace,
+    name: str,
+    metric: str,
+    splits: Sequence[datasets.Split],
+    dataset_options: dict[str, Any],
+) -> dict[str, Any]:
+    """The first fields of a results file: what was run on which data, on which machine."""
+    train, validation, test = splits
+    return {
+        "dataset": name,
+        "model": args.model or "all-MiniLM-L6-v2 (embedded)",
+        "metric": metric,
+        "machine": machine_info(),
+        "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
+        "dataset_options": {
+            **dataset_options,
+            "max_train": args.max_train,
+            "max_validation": args.max_validation,
+            "max_test": args.max_test,
+            "max_length": args.max_length,
+        },
+    }
+
+
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run every method of the module docstring; write and return the results."""
     from eft.tuning import tune
@@ -412,21 +437,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     baseline = dict(base)
     if args.baseline_learning_rate is not None:
         baseline["learning_rate"] = args.baseline_learning_rate
-    payload: dict[str, Any] = {
-        "dataset": title,
-        "model": args.model or "all-MiniLM-L6-v2 (embedded)",
-        "metric": metric,
-        "machine": machine_info(),
-        "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
-        "dataset_options": {
-            **dataset_options,
-            "max_train": args.max_train,
-            "max_validation": args.max_validation,
-            "max_test": args.max_test,
-            "max_length": args.max_length,
-        },
-        "methods": {},
-    }
+    payload = run_header(args, title, metric, (train, validation, test), dataset_options)
+    payload["methods"] = {}
     k, n_hidden, C = args.k, args.n_hidden, args.C
     if args.tune:
         start = time.perf_counter()
