@@ -858,7 +858,8 @@ def _autocast_dtype(accelerator, device: torch.device | None = None, precision: 
     "auto" is bf16 on a CUDA GPU that supports it and float32 elsewhere. An explicit "bf16"
     also applies on CPU: on a CPU with AVX512-BF16 it made the feature pass 1.8x faster
     (1,500 AG News texts, MiniLM-L6, features within 0.4 %), so it is worth opting into there;
-    on CPUs without native bf16 it is slower. fp16 autocast is for CUDA only.
+    CPUs without native bf16 emulate it and can be slower (not measured here). fp16 autocast
+    is for CUDA only.
     """
     if accelerator is not None:
         device, precision = accelerator.device, accelerator.mixed_precision

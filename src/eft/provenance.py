@@ -153,8 +153,8 @@ def machine_markdown(info: dict[str, Any]) -> str:
         f"- CPU: {info['cpu_model']}; {info['usable_cores']} usable of {info['logical_cores']} "
         f"logical cores; torch threads {info['torch_num_threads']}; RAM {info['ram_gib']} GiB"
         f"{gpu}",
-        f"- Load average (1, 5, 15 min) at start: {info['load_average_at_start']}, at end: "
-        f"{info.get('load_average_at_end')}",
+        f"- Load average (1, 5, 15 min) at start: {info['load_average_at_start']}"
+        + (f", at end: {info['load_average_at_end']}" if info.get("load_average_at_end") else ""),
         f"- Thread pools: {pools or 'unknown'}; thread env: {info['thread_env'] or 'none set'}",
         f"- Python {info['python']} on {info['platform']}",
         f"- Versions: {versions}",
