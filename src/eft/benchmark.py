@@ -77,14 +77,18 @@ def load_splits(
     ):
         options["test_fraction"] = 0.2  # the train split is not available: test 80/20
     data = datasets.load(dataset, data_dir=root, **options)
-    train, validation, test = data["train"], data["validation"], data["test"]
-    if max_train and max_train < len(train):
-        train = datasets.subsample(train, max_train, seed=0)
-    if max_validation and max_validation < len(validation):
-        validation = datasets.subsample(validation, max_validation, seed=0)
-    if max_test and max_test < len(test):
-        test = datasets.subsample(test, max_test, seed=0)
-    return train, validation, test, options
+    splits = data["train"], data["validation"], data["test"]
+    return (*_subsample(splits, (max_train, max_validation, max_test)), options)
+
+
+def _subsample(
+    splits: Sequence[datasets.Split], limits: Sequence[int | None]
+) -> tuple[datasets.Split, ...]:
+    """Each split cut to its limit (random rows, seed 0); a split within its limit is kept."""
+    return tuple(
+        datasets.subsample(split, limit, seed=0) if limit and limit < len(split) else split
+        for split, limit in zip(splits, limits, strict=True)
+    )
 
 
 def load_file_splits(
@@ -382,11 +386,7 @@ def _splits_from_args(args: argparse.Namespace):
         )
     splits = load_file_splits(*files, args.text_column, args.label_column)
     limits = (args.max_train, args.max_validation, args.max_test)
-    train, validation, test = (
-        datasets.subsample(split, limit, seed=0) if limit and limit < len(split) else split
-        for split, limit in zip(splits, limits, strict=True)
-    )
-    return train, validation, test, {"files": [str(Path(f)) for f in files]}
+    return (*_subsample(splits, limits), {"files": [str(Path(f)) for f in files]})
 
 
 def run_header(
