@@ -46,11 +46,12 @@ import numpy as np
 from eft import datasets
 from eft.atomic import atomic_file
 from eft.classifier import EFTClassifier
-from eft.config import EFTConfig
+from eft.config import MIXED_PRECISION, EFTConfig
 from eft.errors import InputError
 from eft.ielm import IELMClassifier
 from eft.metrics import classification_scores, paired_bootstrap
 from eft.provenance import load_average, machine_info, machine_markdown
+from eft.tuning import SELECTIONS, TuneResult, tune, write_tuning
 
 METRIC = {"meld": "weighted_f1", "iemocap": "weighted_f1", "ag_news": "error"}
 DEFAULT_OUTPUT_DIR = "benchmarks/results"
@@ -160,7 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tune-selection",
-        choices=("best", "one_se"),
+        choices=SELECTIONS,
         default="best",
         help="with --tune: k with the best validation score (the paper), or the fewest epochs "
         "within one standard error of it",
@@ -169,7 +170,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--mixed-precision",
-        choices=("auto", "no", "bf16", "fp16"),
+        choices=MIXED_PRECISION,
         default="auto",
         help="every method's (auto: bf16 on a GPU that supports it; bf16 also on CPU)",
     )
@@ -299,8 +300,6 @@ def _plots(payload: dict[str, Any], stem: str, output_dir: Path) -> list[str]:
     figure.savefig(output_dir / files[-1], dpi=120)
     plt.close(figure)
     if payload.get("tuning"):
-        from eft.tuning import TuneResult, write_tuning
-
         tuning = payload["tuning"]
         result = TuneResult(
             best_config=EFTConfig.from_dict(tuning["config"]),
@@ -416,8 +415,6 @@ def run_header(
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run every method of the module docstring; write and return the results."""
-    from eft.tuning import tune
-
     train, validation, test, dataset_options = _splits_from_args(args)
     title = args.name or args.dataset or Path(args.train).resolve().parent.name or "data"
     metric = args.metric or METRIC.get(args.dataset or "", "accuracy")

@@ -126,6 +126,7 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from eft import __version__
     from eft.config import EFTConfig
+    from eft.tuning import SELECTIONS
 
     defaults = EFTConfig()
     parser = argparse.ArgumentParser(
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--scoring", choices=("accuracy", "weighted_f1"), default="accuracy")
     tune.add_argument(
         "--selection",
-        choices=("best", "one_se"),
+        choices=SELECTIONS,
         default="best",
         help="k with the best validation score (the paper), or the fewest BP epochs within "
         "one standard error of the best (faster training, the same score within noise)",
