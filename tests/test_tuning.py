@@ -9,7 +9,7 @@ import pytest
 
 from eft import EFTClassifier, EFTConfig
 from eft.errors import InputError
-from eft.tuning import choose_epoch, tune, write_tuning
+from eft.tuning import choose_epoch, choose_head, tune, write_tuning
 from tests.test_classifier import LABELS, TEXTS, _config
 from tests.test_cli import _write_csv, run_eft
 
@@ -174,12 +174,21 @@ def test_tune_rejects_bad_grid_values_before_training(tiny_bert_dir, monkeypatch
 
 def _row(epoch: int, score: float, lr: float = 2e-4) -> dict:
     params = {"learning_rate": lr, "pooling": "cls", "activation": "leaky_relu"}
+    head = {"activation": "leaky_relu", "standardize": False, "C": 1.0}
+    # the best head at n_hidden 1000 * epoch; smaller heads 1 and 10 points worse
+    table = [
+        {**head, "n_hidden": 1000 * epoch, "accuracy": score},
+        {**head, "n_hidden": 100 * epoch, "accuracy": score - 0.1},
+        {**head, "n_hidden": 500 * epoch, "C": 10.0, "accuracy": score - 0.01},
+        {**head, "n_hidden": 500 * epoch, "accuracy": score - 0.01},
+    ]
     return {
         "learning_rate": lr,
         "pooling": "cls",
         "epoch": epoch,
         "best_score": score,
-        "best_params": {**params, "standardize": False, "n_hidden": 500 * epoch, "C": 1.0},
+        "best_params": {**params, "standardize": False, "n_hidden": 1000 * epoch, "C": 1.0},
+        "table": table,
     }
 
 
@@ -200,6 +209,18 @@ def test_one_standard_error_rule_takes_the_fewest_epochs_within_noise():
     assert choose_epoch(tied, 100, "one_se")[0]["learning_rate"] == 2e-4
 
 
+def test_choose_head_takes_the_smallest_n_hidden_that_reaches_the_threshold():
+    row = _row(2, 0.9)
+    score, params = choose_head(row, "accuracy", 0.9 - 0.015)
+    # n_hidden 1000 is 1 point worse than 2000 (within 1.5), 200 is 10 worse; the earlier C
+    assert (score, params["n_hidden"], params["C"]) == (0.89, 1000, 10.0)
+    assert params["learning_rate"] == 2e-4 and params["activation"] == "leaky_relu"
+    assert choose_head(row, "accuracy", 0.9 - 0.005)[1]["n_hidden"] == 2000  # only the best
+    assert choose_head(row, "accuracy", 0.0)[1]["n_hidden"] == 200
+    with pytest.raises(ValueError, match="No head"):
+        choose_head(row, "accuracy", 0.95)
+
+
 def test_tune_selection_sets_the_chosen_config(tiny_bert_dir, monkeypatch):
     import eft.tuning
 
@@ -207,11 +228,13 @@ def test_tune_selection_sets_the_chosen_config(tiny_bert_dir, monkeypatch):
     monkeypatch.setattr(eft.tuning, "_tune_bp_run", lambda *args: iter(curve))
     config = _config(tiny_bert_dir)
     paper = tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config)
-    assert paper.best_config.bp_epochs == 2 and paper.best_config.n_hidden == 1000
-    assert paper.to_dict()["selection"] == "best"
+    assert paper.best_config.bp_epochs == 2 and paper.best_config.n_hidden == 2000
+    assert paper.best_score == 0.82 and paper.to_dict()["selection"] == "best"
     fast = tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config, selection="one_se")
+    # SE 0.096 at n = 16: k = 1 (0.80 >= 0.82 - 0.096), then its smallest head within reach
+    assert fast.standard_error == pytest.approx(0.096, abs=1e-3)
     assert fast.best_config.bp_epochs == 1 and fast.best_config.n_hidden == 500
-    assert fast.best_score == 0.80 and fast.standard_error == pytest.approx(0.096, abs=1e-3)
+    assert fast.best_config.C == 10.0 and fast.best_score == pytest.approx(0.79)
     assert fast.to_dict()["selection"] == "one_se"
     with pytest.raises(InputError, match="selection"):
         tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config, selection="fastest")

@@ -163,8 +163,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tune-selection",
         choices=SELECTIONS,
         default="best",
-        help="with --tune: k with the best validation score (the paper), or the fewest epochs "
-        "within one standard error of it",
+        help="with --tune: k and head with the best validation score (the paper), or the "
+        "fewest epochs and then the smallest n_hidden within one standard error of it",
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

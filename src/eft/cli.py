@@ -279,8 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--selection",
         choices=SELECTIONS,
         default="best",
-        help="k with the best validation score (the paper), or the fewest BP epochs within "
-        "one standard error of the best (faster training, the same score within noise)",
+        help="k and head with the best validation score (the paper), or the fewest BP epochs "
+        "and then the smallest n_hidden within one standard error of the best (faster "
+        "training, the same score within noise)",
     )
     tune.add_argument("--output", required=True, help="folder for the tuning results")
     tune.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -696,7 +697,7 @@ def command_tune(args: argparse.Namespace) -> int:
     best = result.best_config
     if args.selection == "one_se":
         print(
-            f"one-standard-error rule: the fewest epochs within "
+            f"one-standard-error rule: the fewest epochs, then the smallest n_hidden, within "
             f"{100 * result.standard_error:.2f} points of the best validation score"
         )
     print(

@@ -12,13 +12,15 @@ tuned encoder exactly (same seed, same batches). (A constant rate, the simplest 
 that property, leaves the encoder unannealed: at the higher learning rate of EFT's BP stage
 it cost SST-2 about 2.6 points of validation accuracy at k = 1.)
 
-Choosing k: ``selection="best"`` (the paper's) takes the epoch with the best validation
-score. ``selection="one_se"`` takes the fewest epochs whose score is within one standard error
-of the best (the "one-standard-error rule" of Hastie, Tibshirani and Friedman, *Elements of
-Statistical Learning*, 7.10, as in glmnet's ``lambda.1se``): each BP epoch is most of EFT's
-training time, and on a validation set of a few hundred examples a gain below the standard
-error ``sqrt(s (1 - s) / n)`` (about 1 point at 90 % accuracy and n = 800) is noise. The
-binomial standard error is exact for accuracy and an approximation for weighted F1.
+Choosing k and the head: ``selection="best"`` (the paper's) takes the epoch and head with the
+best validation score. ``selection="one_se"`` takes the simplest model whose score is within
+one standard error of the best (the "one-standard-error rule" of Hastie, Tibshirani and
+Friedman, *Elements of Statistical Learning*, 7.10, as in glmnet's ``lambda.1se``): first the
+fewest epochs, then, at that k, the smallest ``n_hidden``. Each BP epoch is most of EFT's
+training time and the head's cost grows as ``n_hidden**2`` (statistics) and ``n_hidden**3``
+(solve), while on a validation set of a few hundred examples a gain below the standard error
+``sqrt(s (1 - s) / n)`` (about 1 point at 90 % accuracy and n = 800) is noise. The binomial
+standard error is exact for accuracy and an approximation for weighted F1.
 
 Optionally the tuner also explores what closes the gap at small k (the paper's "non-optimal"
 learning rate for the brief BP stage, the pooled feature, the head's activation and feature
@@ -112,8 +114,9 @@ def tune(
     one more fine-tuning run (each with its own search over k), the costly part. Head variants
     (``activations`` x ``standardize``) are cheap: one more sweep over the same features each.
     ``None`` keeps the value of ``config``. Ties keep the earlier candidate, in the order given.
-    ``selection`` picks k: ``"best"`` validation score (the paper) or ``"one_se"``, the fewest
-    epochs within one standard error of the best (see module notes).
+    ``selection`` picks k and the head: ``"best"`` validation score (the paper) or
+    ``"one_se"``, the fewest epochs and then the smallest ``n_hidden`` within one standard
+    error of the best (see module notes).
     """
     base = config or EFTConfig()
     if base.warmup_ratio:
@@ -148,8 +151,11 @@ def tune(
             texts, labels, eval_texts, eval_labels, recipe, heads, max_epochs, n_hidden, C, scoring
         )
     chosen_row, standard_error = choose_epoch(epochs, len(eval_texts), selection)
-    score = chosen_row["best_score"]
-    params = {**chosen_row["best_params"], "bp_epochs": chosen_row["epoch"]}
+    score, params = chosen_row["best_score"], chosen_row["best_params"]
+    if selection == "one_se":
+        top = max(r["best_score"] for r in epochs)
+        score, params = choose_head(chosen_row, scoring, top - standard_error)
+    params = {**params, "bp_epochs": chosen_row["epoch"]}
     chosen = EFTConfig.from_dict(
         {
             **base.to_dict(),
@@ -195,6 +201,23 @@ def choose_epoch(
     return max((r for r in close if r["epoch"] == fewest), key=lambda r: r["best_score"]), (
         standard_error
     )
+
+
+def choose_head(
+    row: dict[str, Any], scoring: str, threshold: float
+) -> tuple[float, dict[str, Any]]:
+    """The smallest head of a tuning row whose validation score reaches ``threshold``: the
+    fewest ``n_hidden`` (the Gram matrix and the solve grow as ``n_hidden**2`` and
+    ``n_hidden**3``), and at that size the best score (the earliest entry on ties). Returns
+    the score and the row's ``best_params`` with that head's activation, standardisation,
+    ``n_hidden`` and ``C``."""
+    close = [r for r in row["table"] if r[scoring] >= threshold]
+    if not close:
+        raise ValueError(f"No head reaches {threshold}; the best has {row['best_score']}.")
+    smallest = min(r["n_hidden"] for r in close)
+    head = max((r for r in close if r["n_hidden"] == smallest), key=lambda r: r[scoring])
+    fields = ("activation", "standardize", "n_hidden", "C")
+    return head[scoring], {**row["best_params"], **{f: head[f] for f in fields}}
 
 
 def _choices(values: Sequence[Any] | None, default: Any, name: str) -> list[Any]:
