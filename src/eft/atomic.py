@@ -1,6 +1,7 @@
 """Atomic writes: build a file or folder beside its target, then rename it into place.
 
 An interrupted save (Ctrl-C, a full disk, a crash) never leaves a target that looks complete.
+Also the JSON encoding every saved document shares (numpy and torch scalars and arrays).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -46,3 +48,19 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_text(target: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``target`` atomically; returns the target's path."""
+    with atomic_file(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(..., default=json_default)``: numpy and torch scalars and arrays."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in JSON")

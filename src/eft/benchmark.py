@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from eft import datasets
-from eft.atomic import atomic_file
+from eft.atomic import json_default, write_text
 from eft.classifier import EFTClassifier
 from eft.config import MIXED_PRECISION, EFTConfig
 from eft.errors import InputError
@@ -355,19 +355,9 @@ def write_report(output_dir: str | Path, stem: str, payload: dict[str, Any], mar
     """Write ``<stem>.json`` and ``<stem>.md`` atomically; returns both paths."""
     output_dir = Path(output_dir)
     paths = output_dir / f"{stem}.json", output_dir / f"{stem}.md"
-    texts = json.dumps(payload, indent=2, default=_json_default) + "\n", markdown.rstrip() + "\n"
-    for path, text in zip(paths, texts, strict=True):
-        with atomic_file(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+    write_text(paths[0], json.dumps(payload, indent=2, default=json_default) + "\n")
+    write_text(paths[1], markdown.rstrip() + "\n")
     return paths
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in JSON")
 
 
 def _splits_from_args(args: argparse.Namespace):

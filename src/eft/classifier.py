@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from eft.atomic import atomic_dir
+from eft.atomic import atomic_dir, json_default
 from eft.backprop import EncoderWithLinearHead, train_backprop
 from eft.config import EFTConfig
 from eft.encoder import (
@@ -597,7 +597,7 @@ class EFTClassifier:
                     staging / LINEAR_HEAD_FILE,
                 )
             (staging / CONFIG_FILE).write_text(
-                json.dumps(self._metadata(), indent=2, default=_json_default), encoding="utf-8"
+                json.dumps(self._metadata(), indent=2, default=json_default), encoding="utf-8"
             )
         return target
 
@@ -868,14 +868,6 @@ def _autocast_dtype(accelerator, device: torch.device | None = None, precision: 
     if device.type == "cuda":
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.bfloat16 if precision == "bf16" else None
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in JSON")
 
 
 def _check_output_dir(target: Path) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from eft.atomic import write_text
 from eft.errors import InputError
 
 EXIT_INPUT_ERROR = 2
@@ -529,13 +530,6 @@ def _load_evaluation_data(args: argparse.Namespace):
     )
 
 
-def _write_atomic(path: str, text: str) -> None:
-    from eft.atomic import atomic_file
-
-    with atomic_file(path) as staging:
-        staging.write_text(text, encoding="utf-8")
-
-
 def command_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -565,10 +559,10 @@ def command_evaluate(args: argparse.Namespace) -> int:
                 zip(texts, truth.tolist(), predicted.tolist(), strict=True)
             )
         )
-        _write_atomic(args.predictions, "\n".join(lines) + "\n")
+        write_text(args.predictions, "\n".join(lines) + "\n")
     if args.metrics:
         payload = {**scores, "examples": len(texts), "model": str(args.model_dir)}
-        _write_atomic(args.metrics, json.dumps(payload, indent=2) + "\n")
+        write_text(args.metrics, json.dumps(payload, indent=2) + "\n")
     return 0
 
 
@@ -597,7 +591,7 @@ def command_predict(args: argparse.Namespace) -> int:
         for t, label, p in zip(texts, labels, proba, strict=True)
     ]
     if args.output:
-        _write_atomic(args.output, "\n".join(lines) + "\n")
+        write_text(args.output, "\n".join(lines) + "\n")
     else:
         print("\n".join(lines))
     return 0

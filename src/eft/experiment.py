@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from eft.atomic import json_default, write_text
 from eft.classifier import EFTClassifier
 from eft.config import EFTConfig
 from eft.errors import InputError
@@ -203,8 +204,8 @@ def run_experiment(
         for run in row["runs"]:
             run.pop("predictions")
     if out:
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        (out / "table.md").write_text(format_tables(results), encoding="utf-8")
+        write_text(out / "results.json", json.dumps(results, indent=2, default=json_default) + "\n")
+        write_text(out / "table.md", format_tables(results))
     return results
 
 

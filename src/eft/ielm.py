@@ -56,7 +56,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from eft.atomic import atomic_file
+from eft.atomic import atomic_file, json_default
 
 __all__ = [
     "ACTIVATIONS",
@@ -934,7 +934,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         with atomic_file(path) as staging:
             save_file(
-                tensors, staging, metadata={"eft": json.dumps(metadata, default=_json_default)}
+                tensors, staging, metadata={"eft": json.dumps(metadata, default=json_default)}
             )
 
     @classmethod
@@ -993,12 +993,6 @@ class Activation(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return self.name
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot store {type(value).__name__} in JSON")
 
 
 def _all_reduce_sum(*tensors: torch.Tensor) -> None:

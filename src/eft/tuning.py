@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from eft.atomic import atomic_file
+from eft.atomic import atomic_file, json_default, write_text
 from eft.classifier import EFTClassifier, check_texts_and_labels
 from eft.config import EFTConfig
 from eft.errors import InputError
@@ -333,8 +333,7 @@ def write_tuning(result: TuneResult, output: str | Path) -> Path:
         "tuning.json": result.to_dict(),
     }
     for name, document in documents.items():
-        with atomic_file(out / name) as tmp:
-            tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        write_text(out / name, json.dumps(document, indent=2, default=json_default) + "\n")
     try:
         import matplotlib
 

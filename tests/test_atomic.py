@@ -1,0 +1,51 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from eft.atomic import atomic_dir, atomic_file, json_default, write_text
+
+
+def test_atomic_file_keeps_the_old_target_when_the_write_fails(tmp_path):
+    target = write_text(tmp_path / "out" / "report.json", "old\n")
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        tmp.write_text("half", encoding="utf-8")
+        raise RuntimeError("interrupted")
+    assert target.read_text(encoding="utf-8") == "old\n"
+    assert [p.name for p in target.parent.iterdir()] == ["report.json"]  # no temp file left
+    write_text(target, "new\n")
+    assert target.read_text(encoding="utf-8") == "new\n"
+
+
+def test_atomic_dir_replaces_the_whole_folder_or_nothing(tmp_path):
+    target = tmp_path / "model"
+    with atomic_dir(target) as staging:
+        (staging / "a.txt").write_text("1")
+    with pytest.raises(RuntimeError), atomic_dir(target) as staging:
+        (staging / "b.txt").write_text("2")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    with atomic_dir(target) as staging:
+        (staging / "b.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_json_default_stores_numpy_and_torch_values():
+    document = {
+        "np_int": np.int64(3),
+        "np_float": np.float32(0.5),
+        "array": np.arange(3),
+        "tensor_scalar": torch.tensor(2.5),
+        "tensor": torch.tensor([1, 2]),
+    }
+    assert json.loads(json.dumps(document, default=json_default)) == {
+        "np_int": 3,
+        "np_float": 0.5,
+        "array": [0, 1, 2],
+        "tensor_scalar": 2.5,
+        "tensor": [1, 2],
+    }
+    with pytest.raises(TypeError, match="set"):
+        json.dumps({"x": {1}}, default=json_default)
