@@ -134,7 +134,8 @@ def main() -> int:
     text = (
         "# EFT against fine-tuning, every committed `eft bench` run\n\n"
         "Made by `python benchmarks/summary.py` from `benchmarks/results/bench_*.json` "
-        "(one run per dataset on the 2-core CPU, embedded all-MiniLM-L6-v2, one seed; "
+        "(one row per run, named by dataset and tag, on the 2-core CPU, embedded "
+        "all-MiniLM-L6-v2, one seed; "
         "machine, versions, command and notes are in each file). Scores are test scores in "
         "the dataset's metric (for error, lower is better; the difference column is signed "
         "so that positive is better); p is the paired-bootstrap p-value of 'EFT is worse'.\n\n"
