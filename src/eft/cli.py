@@ -47,12 +47,14 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
     """EFTConfig options shared by `eft train` and `eft tune`."""
+    from eft.config import METHODS, MIXED_PRECISION, POOLINGS
+
     method = parser.add_argument_group("method")
     method.add_argument("--config", help="JSON file of EFTConfig fields (flags override it)")
     method.add_argument(
         "--model", help="local folder or hub id (default: embedded all-MiniLM-L6-v2)"
     )
-    method.add_argument("--method", choices=("eft", "bp"), help=f"default {defaults.method}")
+    method.add_argument("--method", choices=METHODS, help=f"default {defaults.method}")
     method.add_argument(
         "--bp-epochs",
         type=int,
@@ -70,9 +72,7 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
         "--max-length", type=int, help=f"tokens per text (default {defaults.max_length})"
     )
     method.add_argument("--warmup-ratio", type=float, help=f"default {defaults.warmup_ratio}")
-    method.add_argument(
-        "--pooling", choices=("cls", "mean", "cls_last4"), help=f"default {defaults.pooling}"
-    )
+    method.add_argument("--pooling", choices=POOLINGS, help=f"default {defaults.pooling}")
     method.add_argument(
         "--n-hidden", type=int, help=f"I-ELM hidden nodes (default {defaults.n_hidden})"
     )
@@ -109,7 +109,7 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
     method.add_argument("--device", help=f"cpu, cuda, cuda:N or auto (default {defaults.device})")
     method.add_argument(
         "--mixed-precision",
-        choices=("auto", "no", "bf16", "fp16"),
+        choices=MIXED_PRECISION,
         help=f"default {defaults.mixed_precision}: bf16 on a GPU that supports it; bf16 on a "
         "CPU with AVX512-BF16/AMX roughly halves the feature pass",
     )
