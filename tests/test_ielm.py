@@ -146,6 +146,38 @@ def test_fit_batches_equals_fit_and_discovers_classes():
     np.testing.assert_allclose(grown.lambda_.numpy(), full.lambda_.numpy(), atol=1e-10)
 
 
+def test_weighted_stream_equals_weighted_fit():
+    X, y = _data(n=600, d=16, flip=0.1)
+    w = np.random.default_rng(3).uniform(0, 2, size=len(y))
+    w[:100] = 0.0  # a whole batch of weight 0 is allowed in a stream
+    batches = list(
+        zip(np.array_split(X, 6), np.array_split(y, 6), np.array_split(w, 6), strict=True)
+    )
+    for n_iter in (1, 3):
+        full = IELMClassifier(n_hidden=32, n_iter=n_iter, random_state=0)
+        full.fit(X, y, sample_weight=w)
+        stream = IELMClassifier(n_hidden=32, n_iter=n_iter, random_state=0)
+        stream.fit_batches(batches, classes=[0, 1, 2])
+        np.testing.assert_allclose(stream.gamma_.numpy(), full.gamma_.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(stream.lambda_.numpy(), full.lambda_.numpy(), rtol=1e-10)
+        assert stream.n_iter_ == full.n_iter_
+        np.testing.assert_array_equal(stream.predict(X), full.predict(X))
+    # the weights change the head: unweighted statistics differ
+    plain = IELMClassifier(n_hidden=32, random_state=0).fit(X, y)
+    assert not np.allclose(plain.gamma_.numpy(), full.gamma_.numpy())
+    # and the one-pass sweep reads them too
+    result = sweep(batches, X, y, n_hidden=[32], C=[1.0], random_state=0)
+    np.testing.assert_allclose(
+        result.best_estimator.gamma_.numpy(),
+        IELMClassifier(n_hidden=32, random_state=0).fit(X, y, sample_weight=w).gamma_.numpy(),
+        rtol=1e-10,
+    )
+    with pytest.raises(ValueError, match=r"\(X, y\) or \(X, y, sample_weight\)"):
+        IELMClassifier(n_hidden=8).fit_batches([(X, y, w, w)], classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="non-negative"):
+        IELMClassifier(n_hidden=8).fit_batches([(X, y, -w)], classes=[0, 1, 2])
+
+
 def _reference_iterations(X, y, model_first, C, n_iter, n_classes):
     """Appendix B (Eq. 8-9) written out independently, with the stop rule of IELMClassifier."""
     H = _reference_hidden(model_first, X)

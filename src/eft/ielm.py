@@ -443,7 +443,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         return T, index
 
     def _sample_weights(
-        self, index: np.ndarray, sample_weight: Any, y: np.ndarray
+        self, index: np.ndarray, sample_weight: Any, y: np.ndarray, require_positive: bool = True
     ) -> torch.Tensor | None:
         weights = None
         if self.class_weight is not None and not self._multilabel:
@@ -461,7 +461,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                 )
             if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
                 raise ValueError("sample_weight must be finite and non-negative.")
-            if len(y) and not sample_weight.any():
+            if require_positive and len(y) and not sample_weight.any():
                 raise ValueError("Sample weights are all zero; at least one must be positive.")
             weights = sample_weight if weights is None else weights * sample_weight
         return None if weights is None else torch.from_numpy(np.asarray(weights, np.float64))
@@ -675,7 +675,8 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         classes: Any = None,
         all_reduce: bool = False,
     ) -> IELMClassifier:
-        """Fit from a stream of ``(X, y)`` batches, in memory bounded by one batch.
+        """Fit from a stream of ``(X, y)`` or ``(X, y, sample_weight)`` batches, in memory
+        bounded by one batch.
 
         ``batches`` is a re-iterable (list, DataLoader) or a function returning a fresh
         iterator; ``n_iter > 1`` makes one extra pass per iteration. ``classes`` lists every
@@ -708,7 +709,8 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                 delattr(self, attr)
         workspace = None
         self._finite_flag = None
-        for X, y in batches:
+        for batch in batches:
+            X, y, sample_weight = _unpack_batch(batch)
             first = not hasattr(self, "gamma_")
             Xt = self._check_X(X, reset=first, defer_finite=True)
             y = self._check_y(y)
@@ -725,7 +727,8 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                 self._grow_classes(y)
             T, index = self._targets(y)
             workspace = workspace or self._workspace()
-            self._accumulate(Xt, T, self._sample_weights(index, None, y), workspace)
+            w = self._sample_weights(index, sample_weight, y, require_positive=False)
+            self._accumulate(Xt, T, w, workspace)
         if not hasattr(self, "gamma_"):
             raise ValueError("fit_batches got no batches.")
         self._raise_if_non_finite()
@@ -748,11 +751,12 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
     def _encoded(
         self, batches: Iterable[tuple[Any, Any]]
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        for X, y in batches:
+        for batch in batches:
+            X, y, sample_weight = _unpack_batch(batch)
             Xt = self._check_X(X, reset=False)
             y = self._check_y(y)
             T, index = self._targets(y)
-            yield Xt, T, self._sample_weights(index, None, y)
+            yield Xt, T, self._sample_weights(index, sample_weight, y, require_positive=False)
 
     def _grow_classes(self, y: np.ndarray) -> None:
         """Add rows of Lambda for labels not seen before (their past targets were all 0)."""
@@ -1004,6 +1008,17 @@ def _all_reduce_sum(*tensors: torch.Tensor) -> None:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
+def _unpack_batch(batch: Any) -> tuple[Any, Any, Any]:
+    """A stream's batch: ``(X, y)`` or ``(X, y, sample_weight)``."""
+    if not isinstance(batch, tuple | list) or len(batch) not in (2, 3):
+        raise ValueError(
+            "Each batch of a stream must be a tuple (X, y) or (X, y, sample_weight), got "
+            f"{type(batch).__name__}"
+            + (f" of length {len(batch)}." if hasattr(batch, "__len__") else ".")
+        )
+    return batch[0], batch[1], batch[2] if len(batch) == 3 else None
+
+
 def _pass_factory(
     batches: Iterable[Any] | Callable[[], Iterable[Any]], n_iter: int
 ) -> Callable[[], Iterator[Any]]:
@@ -1058,6 +1073,9 @@ def sweep(
     all_reduce: bool = False,
 ) -> SweepResult:
     """Score every ``n_hidden`` x ``C`` on validation data from ONE pass over the training data.
+
+    ``train_batches`` yields ``(X, y)`` or ``(X, y, sample_weight)``, as for
+    :meth:`IELMClassifier.fit_batches`.
 
     Notes
     -----
