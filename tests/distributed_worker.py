@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--n-texts", type=int, default=len(TEXTS))
     parser.add_argument("--bp-epochs", type=int, default=0)
     parser.add_argument("--n-iter", type=int, default=1)
+    parser.add_argument("--fused-fraction", type=float, help="fused mode with this fraction")
     parser.add_argument("--stream", help="train with fit_stream on this file")
     parser.add_argument("--chunk-rows", type=int, default=10)
     args = parser.parse_args()
@@ -32,6 +33,8 @@ def main() -> None:
         batch_size=4,
         n_iter=args.n_iter,
         learning_rate=5e-4,
+        elm_from_last_epoch=args.fused_fraction is not None,
+        fused_fraction=args.fused_fraction or 1.0,
         device="cpu",
         progress=False,
     )

@@ -87,6 +87,52 @@ def test_fused_mode_skips_the_feature_pass(tiny_bert_dir):
     assert set(clf.predict(TEXTS)) <= {"neg", "pos"}
 
 
+def test_fused_fraction_passes_the_first_steps_samples_after_training(tiny_bert_dir):
+    """fused_fraction=0.5: the last epoch's last half of steps feeds the head; the samples of
+    its first half are passed through the final encoder, so every sample counts once."""
+    config = _config(tiny_bert_dir, bp_epochs=2, elm_from_last_epoch=True, fused_fraction=0.5)
+    clf = EFTClassifier(config).fit(TEXTS, LABELS)
+    assert clf.head_.n_samples_seen_ == len(TEXTS)
+    assert clf.timings_["feedforward"] > 0 and clf.timings_["elm"] > 0
+    # the same BP run fully fused: same encoder, but statistics from train-mode features only
+    full = EFTClassifier(_config(tiny_bert_dir, bp_epochs=2, elm_from_last_epoch=True))
+    full.fit(TEXTS, LABELS)
+    np.testing.assert_allclose(clf.features(TEXTS), full.features(TEXTS), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(clf.head_.gamma_.numpy(), full.head_.gamma_.numpy())
+    for bad in (0.0, 1.5, "half"):
+        with pytest.raises(InputError, match="fused_fraction must be in"):
+            _config(tiny_bert_dir, fused_fraction=bad)
+
+
+def test_train_backprop_sinks_the_last_steps_and_lists_the_others(tiny_bert_dir):
+    from accelerate import Accelerator
+
+    from eft.backprop import EncoderWithLinearHead, train_backprop
+    from eft.encoder import LengthGroupedBatchSampler, TextEncoder, load_backbone, tokenize
+
+    backbone, tokenizer, _ = load_backbone(str(tiny_bert_dir))
+    ids = tokenize(tokenizer, TEXTS, 16)
+    label_index = np.array([label == "pos" for label in LABELS], dtype=np.int64)
+    config = _config(tiny_bert_dir)  # batch_size 8: 8 steps per epoch
+    received: list[np.ndarray] = []
+    _, result = train_backprop(
+        EncoderWithLinearHead(TextEncoder(backbone, "cls"), 2),
+        ids,
+        label_index,
+        int(tokenizer.pad_token_id),
+        config,
+        Accelerator(cpu=True),
+        epochs=2,
+        feature_sink=lambda features, labels: received.append(labels.numpy()),
+        feature_sink_fraction=0.25,
+    )
+    last_epoch = LengthGroupedBatchSampler([len(s) for s in ids], 8, config.seed).batches(1)
+    assert len(received) == 2  # ceil(0.25 * 8) steps of the last epoch only
+    for batch, labels in zip(last_epoch[-2:], received, strict=True):
+        np.testing.assert_array_equal(label_index[batch], labels)
+    assert result.unfed_indices == [i for batch in last_epoch[:-2] for i in batch]
+
+
 def test_standard_fine_tuning_baseline(tiny_bert_dir, tmp_path):
     config = _config(tiny_bert_dir, method="bp", bp_epochs=3, early_stopping_patience=1)
     clf = EFTClassifier(config).fit(TEXTS, LABELS, TEXTS[:16], LABELS[:16])

@@ -66,6 +66,16 @@ def test_two_ranks_with_backprop_and_iterations_run(tiny_bert_dir, tmp_path):
     assert result["n_samples_seen"] >= 33 and len(result["predictions"]) == 33
 
 
+def test_two_ranks_in_fused_mode_with_a_feature_pass_see_every_text(tiny_bert_dir, tmp_path):
+    """fused_fraction 0.5 on 2 ranks: each rank passes the texts of its own first steps."""
+    args = ["--model", str(tiny_bert_dir), "--n-texts", "33", "--bp-epochs", "1"]
+    _run([*args, "--fused-fraction", "0.5", "--out", str(tmp_path / "ddp")], nproc=2)
+    result = json.loads((tmp_path / "ddp" / "result.json").read_text())
+    # 33 texts in batches of 4 per rank: Accelerate repeats a few to even out the last step
+    assert 33 <= result["n_samples_seen"] <= 33 + 4
+    assert result["timings"]["feedforward"] > 0
+
+
 def test_two_ranks_streaming_a_file_give_the_single_process_head(tiny_bert_dir, tmp_path):
     """fit_stream under torchrun: rows g % 2 per rank, chunks of 10 rows, 33 rows in all."""
     from tests.test_classifier import LABELS, TEXTS

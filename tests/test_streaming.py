@@ -176,6 +176,13 @@ def test_fit_stream_equals_fit(tiny_bert_dir, tmp_path):
     np.testing.assert_array_equal(chunked.predict(TEXTS), whole.predict(TEXTS))
 
 
+def test_fused_fraction_below_one_is_refused_for_a_stream(tiny_bert_dir, tmp_path):
+    path = _write_jsonl(tmp_path / "train.jsonl", TEXTS, LABELS)
+    config = _config(tiny_bert_dir, bp_epochs=1, elm_from_last_epoch=True, fused_fraction=0.5)
+    with pytest.raises(InputError, match="needs the training data in memory"):
+        EFTClassifier(config).fit_stream(path, chunk_rows=10)
+
+
 def test_fit_stream_holds_at_most_a_chunk_of_texts(tiny_bert_dir, monkeypatch):
     import eft.classifier
 

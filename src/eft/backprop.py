@@ -8,6 +8,7 @@ precision where the device supports it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class BPResult:
     epoch_seconds: list[float] = field(default_factory=list)
     evaluation_seconds: float = 0.0
     best_epoch: int | None = None
+    unfed_indices: list[int] = field(default_factory=list)
+    """Samples of the last epoch's batches before ``feature_sink_fraction`` (in-memory data)."""
 
     @property
     def seconds(self) -> float:
@@ -112,6 +115,7 @@ def train_backprop(
     epochs: int,
     class_weights: torch.Tensor | None = None,
     feature_sink: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    feature_sink_fraction: float = 1.0,
     evaluate: Callable[[nn.Module], float] | None = None,
     patience: int | None = None,
     checkpoint_dir: Path | None = None,
@@ -121,8 +125,10 @@ def train_backprop(
 ) -> tuple[nn.Module, BPResult]:
     """Fine-tune ``model`` for ``epochs`` epochs; returns the (unwrapped) model and a record.
 
-    ``feature_sink(features, label_index)`` receives the detached pooled features of every
-    batch of the LAST epoch (fused mode). ``evaluate(model) -> score`` runs after each epoch
+    ``feature_sink(features, label_index)`` receives the detached pooled features of the
+    batches of the LAST epoch (fused mode): of its last ``feature_sink_fraction`` of the steps;
+    the sample indices of the earlier steps end in ``result.unfed_indices`` (in-memory data
+    only, for a feature pass after training). ``evaluate(model) -> score`` runs after each epoch
     when given; with ``patience``, training stops after that many epochs without a better
     score and the best epoch's weights are restored (the baseline's early stopping).
 
@@ -184,15 +190,19 @@ def train_backprop(
                 {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
                 for batch in loader_of_epoch
             )
+        steps = len(loader) if source is None else len(source)
+        first_sink_step = steps - math.ceil(feature_sink_fraction * steps)
+        unfed: list[torch.Tensor] = []
         bar = tqdm(
             batches_of_epoch,
-            total=len(loader) if source is None else len(source),
+            total=steps,
             desc=f"BP epoch {epoch + 1}/{epochs}",
             disable=not show,
             leave=False,
         )
-        for batch in bar:
+        for step, batch in enumerate(bar):
             labels = batch.pop("labels")
+            index = batch.pop("index", None)
             with accelerator.autocast():
                 logits, features = model(batch["input_ids"], batch["attention_mask"])
                 loss = loss_fn(logits.float(), labels)
@@ -203,13 +213,20 @@ def train_backprop(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if last and feature_sink is not None:
-                feature_sink(features.detach().float(), labels)
+                if step >= first_sink_step:
+                    feature_sink(features.detach().float(), labels)
+                elif index is None:
+                    raise ValueError("feature_sink_fraction < 1 needs batches with an 'index'.")
+                else:
+                    unfed.append(index)
             total_loss += loss.detach().float()  # no host sync per step
             batches += 1
             if show and batches % 20 == 0:
                 bar.set_postfix(loss=f"{float(total_loss) / batches:.4f}", refresh=False)
         _synchronize(accelerator.device)
         result.epoch_seconds.append(time.perf_counter() - start)
+        if unfed:
+            result.unfed_indices = torch.cat(unfed).cpu().tolist()
         result.train_loss.append(float(total_loss) / max(1, batches))
         result.epochs_run = epoch + 1
         if evaluate is not None:

@@ -166,6 +166,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --tune: k and head with the best validation score (the paper), or the "
         "fewest epochs and then the smallest n_hidden within one standard error of it",
     )
+    parser.add_argument(
+        "--fused-fraction",
+        type=float,
+        default=EFTConfig.fused_fraction,
+        help="eft_fused's share of the last BP epoch that feeds the I-ELM; the earlier steps' "
+        f"samples get a feature pass (default {EFTConfig.fused_fraction:g}: no pass)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
@@ -218,6 +225,7 @@ def _run(name: str, config: EFTConfig, train, validation, test, metric: str):
                 "n_hidden",
                 "C",
                 "elm_from_last_epoch",
+                "fused_fraction",
                 "early_stopping_patience",
                 "mixed_precision",
             )
@@ -452,7 +460,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "bp": EFTConfig(**baseline, method="bp", **stopping),
         "eft": EFTConfig(**base, bp_epochs=k, n_hidden=n_hidden, C=C),
         "eft_fused": EFTConfig(
-            **base, bp_epochs=k, n_hidden=n_hidden, C=C, elm_from_last_epoch=True
+            **base,
+            bp_epochs=k,
+            n_hidden=n_hidden,
+            C=C,
+            elm_from_last_epoch=True,
+            fused_fraction=args.fused_fraction,
         ),
         "probe": EFTConfig(**base, bp_epochs=0, n_hidden=n_hidden, C=C),
     }

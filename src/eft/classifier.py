@@ -318,6 +318,12 @@ class EFTClassifier:
                 "Fused mode (elm_from_last_epoch) makes no separate feature pass, but n_iter > 1 "
                 "needs one per iteration; use n_iter=1 or turn fused mode off."
             )
+        if cfg.elm_from_last_epoch and cfg.fused_fraction < 1 and not data.cacheable:
+            raise InputError(
+                "fused_fraction < 1 passes the texts of the last epoch's first steps again, which "
+                "needs the training data in memory; with a streamed training set use "
+                "fused_fraction=1 (fully fused) or turn fused mode off."
+            )
         accelerator = _accelerator(cfg)
         device = accelerator.device
         from accelerate.utils import set_seed
@@ -357,6 +363,7 @@ class EFTClassifier:
             )
 
         linear = None
+        unfed: list[int] = []  # fused_fraction < 1: samples of the last epoch's first steps
         if cfg.bp_epochs > 0:
             bp_model = EncoderWithLinearHead(encoder, len(classes))
             sink = None
@@ -395,6 +402,7 @@ class EFTClassifier:
                     epochs=cfg.bp_epochs,
                     class_weights=weights,
                     feature_sink=sink,
+                    feature_sink_fraction=cfg.fused_fraction,
                     evaluate=evaluate,
                     patience=cfg.early_stopping_patience if cfg.method == "bp" else None,
                     checkpoint_dir=Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None,
@@ -407,6 +415,7 @@ class EFTClassifier:
                     resume_from=Path(resume_from) if resume_from else None,
                 )
             encoder, linear = bp_model.encoder, bp_model.classifier
+            unfed = bp_result.unfed_indices
             sink_check.finish()
             sink_seconds = sink_timer.seconds()
             timings["bp"] = bp_result.seconds - sink_seconds
@@ -423,6 +432,8 @@ class EFTClassifier:
 
         if cfg.method == "eft":
             if fused:
+                if unfed:
+                    self._feed_unfed(head, encoder, data, unfed, accelerator, timings, flops)
                 clock = time.perf_counter()
                 if accelerator.num_processes > 1:
                     head.all_reduce_statistics()
@@ -522,6 +533,49 @@ class EFTClassifier:
         feed_seconds = feed_timer.seconds()
         timings["feedforward"] += feed_seconds
         timings["elm"] += elapsed - feed_seconds
+
+    def _feed_unfed(
+        self,
+        head: IELMClassifier,
+        encoder: TextEncoder,
+        data: _TextsInMemory,
+        indices: list[int],
+        accelerator,
+        timings: dict[str, float],
+        flops: _FlopCounter,
+    ) -> None:
+        """Fused mode with ``fused_fraction < 1``: add the eval-mode features (final encoder)
+        of the samples this rank trained on before the fused steps to the head's statistics."""
+        cfg = self.config
+        device = accelerator.device
+        feed_timer, head_timer = _PhaseTimer(device), _PhaseTimer(device)
+        check = _FiniteCheck(device, cfg)
+        stream = data.feature_batches(
+            encoder,
+            cfg.eval_batch_size,
+            device,
+            self._autocast,
+            accelerator.process_index,
+            accelerator.num_processes,
+            progress=cfg.progress and accelerator.is_main_process,
+            indices=np.asarray(indices),
+        )
+        while True:
+            with feed_timer, flops.phase("feedforward"):
+                item = next(stream, None)
+            if item is None:
+                break
+            batch_labels, features = item
+            check(features)
+            with head_timer:
+                head.partial_fit(
+                    features,
+                    torch.as_tensor(batch_labels, device=device),
+                    check_input=not check.defer,
+                )
+        check.finish()
+        timings["feedforward"] += feed_timer.seconds()
+        timings["elm"] += head_timer.seconds()
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -695,10 +749,19 @@ class _TextsInMemory:
         return self.input_ids, self.label_index
 
     def feature_batches(
-        self, encoder, batch_size, device, autocast, rank: int, world_size: int, progress: bool
+        self,
+        encoder,
+        batch_size,
+        device,
+        autocast,
+        rank: int,
+        world_size: int,
+        progress: bool,
+        indices: np.ndarray | None = None,
     ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """``(label indices, features)`` of this rank's shard ``range(rank, N, world_size)``."""
-        shard = np.arange(len(self.input_ids))[rank::world_size]
+        """``(label indices, features)`` of this rank's shard ``range(rank, N, world_size)``,
+        or of the rows ``indices`` when given."""
+        shard = np.arange(len(self.input_ids))[rank::world_size] if indices is None else indices
         for rows, features in extract_features(
             encoder,
             self.input_ids,

@@ -101,6 +101,14 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
         help="fused mode: I-ELM statistics from the last BP epoch, no feature pass",
     )
     method.add_argument(
+        "--fused-fraction",
+        type=float,
+        help="with --fused: the share of the last epoch (its final steps) that feeds the "
+        "I-ELM; the earlier steps' texts get a feature pass (default "
+        f"{defaults.fused_fraction:g}: no pass; 0.5: half a pass, near the non-fused score "
+        "at k = 1)",
+    )
+    method.add_argument(
         "--early-stopping-patience",
         type=int,
         help="--method bp: epochs without improvement before stopping",
@@ -346,6 +354,7 @@ def _config_from_args(args: argparse.Namespace):
         "class_weight": "class_weight",
         "standardize": "standardize",
         "fused": "elm_from_last_epoch",
+        "fused_fraction": "fused_fraction",
         "early_stopping_patience": "early_stopping_patience",
         "seed": "seed",
         "device": "device",

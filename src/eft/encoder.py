@@ -264,19 +264,21 @@ class EncodedTexts(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def __getitem__(self, index: int) -> tuple[list[int], int]:
-        return self.input_ids[index], (-1 if self.labels is None else int(self.labels[index]))
+    def __getitem__(self, index: int) -> tuple[list[int], int, int]:
+        label = -1 if self.labels is None else int(self.labels[index])
+        return self.input_ids[index], label, index
 
 
 class Collator:
-    """DataLoader collate function: dynamic padding plus the label tensor."""
+    """DataLoader collate function: dynamic padding plus the label and sample-index tensors."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
-    def __call__(self, items: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
-        batch = pad_batch([ids for ids, _ in items], self.pad_id)
-        batch["labels"] = torch.tensor([label for _, label in items], dtype=torch.long)
+    def __call__(self, items: list[tuple[list[int], int, int]]) -> dict[str, torch.Tensor]:
+        batch = pad_batch([item[0] for item in items], self.pad_id)
+        batch["labels"] = torch.tensor([item[1] for item in items], dtype=torch.long)
+        batch["index"] = torch.tensor([item[2] for item in items], dtype=torch.long)
         return batch
 
 
