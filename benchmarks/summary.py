@@ -79,7 +79,10 @@ def rows() -> list[list[str]]:
         head_ok = head["speedup_ielm_over_logreg"] >= 10 and head_delta >= -0.5
         epoch = eft["phases"]["bp"] / max(hp["bp_epochs"], 1)  # one BP epoch of EFT's run
         stage = (eft["phases"]["feedforward"] + eft["phases"]["elm"]) / epoch
-        overhead = fused["phases"]["elm"] / (fused["phases"]["bp"] / max(hp["bp_epochs"], 1))
+        # beyond its BP epochs: the head, and the feature pass of fused_fraction < 1
+        fused_extra = fused["phases"]["elm"] + fused["phases"]["feedforward"]
+        overhead = fused_extra / (fused["phases"]["bp"] / max(hp["bp_epochs"], 1))
+        fraction = fused["hyper_parameters"].get("fused_fraction", 1.0)
         out.append(
             [
                 name,
@@ -92,7 +95,8 @@ def rows() -> list[list[str]]:
                 f"{eft['time_ratio_to_bp']:.3f} {_mark(eft['time_ratio_to_bp'] <= 0.30)} / "
                 f"{eft['time_ratio_to_bp_best']:.2f}",
                 f"{eft_quality} {_mark(eft_ok)}",
-                f"{fused['test_score']:.2f}",
+                f"{fused['test_score']:.2f}"
+                + (f" (fraction {fraction:g})" if fraction < 1 else ""),
                 f"{fused['time_ratio_to_bp']:.3f} {_mark(fused['time_ratio_to_bp'] <= 0.25)}",
                 f"{fused_quality} {_mark(fused_ok)}",
                 f"{stage:.3f} {_mark(stage <= 0.30)}",

@@ -123,7 +123,19 @@ def test_help_documents_every_option():
     assert result.returncode == 0
     for option in ("--bp-epochs", "--n-hidden", "--C", "--method", "--model", "--fused"):
         assert option in result.stdout
+    assert "--fused-fraction" in result.stdout
     assert "default" in result.stdout
+
+
+def test_train_options_become_the_configuration():
+    from eft.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--train", "t.csv", "--fused", "--fused-fraction", "0.5", "--n-hidden", "64"]
+    )
+    config = _config_from_args(args)
+    assert config.elm_from_last_epoch is True and config.fused_fraction == 0.5
+    assert config.n_hidden == 64 and config.bp_epochs == 1  # the rest keeps its defaults
 
 
 @pytest.mark.parametrize(
