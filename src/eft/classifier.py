@@ -501,23 +501,9 @@ class EFTClassifier:
             if cache:
                 yield from cache
                 return
-            stream = data.feature_batches(
-                encoder,
-                cfg.eval_batch_size,
-                device,
-                self._autocast,
-                accelerator.process_index,
-                accelerator.num_processes,
-                progress=cfg.progress and accelerator.is_main_process,
-            )
-            while True:
-                with feed_timer, flops.phase("feedforward"):
-                    item = next(stream, None)
-                if item is None:
-                    check.finish()  # before the head reads the statistics of a bad pass
-                    return
-                batch_labels, features = item
-                check(features)
+            for features, batch_labels in self._feature_pass(
+                data, encoder, accelerator, feed_timer, check, flops
+            ):
                 if cfg.feature_cache and cfg.n_iter > 1 and data.cacheable:  # further passes
                     cache.append((features, batch_labels))
                 yield features, batch_labels
@@ -546,36 +532,54 @@ class EFTClassifier:
     ) -> None:
         """Fused mode with ``fused_fraction < 1``: add the eval-mode features (final encoder)
         of the samples this rank trained on before the fused steps to the head's statistics."""
-        cfg = self.config
         device = accelerator.device
         feed_timer, head_timer = _PhaseTimer(device), _PhaseTimer(device)
-        check = _FiniteCheck(device, cfg)
-        stream = data.feature_batches(
-            encoder,
-            cfg.eval_batch_size,
-            device,
-            self._autocast,
-            accelerator.process_index,
-            accelerator.num_processes,
-            progress=cfg.progress and accelerator.is_main_process,
-            indices=np.asarray(indices),
-        )
-        while True:
-            with feed_timer, flops.phase("feedforward"):
-                item = next(stream, None)
-            if item is None:
-                break
-            batch_labels, features = item
-            check(features)
+        check = _FiniteCheck(device, self.config)
+        for features, batch_labels in self._feature_pass(
+            data, encoder, accelerator, feed_timer, check, flops, np.asarray(indices)
+        ):
             with head_timer:
                 head.partial_fit(
                     features,
                     torch.as_tensor(batch_labels, device=device),
                     check_input=not check.defer,
                 )
-        check.finish()
         timings["feedforward"] += feed_timer.seconds()
         timings["elm"] += head_timer.seconds()
+
+    def _feature_pass(
+        self,
+        data: _TextsInMemory | _TextStream,
+        encoder: TextEncoder,
+        accelerator,
+        timer: _PhaseTimer,
+        check: _FiniteCheck,
+        flops: _FlopCounter,
+        indices: np.ndarray | None = None,
+    ) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+        """``(features, label indices)`` in eval mode of this rank's share of the training
+        data (or of the rows ``indices``), timed as the feedforward phase; the non-finite check
+        is settled before the pass ends, so a bad pass raises before the head is solved."""
+        cfg = self.config
+        stream = data.feature_batches(
+            encoder,
+            cfg.eval_batch_size,
+            accelerator.device,
+            self._autocast,
+            accelerator.process_index,
+            accelerator.num_processes,
+            progress=cfg.progress and accelerator.is_main_process,
+            **({} if indices is None else {"indices": indices}),
+        )
+        while True:
+            with timer, flops.phase("feedforward"):
+                item = next(stream, None)
+            if item is None:
+                check.finish()
+                return
+            batch_labels, features = item
+            check(features)
+            yield features, batch_labels
 
     # -- inference ------------------------------------------------------------------------------
 

@@ -68,9 +68,9 @@ class EFTConfig:
     """Fused mode: the share of the last BP epoch, its final steps, whose forward passes feed
     the I-ELM statistics; the samples of its earlier steps, seen by a less trained encoder,
     are passed through the final encoder afterwards (eval mode), a pass over
-    ``1 - fused_fraction`` of the training set. 1.0 makes no feature pass. At k = 1 on five
-    datasets, 1.0 scored 0.2-1.7 points below the non-fused head and 0.5 within 0.75 of it
-    (mean -0.17; benchmarks/results/fused_k1_*.md). In-memory training data only."""
+    ``1 - fused_fraction`` of the training set. 1.0 makes no feature pass. At k = 1 (five
+    datasets, two seeds), 1.0 scored 0.73 points below the non-fused head on average and
+    0.5 0.28 below (benchmarks/results/fused_k1_summary.md). In-memory training data only."""
     feature_cache: bool = False
     """Keep the training features in memory (only used by n_iter > 1, which re-reads them)."""
     early_stopping_patience: int | None = None
