@@ -101,7 +101,9 @@ def test_fused_fraction_passes_the_first_steps_samples_after_training(tiny_bert_
     assert not np.allclose(clf.head_.gamma_.numpy(), full.head_.gamma_.numpy())
     for bad in (0.0, 1.5, "half"):
         with pytest.raises(InputError, match="fused_fraction must be in"):
-            _config(tiny_bert_dir, fused_fraction=bad)
+            _config(tiny_bert_dir, elm_from_last_epoch=True, fused_fraction=bad)
+    with pytest.raises(InputError, match="fused_fraction applies to fused mode only"):
+        _config(tiny_bert_dir, fused_fraction=0.5)
 
 
 def test_train_backprop_sinks_the_last_steps_and_lists_the_others(tiny_bert_dir):

@@ -126,6 +126,11 @@ class EFTConfig:
                 f"fused_fraction must be in (0, 1], got {self.fused_fraction!r}",
             ),
             (
+                self.elm_from_last_epoch or self.fused_fraction == 1,
+                "fused_fraction applies to fused mode only: set elm_from_last_epoch=True "
+                "(--fused) or leave fused_fraction at 1",
+            ),
+            (
                 not (self.elm_from_last_epoch and self.bp_epochs == 0),
                 "elm_from_last_epoch (fused mode) needs bp_epochs >= 1",
             ),
