@@ -69,8 +69,8 @@ class EFTConfig:
     the I-ELM statistics; the samples of its earlier steps, seen by a less trained encoder,
     are passed through the final encoder afterwards (eval mode), a pass over
     ``1 - fused_fraction`` of the training set. 1.0 makes no feature pass. At k = 1 (five
-    datasets, two seeds), 1.0 scored 0.73 points below the non-fused head on average and
-    0.5 0.28 below (benchmarks/results/fused_k1_summary.md). In-memory training data only."""
+    datasets, three seeds), 1.0 scored 0.57 points below the non-fused head on average and
+    0.5 0.18 below (benchmarks/results/fused_k1_summary.md). In-memory training data only."""
     feature_cache: bool = False
     """Keep the training features in memory (only used by n_iter > 1, which re-reads them)."""
     early_stopping_patience: int | None = None
