@@ -23,7 +23,11 @@ What is measured
 
         ideal_seconds = 2 N d nh / gemm32_flops_per_s + 2 N nh^2 / gemm64_flops_per_s
 
-    and ``ratio = fit_seconds / ideal_seconds`` (goal <= 1.5). Peak memory: the stream runs in
+    and ``ratio = fit_seconds / ideal_seconds`` (goal <= 1.5). The ideal counts the full
+    product ``H^T H``; :func:`eft.ielm.add_gram` computes only its block lower triangle (5/8 of
+    those flops), so the ratio can fall below 1. The same stream runs once more with one full
+    product per update (the head before ``add_gram``), side by side, for the speed-up.
+    Peak memory: the stream runs in
     a fresh subprocess (``--child-stream N``) for N = 50,000 and N = 200,000, each reporting its
     peak RSS (``VmHWM``, before the fit and overall); the goal is a peak independent of N.
 (b) Real features. Frozen all-MiniLM-L6-v2 sentence embeddings (mean pooling over the attention
@@ -184,7 +188,15 @@ def gemm_speed(m: int, k: int, n: int, dtype: torch.dtype, repeats: int) -> dict
 
 
 def stream_child(rows: int, sizes: Sizes) -> dict[str, Any]:
-    """The streaming fit, run inside a fresh process (``--child-stream``); returns its record."""
+    """The streaming fit, run inside a fresh process (``--child-stream``); returns its record.
+
+    With ``PLAIN_GRAM_ENV`` set, ``Gamma`` is updated by one full product per batch instead of
+    :func:`eft.ielm.add_gram`'s block lower triangle (the update before it existed).
+    """
+    if os.environ.get(PLAIN_GRAM_VARIABLE):
+        import eft.ielm
+
+        eft.ielm._GRAM_BLOCKS_MIN_HIDDEN = sys.maxsize
     stream = SyntheticStream(sizes.stream_features, sizes.stream_classes)
     classes = np.arange(sizes.stream_classes)
     X_test, y_test = stream.batch(10**6, sizes.batch_size)  # held out: never streamed
@@ -228,6 +240,8 @@ def stream_child(rows: int, sizes: Sizes) -> dict[str, Any]:
 # the head's per-batch buffers (32-64 MiB) come from a fragmenting heap: peak RSS then drifts by
 # +-15% from run to run, whatever N. A fixed threshold shows the head's own working set.
 FIXED_MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+PLAIN_GRAM_VARIABLE = "EFT_BENCH_PLAIN_GRAM"
+PLAIN_GRAM_ENV = {PLAIN_GRAM_VARIABLE: "1"}
 
 
 def run_child(rows: int, quick: bool, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -264,9 +278,10 @@ def part_a(sizes: Sizes, quick: bool) -> dict[str, Any]:
     large = run_child(sizes.stream_rows, quick)  # its times are the reported ones
     fixed_small = run_child(sizes.stream_rows_small, quick, FIXED_MMAP_ENV)
     fixed_large = run_child(sizes.stream_rows, quick, FIXED_MMAP_ENV)
+    plain = run_child(sizes.stream_rows, quick, PLAIN_GRAM_ENV)
     n = large["n_samples_seen"]
     flops_proj = 2.0 * n * d * nh
-    flops_gamma = 2.0 * n * nh * nh
+    flops_gamma = 2.0 * n * nh * nh  # the ideal counts the full product H^T H
     ideal_best = flops_proj / (gemm32["best_gflops"] * 1e9) + flops_gamma / (
         gemm64["best_gflops"] * 1e9
     )
@@ -305,6 +320,14 @@ def part_a(sizes: Sizes, quick: bool) -> dict[str, Any]:
         / 1e9,
         "goal_ratio": 1.5,
         "heldout_accuracy": large["heldout_accuracy"],
+        # side by side: the same stream with one full product per Gamma update
+        "plain_gram": {
+            "fit_seconds": plain["fit_seconds"],
+            "statistics_seconds": plain["statistics_seconds"],
+            "ratio": plain["fit_seconds"] / ideal_best,
+            "heldout_accuracy": plain["heldout_accuracy"],
+        },
+        "speedup_blocked_over_plain_gram": plain["fit_seconds"] / large["fit_seconds"],
         "memory": {
             "default_allocator": memory_pair(small, large),
             "fixed_mmap_threshold": memory_pair(fixed_small, fixed_large),
@@ -559,6 +582,21 @@ def part_c(sizes: Sizes) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
+def _plain_gram_rows(a: dict[str, Any]) -> list[list[Any]]:
+    """The side-by-side run with one full product per Gamma update (absent in older runs)."""
+    if "plain_gram" not in a:
+        return []
+    plain = a["plain_gram"]
+    return [
+        ["same stream, Gamma by one full product per batch: fit seconds", plain["fit_seconds"]],
+        ["  its ratio fit / ideal", plain["ratio"]],
+        [
+            "**speed-up of the block-triangular update** (add_gram)",
+            a["speedup_blocked_over_plain_gram"],
+        ],
+    ]
+
+
 def markdown_report(payload: dict[str, Any]) -> str:
     out = ["# I-ELM head benchmark (`benchmarks/bench_ielm.py`)", ""]
     if payload["quick"]:
@@ -608,6 +646,7 @@ def markdown_report(payload: dict[str, Any]) -> str:
                         a["random_layer_draw_seconds"]["best"],
                     ],
                     ["held-out accuracy (4,096 fresh rows)", a["heldout_accuracy"]],
+                    *_plain_gram_rows(a),
                 ],
             ),
             "",
@@ -752,6 +791,15 @@ def summary_lines(payload: dict[str, Any]) -> list[str]:
             f"[GEMM f32 {a['gemm_float32']['best_gflops']:.0f}, f64 "
             f"{a['gemm_float64']['best_gflops']:.0f} GFLOP/s]; generation "
             f"{a['generate_seconds_excluded']:.2f}s excluded",
+            *(
+                [
+                    f"    Gamma by one full product per batch: fit "
+                    f"{a['plain_gram']['fit_seconds']:.2f}s; block-triangular update "
+                    f"{a['speedup_blocked_over_plain_gram']:.2f}x faster"
+                ]
+                if "plain_gram" in a
+                else []
+            ),
             f"    first call {a['first_call_seconds']:.2f}s (random layer draw alone "
             f"{a['random_layer_draw_seconds']['best']:.2f}s), median call "
             f"{a['median_call_seconds']:.2f}s",

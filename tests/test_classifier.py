@@ -106,6 +106,38 @@ def test_fused_fraction_passes_the_first_steps_samples_after_training(tiny_bert_
         _config(tiny_bert_dir, fused_fraction=0.5)
 
 
+def test_head_feeder_joins_batches_and_copies_views(monkeypatch):
+    """Fused mode's sink and partial pass add to the head in chunks of its batch_size rows,
+    from copies: a pooled feature may be a view of a buffer that changes afterwards."""
+    from eft.classifier import _HeadFeeder
+    from eft.ielm import IELMClassifier
+
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.standard_normal((130, 6)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 3, 130))
+    head = IELMClassifier(n_hidden=16, batch_size=50, random_state=0)
+    sizes: list[int] = []
+    partial_fit = IELMClassifier.partial_fit
+
+    def recording(self, features, labels, **kwargs):
+        sizes.append(len(features))
+        return partial_fit(self, features, labels, **kwargs)
+
+    monkeypatch.setattr(IELMClassifier, "partial_fit", recording)
+    feeder = _HeadFeeder(head, 3, check_input=True)
+    for start in range(0, 130, 20):
+        hidden = torch.zeros(20, 2, 6)  # a batch's "hidden states"; the feature is a view
+        rows = X[start : start + 20]
+        hidden[: len(rows), 0] = rows
+        feeder.add(hidden[: len(rows), 0], y[start : start + 20])
+        hidden.fill_(float("nan"))  # the buffer is reused by the next step
+    feeder.flush()
+    assert sizes == [60, 60, 10]
+    whole = IELMClassifier(n_hidden=16, random_state=0).fit(X.numpy(), y.numpy())
+    np.testing.assert_allclose(head.gamma_.numpy(), whole.gamma_.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(head.lambda_.numpy(), whole.lambda_.numpy(), rtol=1e-10)
+
+
 def test_train_backprop_sinks_the_last_steps_and_lists_the_others(tiny_bert_dir):
     from accelerate import Accelerator
 

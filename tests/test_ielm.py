@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -12,6 +13,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from eft.ielm import (
     IELMClassifier,
+    add_gram,
     hidden_layer,
     random_hidden_layer,
     solve_output_weights,
@@ -144,6 +146,44 @@ def test_fit_batches_equals_fit_and_discovers_classes():
     late = list(zip(np.array_split(X[order], 6), np.array_split(labels[order], 6), strict=True))
     grown = IELMClassifier(n_hidden=32, random_state=0).fit_batches(late)
     np.testing.assert_allclose(grown.lambda_.numpy(), full.lambda_.numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("n_hidden", [40, 256, 301, 1000])  # plain product, then 4 blocks
+def test_add_gram_adds_the_full_symmetric_product(n_hidden):
+    rng = np.random.default_rng(n_hidden)
+    start = rng.standard_normal((n_hidden, n_hidden))
+    start = start + start.T
+    H = rng.standard_normal((130, n_hidden))
+    gamma = torch.from_numpy(start.copy())
+    add_gram(gamma, torch.from_numpy(H))
+    add_gram(gamma, torch.from_numpy(H[:5]))  # few rows: one product
+    expected = start + H.T @ H + H[:5].T @ H[:5]
+    np.testing.assert_allclose(gamma.numpy(), expected, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(gamma.numpy(), gamma.numpy().T, rtol=1e-12, atol=1e-10)
+
+
+def test_small_stream_batches_are_joined_without_changing_the_head():
+    """fit_batches joins batches into chunks of batch_size rows: across chunk borders, with
+    weights on some batches only (the others count 1) and a class first seen mid-chunk."""
+    X, y = _data(n=500, d=16)
+    order = np.argsort(y, kind="stable")  # class 2 first appears in a late batch
+    X, y = X[order], y[order]
+    w = np.random.default_rng(1).uniform(0.5, 2, size=len(y))
+    sizes = [7, 50, 1, 90, 33, 64, 64, 100, 91]
+    edges = np.cumsum([0, *sizes])
+    batches, weights = [], np.ones(len(y))
+    for i, (a, b) in enumerate(itertools.pairwise(edges)):
+        if i % 3 == 1:
+            batches.append((X[a:b], y[a:b], w[a:b]))
+            weights[a:b] = w[a:b]
+        else:
+            batches.append((X[a:b], y[a:b]))
+    full = IELMClassifier(n_hidden=300, random_state=0).fit(X, y, sample_weight=weights)
+    stream = IELMClassifier(n_hidden=300, batch_size=150, random_state=0).fit_batches(batches)
+    assert stream.n_samples_seen_ == len(y)
+    np.testing.assert_allclose(stream.gamma_.numpy(), full.gamma_.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(stream.lambda_.numpy(), full.lambda_.numpy(), rtol=1e-10)
+    np.testing.assert_array_equal(stream.predict(X), full.predict(X))
 
 
 def test_weighted_stream_equals_weighted_fit():

@@ -164,6 +164,35 @@ class _FiniteCheck:
             _raise_non_finite("some", self.config)
 
 
+class _HeadFeeder:
+    """Adds ``(features, label indices)`` batches to an I-ELM head by ``partial_fit``, joined
+    into chunks of ``head.batch_size`` rows: one rank-32 update reads and writes all of Gamma,
+    so per-step updates of a large head are memory-bound (nh 4000: 2.6 s against 1.9 s for
+    4,907 rows on this CPU). Call :meth:`flush` after the last batch."""
+
+    def __init__(self, head: IELMClassifier, n_classes: int, check_input: bool) -> None:
+        self.head, self.n_classes, self.check_input = head, n_classes, check_input
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.rows = 0
+
+    def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        # a copy: pooled features may be a view that keeps a whole batch's hidden states alive
+        self.pending.append((features.clone(), labels))
+        self.rows += features.shape[0]
+        if self.rows >= self.head.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        features = torch.cat([f for f, _ in self.pending])
+        labels = torch.cat([y for _, y in self.pending])
+        self.pending, self.rows = [], 0
+        self.head.partial_fit(
+            features, labels, classes=np.arange(self.n_classes), check_input=self.check_input
+        )
+
+
 class _FlopCounter:
     """FLOPs per phase with torch's FlopCounterMode, or nothing when disabled (Table 7)."""
 
@@ -366,18 +395,14 @@ class EFTClassifier:
         unfed: list[int] = []  # fused_fraction < 1: samples of the last epoch's first steps
         if cfg.bp_epochs > 0:
             bp_model = EncoderWithLinearHead(encoder, len(classes))
-            sink = None
+            sink = feeder = None
             if fused:
+                feeder = _HeadFeeder(head, len(classes), check_input=not sink_check.defer)
 
                 def sink(features: torch.Tensor, batch_labels: torch.Tensor) -> None:
                     sink_check(features)
                     with sink_timer:
-                        head.partial_fit(
-                            features,
-                            batch_labels,
-                            classes=np.arange(len(classes)),
-                            check_input=not sink_check.defer,
-                        )
+                        feeder.add(features, batch_labels)
 
             evaluate = None
             if eval_ids is not None:
@@ -416,6 +441,9 @@ class EFTClassifier:
                 )
             encoder, linear = bp_model.encoder, bp_model.classifier
             unfed = bp_result.unfed_indices
+            if feeder is not None:
+                with sink_timer:
+                    feeder.flush()
             sink_check.finish()
             sink_seconds = sink_timer.seconds()
             timings["bp"] = bp_result.seconds - sink_seconds
@@ -535,15 +563,14 @@ class EFTClassifier:
         device = accelerator.device
         feed_timer, head_timer = _PhaseTimer(device), _PhaseTimer(device)
         check = _FiniteCheck(device, self.config)
+        feeder = _HeadFeeder(head, len(self.classes_), check_input=not check.defer)
         for features, batch_labels in self._feature_pass(
             data, encoder, accelerator, feed_timer, check, flops, np.asarray(indices)
         ):
             with head_timer:
-                head.partial_fit(
-                    features,
-                    torch.as_tensor(batch_labels, device=device),
-                    check_input=not check.defer,
-                )
+                feeder.add(features, torch.as_tensor(batch_labels, device=device))
+        with head_timer:
+            feeder.flush()
         timings["feedforward"] += feed_timer.seconds()
         timings["elm"] += head_timer.seconds()
 
