@@ -44,6 +44,13 @@ What is measured
     ratio < 2). The sweep's extra cost is about fixed (8 Cholesky factorisations at n_hidden 3000)
     while the pass grows with N, so the small ``--quick`` size gives a larger ratio.
 
+(d) Gamma updates. ``eft.ielm.add_gram`` (block lower triangle of ``H^T H`` plus copies)
+    against one ``addmm`` of the full product, on random float64 ``H`` of 32-4,096 rows and
+    nh 500-4000 (best of 5 repeats each, interleaved). Then a stream of 32-row batches, as fused
+    mode's training steps give it, of 4,907 x 384 features (the size of TREC's training split)
+    into nh 4000: ``partial_fit`` per batch against ``fit_batches`` (which joins the batches
+    into chunks of ``batch_size`` rows), best of 3 each.
+
 ``--quick`` runs small sizes (N = 20,000 in (a), with 5,000 for the memory comparison; the first
 1,000 train and test rows in (b); 5,000 rows in (c)) for development.
 """
@@ -99,6 +106,10 @@ class Sizes:
     sweep_val_rows: int = 2_000
     sweep_features: int = 384
     sweep_repeats: int = 3
+    gram_hidden: tuple[int, ...] = (500, 1000, 4000)
+    gram_rows: tuple[int, ...] = (32, 128, 1024, 4096)
+    small_batch_rows: int = 4907
+    small_batch_hidden: int = 4000
 
 
 QUICK = Sizes(
@@ -108,6 +119,10 @@ QUICK = Sizes(
     text_limit=1_000,
     sweep_rows=5_000,
     sweep_repeats=2,
+    gram_hidden=(500, 1000),
+    gram_rows=(32, 1024),
+    small_batch_rows=1_000,
+    small_batch_hidden=1000,
 )
 
 
@@ -531,6 +546,88 @@ def part_b(sizes: Sizes) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
+# (d) Gamma updates: block lower triangle against one product; joined small batches
+# ----------------------------------------------------------------------------------------------
+
+
+def _gram_update_seconds(
+    gamma: torch.Tensor, H: torch.Tensor, blocked: bool, repeats: int
+) -> float:
+    from eft.ielm import add_gram
+
+    clock = time.perf_counter()
+    for _ in range(repeats):
+        if blocked:
+            add_gram(gamma, H)
+        else:
+            gamma.addmm_(H.T, H)
+    return (time.perf_counter() - clock) / repeats
+
+
+def part_d(sizes: Sizes) -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(SEED)
+    updates = []
+    for n_hidden in sizes.gram_hidden:
+        gamma = torch.zeros(n_hidden, n_hidden, dtype=torch.float64)
+        for rows in sizes.gram_rows:
+            H = torch.rand(rows, n_hidden, generator=generator, dtype=torch.float64)
+            repeats = max(3, min(200, int(2e9 / (rows * n_hidden**2))))
+            best = {"addmm": float("inf"), "add_gram": float("inf")}
+            for _ in range(5):  # interleaved, so that load drifts hit both alike
+                for name in best:
+                    seconds = _gram_update_seconds(gamma, H, name == "add_gram", repeats)
+                    best[name] = min(best[name], seconds)
+            updates.append(
+                {
+                    "n_hidden": n_hidden,
+                    "rows": rows,
+                    "addmm_seconds": best["addmm"],
+                    "add_gram_seconds": best["add_gram"],
+                    "speedup": best["addmm"] / best["add_gram"],
+                }
+            )
+    stream = SyntheticStream(384, 6, seed=SEED + 2)
+    X, y = stream.block(0, sizes.small_batch_rows, sizes.batch_size)
+    batches = [(X[i : i + 32], y[i : i + 32]) for i in range(0, len(y), 32)]
+    classes = np.arange(6)
+
+    def per_batch() -> IELMClassifier:
+        head = IELMClassifier(n_hidden=sizes.small_batch_hidden, random_state=SEED)
+        for Xb, yb in batches:
+            head.partial_fit(Xb, yb, classes=classes)
+        head._ensure_solved()
+        return head
+
+    def joined() -> IELMClassifier:
+        head = IELMClassifier(n_hidden=sizes.small_batch_hidden, random_state=SEED)
+        return head.fit_batches(batches, classes=classes)
+
+    times: dict[str, list[float]] = {"partial_fit per batch": [], "fit_batches (joined)": []}
+    heads = {}
+    for _ in range(3):
+        for name, fit in (("partial_fit per batch", per_batch), ("fit_batches (joined)", joined)):
+            clock = time.perf_counter()
+            heads[name] = fit()
+            times[name].append(time.perf_counter() - clock)
+    gap = float(
+        (heads["partial_fit per batch"].gamma_ - heads["fit_batches (joined)"].gamma_).abs().max()
+    )
+    return {
+        "updates": updates,
+        "small_batches": {
+            "rows": len(y),
+            "batch_rows": 32,
+            "n_features": X.shape[1],
+            "n_hidden": sizes.small_batch_hidden,
+            "seconds": {name: min(t) for name, t in times.items()},
+            "seconds_all": times,
+            "speedup": min(times["partial_fit per batch"]) / min(times["fit_batches (joined)"]),
+            "max_abs_gamma_difference": gap,
+        },
+    }
+
+
+# ----------------------------------------------------------------------------------------------
 # (c) One-pass sweep against one plain fit
 # ----------------------------------------------------------------------------------------------
 
@@ -771,6 +868,35 @@ def markdown_report(payload: dict[str, Any]) -> str:
             f"{c['fit_val_accuracy']:.4f}.",
             "",
         ]
+    d = payload.get("d")
+    if d:
+        small = d["small_batches"]
+        out += [
+            "## (d) Gamma updates: block lower triangle (`add_gram`) against one product",
+            "",
+            "`gamma += H^T H` on random float64 `H`, best of 5 interleaved repeats:",
+            "",
+            markdown_table(
+                ["n_hidden", "rows", "addmm s", "add_gram s", "speed-up"],
+                [
+                    [u["n_hidden"], u["rows"], u["addmm_seconds"], u["add_gram_seconds"]]
+                    + [u["speedup"]]
+                    for u in d["updates"]
+                ],
+            ),
+            "",
+            f"A stream of {small['batch_rows']}-row batches ({small['rows']:,} x "
+            f"{small['n_features']}) into n_hidden {small['n_hidden']}, best of 3:",
+            "",
+            markdown_table(
+                ["run", "seconds (best)", "all"],
+                [[k, v, _fmt(small["seconds_all"][k])] for k, v in small["seconds"].items()],
+            ),
+            "",
+            f"**Joined batches: {small['speedup']:.2f}x faster**; largest difference between "
+            f"the two Gammas {small['max_abs_gamma_difference']:.2g}.",
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -837,6 +963,20 @@ def summary_lines(payload: dict[str, Any]) -> list[str]:
             f"{c['sweep_seconds_parts']['solve_and_score']:.2f}s; draw "
             f"{c['random_layer_draw_seconds']['best']:.2f}s"
         )
+    d = payload.get("d")
+    if d:
+        small = d["small_batches"]
+        lines.append(
+            "(d) add_gram speed-up over addmm: "
+            + ", ".join(
+                f"nh {u['n_hidden']} x {u['rows']} rows {u['speedup']:.2f}x" for u in d["updates"]
+            )
+        )
+        lines.append(
+            f"    {small['batch_rows']}-row batches into nh {small['n_hidden']}: "
+            + ", ".join(f"{k} {v:.2f}s" for k, v in small["seconds"].items())
+            + f" ({small['speedup']:.2f}x)"
+        )
     return lines
 
 
@@ -848,7 +988,7 @@ def summary_lines(payload: dict[str, Any]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
-    parser.add_argument("--parts", default="a,b,c", help="comma-separated subset of a,b,c")
+    parser.add_argument("--parts", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
     parser.add_argument("--child-stream", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
@@ -856,9 +996,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(stream_child(args.child_stream, sizes)))
         return 0
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = sorted(set(parts) - {"a", "b", "c"})
+    unknown = sorted(set(parts) - {"a", "b", "c", "d"})
     if unknown:
-        parser.error(f"unknown parts {unknown}; choose from a, b, c")
+        parser.error(f"unknown parts {unknown}; choose from a, b, c, d")
     started = time.perf_counter()
     payload: dict[str, Any] = {
         "benchmark": "bench_ielm",
@@ -873,8 +1013,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             payload["a"] = part_a(sizes, args.quick)
         elif part == "b":
             payload["b"] = part_b(sizes)
-        else:
+        elif part == "c":
             payload["c"] = part_c(sizes)
+        else:
+            payload["d"] = part_d(sizes)
         payload.setdefault("part_seconds", {})[part] = time.perf_counter() - clock
     payload["total_seconds"] = time.perf_counter() - started
     payload["machine"]["load_average_at_end"] = load_average()

@@ -185,6 +185,19 @@ def test_small_stream_batches_are_joined_without_changing_the_head():
     np.testing.assert_allclose(stream.lambda_.numpy(), full.lambda_.numpy(), rtol=1e-10)
     np.testing.assert_array_equal(stream.predict(X), full.predict(X))
 
+    def refilled():  # one buffer for every batch, as a reader of a memory-mapped file may do
+        X_buffer = torch.empty(50, X.shape[1], dtype=torch.float64)
+        w_buffer = torch.empty(50, dtype=torch.float64)
+        for start in range(0, len(y), 50):
+            X_buffer.copy_(torch.from_numpy(X[start : start + 50]))
+            w_buffer.copy_(torch.from_numpy(w[start : start + 50]))
+            yield X_buffer, y[start : start + 50], w_buffer
+
+    weighted = IELMClassifier(n_hidden=300, random_state=0).fit(X, y, sample_weight=w)
+    reused = IELMClassifier(n_hidden=300, batch_size=150, random_state=0).fit_batches(refilled)
+    np.testing.assert_allclose(reused.gamma_.numpy(), weighted.gamma_.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(reused.lambda_.numpy(), weighted.lambda_.numpy(), rtol=1e-10)
+
 
 def test_weighted_stream_equals_weighted_fit():
     X, y = _data(n=600, d=16, flip=0.1)

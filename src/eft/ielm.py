@@ -645,7 +645,8 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
 
         ``classes`` (every label that will ever be seen) is required on the first call, as in
         scikit-learn, unless ``y`` is a 2-D multi-label indicator. Invalid input raises and
-        leaves the model unchanged.
+        leaves the model unchanged. Each call updates all of ``Gamma`` (nh x nh): pass chunks
+        of hundreds of rows or more, or use :meth:`fit_batches`, which joins small batches.
 
         ``check_input=False`` (for trusted callers, as scikit-learn's ``check_input``): after
         the first call, ``X`` is taken to be a finite float tensor with ``n_features_in_``
@@ -776,9 +777,16 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                 self._grow_classes(y)
             T, index = self._targets(y)
             w = self._sample_weights(index, sample_weight, y, require_positive=False)
+            if not pending and len(y) >= self.batch_size:
+                workspace = workspace or self._workspace()
+                self._accumulate(Xt, T, w, workspace)
+                continue
             if pending_rows + len(y) > self.batch_size:
                 flush()
-            pending.append((Xt.to(self.input_weights_.device), T, w))
+            # Copies: the caller may refill the same buffers for its next batch, and a view (a
+            # CLS-pooled feature) would keep a whole batch's hidden states alive.
+            Xt = Xt.to(self.input_weights_.device, copy=isinstance(X, torch.Tensor))
+            pending.append((Xt, T, None if w is None else w.clone()))
             pending_rows += len(y)
             if pending_rows >= self.batch_size:
                 flush()
