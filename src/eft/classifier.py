@@ -168,8 +168,8 @@ class _HeadFeeder:
     """Adds ``(features, label indices)`` batches to an I-ELM head by ``partial_fit``, joined
     into chunks of ``head.batch_size`` rows: one rank-32 update reads and writes all of Gamma,
     so per-step updates of a large head are memory-bound (4,907 rows into nh 4000 on this
-    CPU: 2.6 s in batches of 32 rows, 1.4 s in chunks of 4,096). Call :meth:`flush` after the
-    last batch."""
+    CPU: 3.15 s in batches of 32 rows, 1.81 s joined; bench_ielm.md, part d). Call
+    :meth:`flush` after the last batch."""
 
     def __init__(self, head: IELMClassifier, n_classes: int, check_input: bool) -> None:
         self.head, self.n_classes, self.check_input = head, n_classes, check_input

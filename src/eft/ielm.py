@@ -191,12 +191,13 @@ def add_gram(gamma: torch.Tensor, H: torch.Tensor) -> None:
     ``H^T H`` is symmetric, so only its block lower triangle is computed: with ``b`` column
     blocks, block row ``i`` is one product ``H_i^T H_{:i}``, ``(b + 1) / (2b)`` of the flops of
     the full product (5/8 for ``b = 4``), and the strictly upper blocks are then copied from their
-    transposes. On this 2-core CPU, copies included, that made the update 1.1-1.5x faster than
-    one ``addmm`` for 128-1024 rows (nh 500-4000) and up to 1.8x for 4,096 rows; below 128 rows
-    the copies cost more than they save, so one product is used. BLAS's ``syrk`` would halve
-    the flops, but torch does not expose it and scipy's runs on a second thread pool that
-    slowed the encoder's next steps here. ``gamma`` stays symmetric after every call, so every
-    reader of it (solves, ``sweep``'s leading blocks, all-reduce, save) sees a full matrix.
+    transposes. On this 2-core CPU, copies included, that made the update 1.2-1.6x faster than
+    one ``addmm`` for 1,024 and 4,096 rows (nh 500-4000; benchmarks/results/bench_ielm.md,
+    part d) and up to 1.3x for 128 rows; below 128 rows the copies cost more than they save,
+    so one product is used. BLAS's ``syrk`` would halve the flops, but torch does not expose
+    it and scipy's runs on a second thread pool that slowed the encoder's next steps here.
+    ``gamma`` stays symmetric after every call, so every reader of it (solves, ``sweep``'s
+    leading blocks, all-reduce, save) sees a full matrix.
     """
     nh = gamma.shape[0]
     if nh < _GRAM_BLOCKS_MIN_HIDDEN or H.shape[0] < _GRAM_BLOCKS_MIN_ROWS:
