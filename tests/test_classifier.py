@@ -106,6 +106,25 @@ def test_fused_fraction_passes_the_first_steps_samples_after_training(tiny_bert_
         _config(tiny_bert_dir, fused_fraction=0.5)
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_feature_pass_yields_compact_features(tiny_bert_dir, pooling):
+    """A kept feature batch must not hold the batch's hidden states (CLS pooling is a view)."""
+    from eft.encoder import TextEncoder, extract_features, load_backbone, tokenize
+
+    backbone, tokenizer, _ = load_backbone(str(tiny_bert_dir))
+    encoder = TextEncoder(backbone, pooling)
+    ids = tokenize(tokenizer, TEXTS, 32)
+    seen = 0
+    for rows, features in extract_features(
+        encoder, ids, int(tokenizer.pad_token_id), 16, torch.device("cpu")
+    ):
+        assert features.shape == (len(rows), encoder.feature_dim)
+        nbytes = features.untyped_storage().nbytes()
+        assert nbytes == features.numel() * features.element_size()
+        seen += len(rows)
+    assert seen == len(TEXTS)
+
+
 def test_head_feeder_joins_batches_and_copies_views(monkeypatch):
     """Fused mode's sink and partial pass add to the head in chunks of its batch_size rows,
     from copies: a pooled feature may be a view of a buffer that changes afterwards."""

@@ -316,7 +316,11 @@ def extract_features(
                 dtype=autocast_dtype or torch.float32,
                 enabled=autocast_dtype is not None,
             ):
-                features = encoder(**padded)
-            yield rows, features.float()
+                features = encoder(**padded).float()
+            if features.untyped_storage().nbytes() > features.numel() * features.element_size():
+                # CLS pooling gives a view: a copy, so that a consumer that keeps the features
+                # (a feature cache, a stream's pending rows) does not keep all hidden states
+                features = features.clone()
+            yield rows, features
     finally:
         encoder.train(was_training)
