@@ -56,6 +56,9 @@ def test_bench_runs_every_method_side_by_side(data_dir, tiny_bert_dir, tmp_path)
     assert 1 <= bp["bp_epochs_run"] <= 10 and bp["hyper_parameters"]["method"] == "bp"
     assert bp["bp_epochs_run"] == 10 or bp["bp_epochs_run"] - bp["bp_best_epoch"] == 2
     assert bp["train_seconds_to_best"] <= bp["train_seconds"]
+    assert len(bp["bp_epoch_seconds"]) == bp["bp_epochs_run"]
+    assert sum(bp["bp_epoch_seconds"]) == pytest.approx(bp["phases"]["bp"])
+    assert bp["validation_seconds"] > 0 and eft["validation_seconds"] == 0.0
     assert bp["hyper_parameters"]["learning_rate"] == 5e-5
     assert eft["hyper_parameters"]["learning_rate"] == 2e-4
     # EFT runs with the tuned k, n_hidden and C; fused mode and the probe share the head
