@@ -778,16 +778,14 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                 self._grow_classes(y)
             T, index = self._targets(y)
             w = self._sample_weights(index, sample_weight, y, require_positive=False)
-            if not pending and len(y) >= self.batch_size:
-                workspace = workspace or self._workspace()
-                self._accumulate(Xt, T, w, workspace)
-                continue
             if pending_rows + len(y) > self.batch_size:
                 flush()
-            # Copies: the caller may refill the same buffers for its next batch, and a view (a
-            # CLS-pooled feature) would keep a whole batch's hidden states alive.
-            Xt = Xt.to(self.input_weights_.device, copy=isinstance(X, torch.Tensor))
-            pending.append((Xt, T, None if w is None else w.clone()))
+            if len(y) < self.batch_size:
+                # Held back, so copies: the caller may refill the same buffers for its next
+                # batch, and a view (a CLS-pooled feature) would keep its hidden states alive.
+                Xt = Xt.to(self.input_weights_.device, copy=isinstance(X, torch.Tensor))
+                w = None if w is None else w.clone()
+            pending.append((Xt, T, w))  # a batch of batch_size rows or more is flushed at once
             pending_rows += len(y)
             if pending_rows >= self.batch_size:
                 flush()
