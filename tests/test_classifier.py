@@ -292,11 +292,36 @@ def test_gpu_trained_model_loads_on_cpu(tiny_bert_dir, tmp_path):
     out = clf.save_pretrained(tmp_path / "m")
     meta = json.loads((out / "eft_config.json").read_text())
     meta["config"]["device"] = "cuda"
+    # float32 on both sides: bf16 autocast on a GPU flipped near-ties of this random model
+    # (8 of 64 texts on an H200)
+    meta["config"]["mixed_precision"] = "no"
     (out / "eft_config.json").write_text(json.dumps(meta))
     loaded = EFTClassifier.from_pretrained(
         out, device="cpu" if not torch.cuda.is_available() else "cuda"
     )
     np.testing.assert_array_equal(loaded.predict(TEXTS), clf.predict(TEXTS))
+
+
+def test_cpu_load_after_a_gpu_fit_in_the_same_process(tiny_bert_dir, tmp_path):
+    """accelerate's process-wide state, left on a GPU by a fit, refused `device="cpu"`: on an
+    H200, `from_pretrained(saved, device="cpu")` after a CUDA fit raised "AcceleratorState has
+    already been initialized". Simulated here by marking that state as a CUDA one."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    from eft.classifier import _accelerator
+
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    out = clf.save_pretrained(tmp_path / "m")
+    _accelerator(EFTConfig(device="cpu"))  # the state exists, as after any fit
+    try:
+        for state in (PartialState._shared_state, AcceleratorState._shared_state):
+            state["device"] = torch.device("cuda")
+        loaded = EFTClassifier.from_pretrained(out, device="cpu")
+        assert loaded.device_.type == "cpu"
+        assert PartialState._shared_state["device"].type == "cpu"
+        np.testing.assert_array_equal(loaded.predict(TEXTS), clf.predict(TEXTS))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def test_device_side_checks_and_timers_give_the_same_model(tiny_bert_dir, monkeypatch):

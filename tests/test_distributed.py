@@ -102,3 +102,29 @@ def test_two_ranks_streaming_a_file_give_the_single_process_head(tiny_bert_dir, 
     args = [*common, "--stream", str(stream), "--bp-epochs", "1", "--out", str(tmp_path / "bp")]
     _run(args, nproc=2)
     assert len(json.loads((tmp_path / "bp" / "result.json").read_text())["predictions"]) == 33
+
+
+def test_cpu_ranks_wait_for_each_other_on_the_cpu(monkeypatch):
+    """On a GPU machine accelerate's barrier ran the CPU ranks' gloo barrier on cuda:<rank>
+    (seen failing on an H200 with 2 ranks); CPU ranks use a plain barrier, GPU ranks accelerate's.
+    """
+    from types import SimpleNamespace
+
+    import torch
+
+    from eft.backprop import wait_for_everyone
+
+    calls = []
+    monkeypatch.setattr(torch.distributed, "barrier", lambda **kw: calls.append(("torch", kw)))
+
+    def accelerator(device: str, processes: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            num_processes=processes,
+            device=torch.device(device),
+            wait_for_everyone=lambda: calls.append(("accelerate", {})),
+        )
+
+    wait_for_everyone(accelerator("cpu", 2))
+    wait_for_everyone(accelerator("cuda", 2))
+    wait_for_everyone(accelerator("cpu", 1))
+    assert calls == [("torch", {}), ("accelerate", {}), ("accelerate", {})]

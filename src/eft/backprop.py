@@ -259,7 +259,7 @@ def train_backprop(
                 {"state": best_state, "score": best_score, "since_best": since_best},
                 checkpoint_metadata or {},
             )
-        accelerator.wait_for_everyone()
+        wait_for_everyone(accelerator)
         if stop:
             break
     model = accelerator.unwrap_model(model)
@@ -277,6 +277,20 @@ class _EpochOf(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return iter(self.source.epoch(self.epoch))
+
+
+def wait_for_everyone(accelerator) -> None:
+    """A barrier across ranks that also works for CPU ranks on a GPU machine.
+
+    accelerate's ``wait_for_everyone`` passes ``device_ids=[local rank]`` for every backend,
+    and torch then runs the gloo barrier of a CPU run on ``cuda:<local rank>``: on an H200
+    machine two CPU ranks failed there (rank 1 has no GPU of its own). CPU ranks get a plain
+    ``barrier()``, which torch runs on the CPU for a gloo group.
+    """
+    if accelerator.num_processes > 1 and accelerator.device.type == "cpu":
+        torch.distributed.barrier()
+    else:
+        accelerator.wait_for_everyone()
 
 
 def _synchronize(device: torch.device) -> None:

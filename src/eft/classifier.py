@@ -85,7 +85,7 @@ def check_texts_and_labels(
 
 def _accelerator(config: EFTConfig):
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+    from accelerate.state import AcceleratorState, PartialState
 
     device = config.device
     if device == "auto":
@@ -93,8 +93,13 @@ def _accelerator(config: EFTConfig):
     precision = config.mixed_precision
     if precision == "auto":
         precision = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "no"
-    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
-        AcceleratorState._reset_state()  # one process may train several models
+    # accelerate keeps one process-wide state, which refuses another device or precision; one
+    # process may train several models, or load on the CPU a model it trained on a GPU.
+    current = PartialState._shared_state.get("device")
+    if current is not None and (current.type == "cpu") != (device == "cpu"):
+        AcceleratorState._reset_state(reset_partial_state=True)
+    elif AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+        AcceleratorState._reset_state()
     return Accelerator(cpu=device == "cpu", mixed_precision=precision)
 
 
