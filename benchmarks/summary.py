@@ -66,6 +66,12 @@ def bench_runs() -> dict[str, dict]:
     return {name: runs[name] for name in sorted(runs, key=order)}
 
 
+def _label(name: str, data: dict) -> str:
+    """The run's name, with the GPU it ran on (rows without one ran on the 2-core CPU)."""
+    gpu = data.get("machine", {}).get("gpu")
+    return f"{name} ({gpu})" if gpu else name
+
+
 def noise_rows() -> list[list[str]]:
     """EFT's time ratio with its BP epochs counted at fine-tuning's mean epoch of the same run.
 
@@ -90,7 +96,7 @@ def noise_rows() -> list[list[str]]:
         )
         out.append(
             [
-                name,
+                _label(name, data),
                 f"{epoch:.1f} s",
                 f"{eft_epoch:.1f} s ({eft_epoch / epoch:.2f}), fused {fused_epoch:.1f} s "
                 f"({fused_epoch / epoch:.2f})",
@@ -124,7 +130,7 @@ def rows() -> list[list[str]]:
         fraction = fused["hyper_parameters"].get("fused_fraction", 1.0)
         out.append(
             [
-                name,
+                _label(name, data),
                 metric,
                 f"{data['sizes']['train']:,}",
                 f"{bp['test_score']:.2f} ({bp['train_seconds']:.0f} s, {bp['bp_epochs_run']} ep, "
@@ -191,7 +197,8 @@ def main() -> int:
     text = (
         "# EFT against fine-tuning, every committed `eft bench` run\n\n"
         "Made by `python benchmarks/summary.py` from `benchmarks/results/bench_*.json` "
-        "(one row per run, named by dataset and tag, on the 2-core CPU, embedded "
+        "(one row per run, named by dataset and tag, on the 2-core CPU unless a GPU is named, "
+        "embedded "
         "all-MiniLM-L6-v2, one seed; "
         "machine, versions, command and notes are in each file). Scores are test scores in "
         "the dataset's metric (for error, lower is better; the difference column is signed "
