@@ -105,12 +105,16 @@ def test_bench_on_your_own_files_and_bad_data_options(tiny_bert_dir, tmp_path):
         "16",
         "--batch-size",
         "16",
+        "--inference-precision",
+        "bf16",
         "--output-dir",
         str(out),
         "--quiet",
     )
     assert result.returncode == 0, result.stderr
     payload = json.loads((out / "bench_news.json").read_text())
+    for method in ("bp", "eft", "eft_fused", "probe"):
+        assert payload["methods"][method]["hyper_parameters"]["inference_precision"] == "bf16"
     assert payload["dataset"] == "news" and payload["metric"] == "macro_f1"
     assert payload["sizes"] == {"train": 80, "validation": 24, "test": 32}
     assert payload["dataset_options"]["files"][0].endswith("train.csv")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import eft.classifier
 from eft import EFTClassifier, EFTConfig, InputError
 from eft.classifier import elm_flops
 
@@ -222,6 +223,27 @@ def test_bf16_on_cpu_is_opt_in_and_kept_after_loading(tiny_bert_dir, tmp_path):
     loaded = EFTClassifier.from_pretrained(tmp_path / "bf16")
     assert loaded._autocast is torch.bfloat16
     np.testing.assert_array_equal(loaded.predict(TEXTS), clf.predict(TEXTS))
+
+
+def test_inference_precision_applies_to_eval_passes_only(tiny_bert_dir, tmp_path):
+    """float32 BP epochs with a bf16 feature pass: the same encoder as a float32 run, other
+    features; saved with the model. And the other way round."""
+    fp32 = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, mixed_precision="no"))
+    fp32.fit(TEXTS, LABELS)
+    mixed = EFTClassifier(
+        _config(tiny_bert_dir, bp_epochs=1, mixed_precision="no", inference_precision="bf16")
+    ).fit(TEXTS, LABELS)
+    assert fp32._autocast is None and mixed._autocast is torch.bfloat16
+    a, b = fp32.model_.encoder.state_dict(), mixed.model_.encoder.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # training did not change
+    assert not np.array_equal(fp32.features(TEXTS), mixed.features(TEXTS))  # bf16 did run
+    assert not torch.equal(fp32.head_.gamma_, mixed.head_.gamma_)  # the head saw bf16 features
+    mixed.save_pretrained(tmp_path / "m")
+    assert EFTClassifier.from_pretrained(tmp_path / "m")._autocast is torch.bfloat16
+    other = EFTConfig(mixed_precision="bf16", inference_precision="no")
+    assert eft.classifier._autocast_dtype(torch.device("cpu"), other) is None
+    with pytest.raises(InputError, match="inference_precision"):
+        EFTConfig(inference_precision="half")
 
 
 def test_same_seed_same_model(tiny_bert_dir):

@@ -136,6 +136,12 @@ def test_train_options_become_the_configuration():
     config = _config_from_args(args)
     assert config.elm_from_last_epoch is True and config.fused_fraction == 0.5
     assert config.n_hidden == 64 and config.bp_epochs == 1  # the rest keeps its defaults
+    assert config.inference_precision == "same"
+    args = build_parser().parse_args(
+        ["train", "--train", "t.csv", "--mixed-precision", "no", "--inference-precision", "bf16"]
+    )
+    config = _config_from_args(args)
+    assert (config.mixed_precision, config.inference_precision) == ("no", "bf16")
 
 
 @pytest.mark.parametrize(

@@ -184,6 +184,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="every method's (auto: bf16 on a GPU that supports it; bf16 also on CPU)",
     )
     parser.add_argument(
+        "--inference-precision",
+        choices=("same", *MIXED_PRECISION),
+        default="same",
+        help="every method's autocast of the feature pass, validation and test predictions "
+        "only (same: as --mixed-precision)",
+    )
+    parser.add_argument(
         "--tag", help="results go to bench_<dataset>_<tag>.* (a variant beside the main run)"
     )
     parser.add_argument(
@@ -233,6 +240,7 @@ def _run(name: str, config: EFTConfig, train, validation, test, metric: str):
                 "fused_fraction",
                 "early_stopping_patience",
                 "mixed_precision",
+                "inference_precision",
             )
         },
         "predictions": predictions,
@@ -428,6 +436,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "device": args.device,
         "mixed_precision": args.mixed_precision,
+        "inference_precision": args.inference_precision,
         "progress": not args.quiet,
     }
     if args.batch_size is not None:

@@ -380,7 +380,7 @@ class EFTClassifier:
         head_weights = self._class_weights(counts, classes)
 
         self.tokenizer_, self.classes_, self.device_ = tokenizer, classes, device
-        self._autocast = _autocast_dtype(accelerator)
+        self._autocast = _autocast_dtype(device, cfg)
         head = None
         fused = cfg.method == "eft" and cfg.elm_from_last_epoch
         sink_timer = _PhaseTimer(device)
@@ -757,7 +757,7 @@ class EFTClassifier:
         dtype = np.int64 if meta["label_type"] == "int" else np.str_
         model.classes_ = np.asarray(meta["labels"], dtype=dtype)
         model.device_ = accelerator_device
-        model._autocast = _autocast_dtype(None, accelerator_device, config.mixed_precision)
+        model._autocast = _autocast_dtype(accelerator_device, config)
         model.timings_ = meta.get("timings", {})
         model.flops_ = meta.get("flops")
         model.history_ = meta.get("history", {})
@@ -952,17 +952,18 @@ def read_model_metadata(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def _autocast_dtype(accelerator, device: torch.device | None = None, precision: str | None = None):
+def _autocast_dtype(device: torch.device, config: EFTConfig) -> torch.dtype | None:
     """The autocast dtype of the inference passes (feature pass, prediction), or None.
 
-    "auto" is bf16 on a CUDA GPU that supports it and float32 elsewhere. An explicit "bf16"
-    also applies on CPU: on a CPU with AVX512-BF16 it made the feature pass 1.8x faster
-    (1,500 AG News texts, MiniLM-L6, features within 0.4 %), so it is worth opting into there;
-    CPUs without native bf16 emulate it and can be slower (not measured here). fp16 autocast
-    is for CUDA only.
+    ``config.inference_precision``, or with "same" ``config.mixed_precision``. "auto" is bf16
+    on a CUDA GPU that supports it and float32 elsewhere. An explicit "bf16" also applies on
+    CPU: on a CPU with AVX512-BF16 it made the feature pass 1.8x faster (1,500 AG News texts,
+    MiniLM-L6, features within 0.4 %), so it is worth opting into there; CPUs without native
+    bf16 emulate it and can be slower (not measured here). fp16 autocast is for CUDA only.
     """
-    if accelerator is not None:
-        device, precision = accelerator.device, accelerator.mixed_precision
+    precision = config.inference_precision
+    if precision == "same":
+        precision = config.mixed_precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
     if device.type == "cuda":

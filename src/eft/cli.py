@@ -122,6 +122,12 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
         "CPU with AVX512-BF16/AMX roughly halves the feature pass",
     )
     method.add_argument(
+        "--inference-precision",
+        choices=("same", *MIXED_PRECISION),
+        help="autocast of the feature pass and predictions only (default same: as "
+        "--mixed-precision); bf16 with --mixed-precision no keeps training in float32",
+    )
+    method.add_argument(
         "--trust-remote-code",
         action="store_true",
         default=None,
@@ -359,6 +365,7 @@ def _config_from_args(args: argparse.Namespace):
         "seed": "seed",
         "device": "device",
         "mixed_precision": "mixed_precision",
+        "inference_precision": "inference_precision",
         "trust_remote_code": "trust_remote_code",
         "flops": "flops",
     }
