@@ -349,7 +349,6 @@ def test_cpu_load_after_a_gpu_fit_in_the_same_process(tiny_bert_dir, tmp_path):
 def test_device_side_checks_and_timers_give_the_same_model(tiny_bert_dir, monkeypatch):
     """The GPU code path keeps per-batch checks on the device (forced here on the CPU): the
     fused head via partial_fit(check_input=False), the NaN flags read once per pass."""
-    import eft.classifier
     import eft.ielm
 
     for fused in (False, True):

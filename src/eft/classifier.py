@@ -83,6 +83,13 @@ def check_texts_and_labels(
     return texts, np.asarray(labels)
 
 
+def _resolve_precision(precision: str, on_cuda: bool) -> str:
+    """ "auto" is bf16 on a CUDA GPU that supports it and no (float32) elsewhere."""
+    if precision != "auto":
+        return precision
+    return "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "no"
+
+
 def _accelerator(config: EFTConfig):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
@@ -90,9 +97,7 @@ def _accelerator(config: EFTConfig):
     device = config.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "no"
+    precision = _resolve_precision(config.mixed_precision, device.startswith("cuda"))
     # accelerate keeps one process-wide state, which refuses another device or precision; one
     # process may train several models, or load on the CPU a model it trained on a GPU.
     current = PartialState._shared_state.get("device")
@@ -964,8 +969,7 @@ def _autocast_dtype(device: torch.device, config: EFTConfig) -> torch.dtype | No
     precision = config.inference_precision
     if precision == "same":
         precision = config.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+    precision = _resolve_precision(precision, device.type == "cuda")
     if device.type == "cuda":
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.bfloat16 if precision == "bf16" else None
