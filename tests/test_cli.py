@@ -178,6 +178,25 @@ def test_bad_input_is_one_line_exit_2_and_no_output(case, message, tiny_bert_dir
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model-out")]
 
 
+def test_the_command_ends_the_process_group_it_ran_in(tiny_bert_dir, tmp_path):
+    """Under torchrun a gloo rank exiting with its group open can abort at shutdown."""
+    import torch.distributed as dist
+
+    from eft.cli import main
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    train = tmp_path / "train.csv"
+    _write_csv(train, [("good film", "pos"), ("great film", "pos")])  # one class: an error
+    try:
+        code = main(["train", "--train", str(train), "--model", str(tiny_bert_dir)])
+        assert code == 2
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_train_stream_reads_the_file_in_chunks_and_gives_the_same_model(
     trained, tiny_bert_dir, tmp_path
 ):

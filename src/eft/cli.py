@@ -769,6 +769,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("eft: interrupted; no partial output was written.", file=sys.stderr)
         return 130
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Destroy torch.distributed's default group (opened by accelerate under ``torchrun``).
+
+    A gloo rank that exits with its group open can abort while the interpreter shuts down
+    ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489): gloo's
+    threads still hold work that needs the interpreter. Destroying the group is local.
+    """
+    torch = sys.modules.get("torch")  # no torch imported: no group to end
+    if torch is None or not torch.distributed.is_available():
+        return
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
