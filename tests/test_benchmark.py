@@ -38,6 +38,7 @@ def test_bench_runs_every_method_side_by_side(data_dir, tiny_bert_dir, tmp_path)
     assert result.returncode == 0, result.stderr
     payload = json.loads((out / "bench_trec_tiny.json").read_text())
     assert payload["dataset"] == "trec" and payload["metric"] == "accuracy"
+    assert payload["seed"] == 42  # the default --seed, recorded with the run
     assert payload["sizes"] == {"train": 160, "validation": 60, "test": 80}
     assert payload["machine"]["versions"]["eft"] and payload["machine"]["usable_cores"] >= 1
     methods = payload["methods"]
@@ -46,6 +47,8 @@ def test_bench_runs_every_method_side_by_side(data_dir, tiny_bert_dir, tmp_path)
     for name, method in methods.items():
         assert 0.0 <= method["test_score"] <= 100.0 and method["train_seconds"] > 0
         assert method["hyper_parameters"]
+        if name != "logreg_head":
+            assert method["hyper_parameters"]["seed"] == 42
         if name != "bp":
             assert 0.0 <= method["p_value_vs_bp"] <= 1.0
         if name != "logreg_head":

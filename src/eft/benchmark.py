@@ -241,6 +241,7 @@ def _run(name: str, config: EFTConfig, train, validation, test, metric: str):
                 "early_stopping_patience",
                 "mixed_precision",
                 "inference_precision",
+                "seed",
             )
         },
         "predictions": predictions,
@@ -412,6 +413,7 @@ def run_header(
         "dataset": name,
         "model": args.model or "all-MiniLM-L6-v2 (embedded)",
         "metric": metric,
+        "seed": args.seed,
         "machine": machine_info(),
         "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
         "dataset_options": {
