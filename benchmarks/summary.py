@@ -199,7 +199,7 @@ def main() -> int:
         "Made by `python benchmarks/summary.py` from `benchmarks/results/bench_*.json` "
         "(one row per run, named by dataset and tag, on the 2-core CPU unless a GPU is named, "
         "embedded "
-        "all-MiniLM-L6-v2, one seed; "
+        "all-MiniLM-L6-v2, one seed per run: 42, or 43 in the `_seed43` rows; "
         "machine, versions, command and notes are in each file). Scores are test scores in "
         "the dataset's metric (for error, lower is better; the difference column is signed "
         "so that positive is better); p is the paired-bootstrap p-value of 'EFT is worse'.\n\n"
