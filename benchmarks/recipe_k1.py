@@ -1,18 +1,19 @@
 """Which recipe closes the gap at k = 1? A study of the brief BP stage and the I-ELM head.
 
     python benchmarks/recipe_k1.py --dataset trec [--learning-rates 5e-5 1e-4 2e-4]
-        [--poolings cls mean cls_last4] [--max-train N] [--max-validation N] [--max-test N]
+        [--poolings cls mean cls_last4] [--batch-sizes 32] [--warmup-ratios 0]
+        [--seed 42] [--name trec] [--max-train N] [--max-validation N] [--max-test N]
         [--max-length 128]
 
-For every learning rate x pooling, the encoder is fine-tuned for ONE epoch (linear head,
-``method="bp"``, the same BP stage as EFT with k = 1), then the train / validation / test
-features are computed once. On those features, for every head variant (feature
-standardisation on/off x activation), the one-pass sweep (``eft.ielm.sweep``) scores
-n_hidden x C on the validation split. Reported per recipe: the linear head's test score after
+For every learning rate x pooling x batch size x warm-up ratio, the encoder is fine-tuned for
+ONE epoch (linear head, ``method="bp"``, the same BP stage as EFT with k = 1), then the
+train / validation / test features are computed once. On those features, for every head
+variant (feature standardisation on/off x activation), the one-pass sweep (``eft.ielm.sweep``)
+scores n_hidden x C on the validation split. Reported per recipe: the linear head's test score after
 the epoch, the default head's (n_hidden 1000, C 1, leaky_relu, no standardisation) and the
 validation-best head's test scores. The recipe to recommend is chosen on validation only.
 
-Writes ``results/recipe_k1_<dataset>.json`` and ``.md``.
+Writes ``results/recipe_k1_<name>.json`` and ``.md`` (name: the dataset unless given).
 """
 
 from __future__ import annotations
@@ -54,9 +55,25 @@ def _score(truth: Sequence[Any], predicted: Sequence[Any], metric: str) -> float
     return classification_scores(list(truth), list(predicted))[metric]
 
 
-def run_recipe(lr: float, pooling: str, data, base: dict[str, Any], metric: str) -> dict:
+def run_recipe(
+    lr: float,
+    pooling: str,
+    batch_size: int,
+    warmup_ratio: float,
+    data,
+    base: dict[str, Any],
+    metric: str,
+) -> dict:
     train, validation, test = data
-    config = EFTConfig(**base, method="bp", bp_epochs=1, learning_rate=lr, pooling=pooling)
+    config = EFTConfig(
+        **base,
+        method="bp",
+        bp_epochs=1,
+        learning_rate=lr,
+        pooling=pooling,
+        batch_size=batch_size,
+        warmup_ratio=warmup_ratio,
+    )
     start = time.perf_counter()
     clf = EFTClassifier(config).fit(list(train.texts), list(train.labels))
     bp_seconds = clf.timings_["bp"]
@@ -73,6 +90,8 @@ def run_recipe(lr: float, pooling: str, data, base: dict[str, Any], metric: str)
     record: dict[str, Any] = {
         "learning_rate": lr,
         "pooling": pooling,
+        "batch_size": batch_size,
+        "warmup_ratio": warmup_ratio,
         "bp_seconds": bp_seconds,
         "linear_head_test": linear_test,
         "default_head_validation": _score(
@@ -108,7 +127,8 @@ def run_recipe(lr: float, pooling: str, data, base: dict[str, Any], metric: str)
     record["best_head"] = max(record["heads"], key=lambda h: h["validation"])
     record["seconds"] = time.perf_counter() - start
     print(
-        f"[lr {lr:g}, {pooling}] linear {linear_test:.2f}, default head "
+        f"[lr {lr:g}, {pooling}, batch {batch_size}, warm-up {warmup_ratio:g}] "
+        f"linear {linear_test:.2f}, default head "
         f"{record['default_head_test']:.2f}, best head {record['best_head']['test']:.2f} "
         f"(val {record['best_head']['validation']:.2f}), {record['seconds']:.0f} s",
         flush=True,
@@ -121,7 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_data_arguments(parser)
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4])
     parser.add_argument("--poolings", nargs="+", default=["cls", "mean", "cls_last4"])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
+    parser.add_argument("--warmup-ratios", type=float, nargs="+", default=[0.0])
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--name", help="results name (default: the dataset)")
     args = parser.parse_args(argv)
     if not args.dataset:
         parser.error("--dataset is required")
@@ -140,19 +163,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         "grid": {"n_hidden": N_HIDDEN, "C": C_VALUES, "activation": ACTIVATIONS},
         "recipes": [],
     }
-    for lr, pooling in itertools.product(args.learning_rates, args.poolings):
-        record = run_recipe(lr, pooling, (train, validation, test), base, metric)
+    for lr, pooling, batch_size, warmup_ratio in itertools.product(
+        args.learning_rates, args.poolings, args.batch_sizes, args.warmup_ratios
+    ):
+        record = run_recipe(
+            lr, pooling, batch_size, warmup_ratio, (train, validation, test), base, metric
+        )
         payload["recipes"].append(record)
     chosen = max(payload["recipes"], key=lambda r: r["best_head"]["validation"])
+    defaults = EFTConfig()
     reference = next(
-        (r for r in payload["recipes"] if r["learning_rate"] == 5e-5 and r["pooling"] == "cls"),
+        (
+            r
+            for r in payload["recipes"]
+            if (r["learning_rate"], r["pooling"], r["batch_size"], r["warmup_ratio"])
+            == (defaults.learning_rate, defaults.pooling, defaults.batch_size, 0.0)
+        ),
         payload["recipes"][0],
     )
     payload["chosen_on_validation"] = {
         "learning_rate": chosen["learning_rate"],
         "pooling": chosen["pooling"],
+        "batch_size": chosen["batch_size"],
+        "warmup_ratio": chosen["warmup_ratio"],
         **{k: chosen["best_head"][k] for k in ("standardize", "activation", "n_hidden", "C")},
         "test": chosen["best_head"]["test"],
+        "reference": {
+            k: reference[k] for k in ("learning_rate", "pooling", "batch_size", "warmup_ratio")
+        },
         "reference_default_test": reference["default_head_test"],
     }
     payload["machine"]["load_average_at_end"] = load_average()
@@ -163,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             [
                 f"{r['learning_rate']:g}",
                 r["pooling"],
+                r["batch_size"],
+                f"{r['warmup_ratio']:g}",
                 round(r["linear_head_test"], 2),
                 round(r["default_head_test"], 2),
                 f"{'std, ' if h['standardize'] else ''}{h['activation']}, nh {h['n_hidden']}, "
@@ -174,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     c = payload["chosen_on_validation"]
     lines = [
-        f"# Recipes at k = 1 on {args.dataset} (`benchmarks/recipe_k1.py`)",
+        f"# Recipes at k = 1 on {args.dataset}, seed {args.seed} (`benchmarks/recipe_k1.py`)",
         "",
         machine_markdown(payload["machine"]),
         f"- Sizes: {payload['sizes']}; metric: {metric} (test unless marked validation); "
@@ -185,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             [
                 "lr",
                 "pooling",
+                "batch",
+                "warm-up",
                 "linear head",
                 "default I-ELM head",
                 "best head on validation",
@@ -196,11 +238,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "",
         f"Chosen on validation: lr {c['learning_rate']:g}, pooling {c['pooling']}, "
+        f"batch {c['batch_size']}, warm-up {c['warmup_ratio']:g}, "
         f"{'standardised, ' if c['standardize'] else ''}{c['activation']}, nh {c['n_hidden']}, "
-        f"C {c['C']:g}: test {c['test']:.2f} against {c['reference_default_test']:.2f} for the "
-        "defaults (lr 5e-5, cls, leaky_relu, nh 1000, C 1).",
+        f"C {c['C']:g}: test {c['test']:.2f} against {c['reference_default_test']:.2f} for "
+        f"lr {reference['learning_rate']:g}, {reference['pooling']}, batch "
+        f"{reference['batch_size']}, warm-up {reference['warmup_ratio']:g} with the default head "
+        "(leaky_relu, nh 1000, C 1).",
     ]
-    write_results(f"recipe_k1_{args.dataset}", payload, "\n".join(lines))
+    write_results(f"recipe_k1_{args.name or args.dataset}", payload, "\n".join(lines))
     print("\n".join(lines[-len(rows) - 4 :]))
     return 0
 
