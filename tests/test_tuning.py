@@ -63,9 +63,10 @@ def test_per_epoch_schedule_restarts_at_the_peak_every_epoch(tiny_bert_dir):
 
     from eft.backprop import _schedule
 
-    def rates(schedule: str, epochs: int) -> list[float]:
+    def rates(schedule: str, epochs: int, warmup_ratio: float = 0.0) -> list[float]:
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        scheduler = _schedule(optimizer, EFTConfig(lr_schedule=schedule), 4 * epochs, 4)
+        config = EFTConfig(lr_schedule=schedule, warmup_ratio=warmup_ratio)
+        scheduler = _schedule(optimizer, config, 4 * epochs, 4)
         out = []
         for _ in range(4 * epochs):
             out.append(optimizer.param_groups[0]["lr"])
@@ -76,12 +77,44 @@ def test_per_epoch_schedule_restarts_at_the_peak_every_epoch(tiny_bert_dir):
     assert rates("linear_per_epoch", 3) == [1.0, 0.75, 0.5, 0.25] * 3
     assert rates("linear", 1) == [1.0, 0.75, 0.5, 0.25]  # one epoch: the same schedule
     assert rates("constant", 2) == [1.0] * 8
+    # warm-up: within every epoch per epoch (so tuning with warm-up is reproducible), once
+    # over the run otherwise; with one epoch both are the same again
+    assert rates("linear_per_epoch", 2, 0.5) == [0.5, 1.0, 1.0, 0.5] * 2
+    assert rates("linear", 2, 0.25) == [0.5, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6]
+    assert rates("linear", 1, 0.5) == rates("linear_per_epoch", 1, 0.5)
     # so with k = 1 the tuner's schedule trains the same encoder as the default one
     one_epoch = [
         EFTClassifier(_config(tiny_bert_dir, lr_schedule=s, bp_epochs=1)).fit(TEXTS, LABELS)
         for s in ("linear", "linear_per_epoch")
     ]
     np.testing.assert_array_equal(one_epoch[0].features(TEXTS), one_epoch[1].features(TEXTS))
+
+
+def test_epochs_resumed_one_at_a_time_with_warm_up_equal_one_run(tiny_bert_dir, tmp_path):
+    # what the tuner does (a k-epoch run resumed from the (k-1)-epoch checkpoint) gives the
+    # encoder of one uninterrupted k-epoch run, warm-up included, so tuning with warm-up is
+    # reproducible by `eft train --config`
+    def config(k: int, **extra) -> EFTConfig:
+        return _config(
+            tiny_bert_dir,
+            method="bp",
+            bp_epochs=k,
+            learning_rate=1e-3,
+            warmup_ratio=0.5,
+            lr_schedule="linear_per_epoch",
+            **extra,
+        )
+
+    checkpoint = tmp_path / "checkpoint"
+    EFTClassifier(config(1, checkpoint_dir=str(checkpoint))).fit(TEXTS, LABELS)
+    resumed = EFTClassifier(config(2, checkpoint_dir=str(checkpoint)))
+    resumed.fit(TEXTS, LABELS, resume_from=checkpoint)
+    one_run = EFTClassifier(config(2)).fit(TEXTS, LABELS)
+    np.testing.assert_allclose(
+        resumed.features(TEXTS), one_run.features(TEXTS), rtol=1e-5, atol=1e-6
+    )
+    one_epoch = EFTClassifier(config(1)).fit(TEXTS, LABELS)
+    assert np.abs(one_run.features(TEXTS) - one_epoch.features(TEXTS)).max() > 1e-3
 
 
 def test_tune_explores_the_bp_recipe_and_head_variants(tiny_bert_dir, tmp_path):

@@ -81,7 +81,19 @@ def _schedule(
     optimizer: torch.optim.Optimizer, config: EFTConfig, total_steps: int, steps_per_epoch: int
 ):
     """Learning-rate factor per step: warm-up, then constant, linear decay to 0 over the run,
-    or ("linear_per_epoch") linear decay to 0 within every epoch, restarting at the peak."""
+    or ("linear_per_epoch") warm-up and linear decay to 0 within every epoch, restarting at
+    the peak, so that the first k epochs of a longer run equal a k-epoch run (``eft tune``).
+    With one epoch, "linear" and "linear_per_epoch" are the same schedule."""
+    if config.lr_schedule == "linear_per_epoch":
+        warmup = int(config.warmup_ratio * steps_per_epoch)
+
+        def per_epoch(step: int) -> float:
+            position = step % steps_per_epoch
+            if position < warmup:
+                return (position + 1) / warmup
+            return (steps_per_epoch - position) / (steps_per_epoch - warmup)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, per_epoch)
     warmup = int(config.warmup_ratio * total_steps)
 
     def factor(step: int) -> float:
@@ -89,8 +101,6 @@ def _schedule(
             return (step + 1) / max(1, warmup)
         if config.lr_schedule == "constant":
             return 1.0
-        if config.lr_schedule == "linear_per_epoch":
-            return (steps_per_epoch - step % steps_per_epoch) / steps_per_epoch
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

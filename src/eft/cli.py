@@ -71,7 +71,12 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
     method.add_argument(
         "--max-length", type=int, help=f"tokens per text (default {defaults.max_length})"
     )
-    method.add_argument("--warmup-ratio", type=float, help=f"default {defaults.warmup_ratio}")
+    method.add_argument(
+        "--warmup-ratio",
+        type=float,
+        help="share of the BP steps with a linearly rising rate; in eft tune (and with "
+        f"lr_schedule linear_per_epoch) of every epoch (default {defaults.warmup_ratio})",
+    )
     method.add_argument("--pooling", choices=POOLINGS, help=f"default {defaults.pooling}")
     method.add_argument(
         "--n-hidden", type=int, help=f"I-ELM hidden nodes (default {defaults.n_hidden})"

@@ -5,12 +5,12 @@ The paper increases the BP epochs ``k`` while the validation score improves, the
 features of the training and validation texts are computed (one eval-mode pass each) and the
 whole ``n_hidden`` x ``C`` grid is scored by :func:`eft.ielm.sweep` from that one pass. The
 search stops at the first epoch whose best validation score drops. Epochs continue from the
-checkpoint of the previous one. The learning rate decays linearly to 0 within every epoch and
-restarts at the peak with the next ("linear_per_epoch"), so that the run stopped after any
-epoch k is annealed and ``eft train --config`` on the chosen configuration reproduces the
-tuned encoder exactly (same seed, same batches). (A constant rate, the simplest schedule with
-that property, leaves the encoder unannealed: at the higher learning rate of EFT's BP stage
-it cost SST-2 about 2.6 points of validation accuracy at k = 1.)
+checkpoint of the previous one. The learning rate (after the warm-up, if any) decays linearly
+to 0 within every epoch and restarts with the next ("linear_per_epoch"), so that the run
+stopped after any epoch k is annealed and ``eft train --config`` on the chosen configuration
+reproduces the tuned encoder exactly (same seed, same batches). (A constant rate, the
+simplest schedule with that property, leaves the encoder unannealed: at the higher learning
+rate of EFT's BP stage it cost SST-2 about 2.6 points of validation accuracy at k = 1.)
 
 Choosing k and the head: ``selection="best"`` (the paper's) takes the epoch and head with the
 best validation score. ``selection="one_se"`` takes the simplest model whose score is within
@@ -119,10 +119,6 @@ def tune(
     error of the best (see module notes).
     """
     base = config or EFTConfig()
-    if base.warmup_ratio:
-        raise InputError(
-            "Tuning restarts the learning-rate schedule every epoch; set warmup_ratio to 0."
-        )
     texts, labels = check_texts_and_labels(texts, labels)
     eval_texts, eval_labels = check_texts_and_labels(eval_texts, eval_labels, "validation")
     if max_epochs < 1:
