@@ -66,10 +66,19 @@ def bench_runs() -> dict[str, dict]:
     return {name: runs[name] for name in sorted(runs, key=order)}
 
 
+# The project's 2-core machine was an AMD EPYC for the first sessions' runs; later sessions
+# got other CPUs, so rows name the device when it is not this one.
+USUAL_CPU = "AMD EPYC"
+
+
 def _label(name: str, data: dict) -> str:
-    """The run's name, with the GPU it ran on (rows without one ran on the 2-core CPU)."""
-    gpu = data.get("machine", {}).get("gpu")
-    return f"{name} ({gpu})" if gpu else name
+    """The run's name, with the GPU or the other CPU it ran on (else the 2-core AMD EPYC)."""
+    machine = data.get("machine", {})
+    if machine.get("gpu"):
+        return f"{name} ({machine['gpu']})"
+    cpu = machine.get("cpu_model")
+    other = cpu and cpu != USUAL_CPU
+    return f"{name} ({cpu}, {machine.get('usable_cores')} cores)" if other else name
 
 
 def noise_rows() -> list[list[str]]:
@@ -197,9 +206,9 @@ def main() -> int:
     text = (
         "# EFT against fine-tuning, every committed `eft bench` run\n\n"
         "Made by `python benchmarks/summary.py` from `benchmarks/results/bench_*.json` "
-        "(one row per run, named by dataset and tag, on the 2-core CPU unless a GPU is named, "
-        "embedded "
-        "all-MiniLM-L6-v2, one seed per run: 42, or 43 in the `_seed43` rows; "
+        "(one row per run, named by dataset and tag, on a 2-core AMD EPYC CPU unless another "
+        "CPU or a GPU is named, embedded "
+        "all-MiniLM-L6-v2, one seed per run: 42, or N in the `_seedN` rows; "
         "machine, versions, command and notes are in each file). Scores are test scores in "
         "the dataset's metric (for error, lower is better; the difference column is signed "
         "so that positive is better); p is the paired-bootstrap p-value of 'EFT is worse'.\n\n"
