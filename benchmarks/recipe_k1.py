@@ -171,14 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         payload["recipes"].append(record)
     chosen = max(payload["recipes"], key=lambda r: r["best_head"]["validation"])
-    defaults = EFTConfig()
+    recipe_keys = ("learning_rate", "pooling", "batch_size", "warmup_ratio")
+    defaults = EFTConfig()  # the reference: EFT's default BP stage
     reference = next(
-        (
-            r
-            for r in payload["recipes"]
-            if (r["learning_rate"], r["pooling"], r["batch_size"], r["warmup_ratio"])
-            == (defaults.learning_rate, defaults.pooling, defaults.batch_size, 0.0)
-        ),
+        (r for r in payload["recipes"] if all(r[k] == getattr(defaults, k) for k in recipe_keys)),
         payload["recipes"][0],
     )
     payload["chosen_on_validation"] = {
@@ -188,9 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup_ratio": chosen["warmup_ratio"],
         **{k: chosen["best_head"][k] for k in ("standardize", "activation", "n_hidden", "C")},
         "test": chosen["best_head"]["test"],
-        "reference": {
-            k: reference[k] for k in ("learning_rate", "pooling", "batch_size", "warmup_ratio")
-        },
+        "reference": {k: reference[k] for k in recipe_keys},
         "reference_default_test": reference["default_head_test"],
     }
     payload["machine"]["load_average_at_end"] = load_average()
