@@ -6,6 +6,7 @@ The machine description (CPU, versions, threads, command, commit, load) comes fr
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
-from eft.benchmark import write_report  # noqa: E402
+from eft.benchmark import load_splits, write_report  # noqa: E402
 from eft.provenance import (  # noqa: E402, F401  (re-exported for the scripts)
     load_average,
     machine_info,
@@ -29,6 +30,19 @@ def data_root() -> Path:
     """``$EFT_DATA_DIR`` (a relative path is read from the repository root), else ../shared/data."""
     path = Path(os.environ.get("EFT_DATA_DIR", "../shared/data"))
     return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+def load_dataset_splits(args: argparse.Namespace):
+    """``eft.benchmark.load_splits`` for the options of ``add_data_arguments``: train,
+    validation, test and the dataset's options (the data from ``--data-dir`` or
+    :func:`data_root`)."""
+    return load_splits(
+        args.dataset,
+        args.data_dir or data_root(),
+        args.max_train,
+        args.max_validation,
+        args.max_test,
+    )
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -23,15 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    data_root,
     load_average,
+    load_dataset_splits,
     machine_markdown,
     markdown_table,
     write_results,
 )
 
 from eft import EFTClassifier, EFTConfig  # noqa: E402
-from eft.benchmark import add_data_arguments, load_splits, run_header  # noqa: E402
+from eft.benchmark import add_data_arguments, run_header  # noqa: E402
 
 PRECISIONS = ("no", "bf16")
 
@@ -45,13 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # only the training texts are passed; one validation and test text keep the loader simple
     parser.set_defaults(dataset="imdb", max_train=2000, max_validation=1, max_test=1)
     args = parser.parse_args(argv)
-    train, validation, test, options = load_splits(
-        args.dataset,
-        args.data_dir or data_root(),
-        args.max_train,
-        args.max_validation,
-        args.max_test,
-    )
+    train, validation, test, options = load_dataset_splits(args)
     texts, labels = list(train.texts), list(train.labels)
     seconds: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     for _ in range(args.repeats):

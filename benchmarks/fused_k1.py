@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from _common import (  # noqa: E402
     RESULTS_DIR,
-    data_root,
     load_average,
+    load_dataset_splits,
     machine_markdown,
     markdown_table,
     write_results,
@@ -54,7 +54,7 @@ from _common import (  # noqa: E402
 
 import eft.classifier  # noqa: E402
 from eft import EFTClassifier, EFTConfig, IELMClassifier  # noqa: E402
-from eft.benchmark import add_data_arguments, load_splits, run_header  # noqa: E402
+from eft.benchmark import add_data_arguments, run_header  # noqa: E402
 from eft.encoder import LengthGroupedBatchSampler  # noqa: E402
 from eft.ielm import sweep  # noqa: E402
 from eft.metrics import classification_scores, paired_bootstrap  # noqa: E402
@@ -148,13 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--dataset is required")
     metric = METRIC.get(args.dataset, "accuracy")
     scoring = "weighted_f1" if metric == "weighted_f1" else "accuracy"
-    train, validation, test, options = load_splits(
-        args.dataset,
-        args.data_dir or data_root(),
-        args.max_train,
-        args.max_validation,
-        args.max_test,
-    )
+    train, validation, test, options = load_dataset_splits(args)
     config = EFTConfig(
         model=args.model,
         method="bp",  # EFT's BP stage, keeping the linear head (no I-ELM fitted here)

@@ -33,15 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from _common import (  # noqa: E402
-    data_root,
     load_average,
+    load_dataset_splits,
     machine_markdown,
     markdown_table,
     write_results,
 )
 
 from eft import EFTClassifier, EFTConfig, IELMClassifier  # noqa: E402
-from eft.benchmark import add_data_arguments, load_splits, run_header  # noqa: E402
+from eft.benchmark import add_data_arguments, run_header  # noqa: E402
 from eft.ielm import sweep  # noqa: E402
 from eft.metrics import classification_scores  # noqa: E402
 
@@ -149,13 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.dataset:
         parser.error("--dataset is required")
     metric = METRIC.get(args.dataset, "accuracy")
-    train, validation, test, options = load_splits(
-        args.dataset,
-        args.data_dir or data_root(),
-        args.max_train,
-        args.max_validation,
-        args.max_test,
-    )
+    train, validation, test, options = load_dataset_splits(args)
     base = {"model": args.model, "max_length": args.max_length, "seed": args.seed}
     base["progress"] = False
     payload: dict[str, Any] = {
