@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -60,9 +61,22 @@ def main() -> None:
             )
         )
     # As the README asks of torchrun scripts: a gloo rank that exits with its group open can
-    # abort at interpreter shutdown (SIGABRT; it failed a CI run once).
+    # abort at interpreter shutdown (SIGABRT; it failed CI runs).
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    # ... and the group must really end: a reference left to it keeps gloo's threads running
+    # into shutdown (eft.backprop imports torch.distributed.nn early for this).
+    if left := gloo_threads():
+        sys.exit(f"gloo threads still running after destroy_process_group: {left}")
+
+
+def gloo_threads() -> list[str]:
+    """Names of this process's gloo threads (Linux; none found elsewhere)."""
+    names = []
+    for comm in Path("/proc/self/task").glob("*/comm"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            names.append(comm.read_text().strip())
+    return sorted(name for name in names if "gloo" in name)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,16 @@ from eft.checkpoint import restore_checkpoint, save_checkpoint
 from eft.config import EFTConfig
 from eft.encoder import Collator, EncodedTexts, LengthGroupedBatchSampler, TextEncoder
 
+if torch.distributed.is_available():
+    # Imported here, before accelerate opens a process group: torch.distributed.nn binds
+    # `group.WORLD` into its functions' default arguments when it is first imported, and DDP
+    # imports it. Imported with a group open, it keeps that group alive after
+    # destroy_process_group; gloo's threads then run on into interpreter shutdown, and one that
+    # frees a finished all-reduce's tensors there needs the GIL, exits the thread and aborts
+    # the rank (SIGABRT, "terminate called without an active exception"; 3 of about 150 runs
+    # of the 2-rank streaming test, none of 100 with this import).
+    import torch.distributed.nn  # noqa: F401
+
 
 class EncoderWithLinearHead(nn.Module):
     """``P_f`` plus the linear classifier ``FC_alpha``; returns logits and pooled features."""

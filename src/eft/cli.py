@@ -783,7 +783,8 @@ def _end_process_group() -> None:
 
     A gloo rank that exits with its group open can abort while the interpreter shuts down
     ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489): gloo's
-    threads still hold work that needs the interpreter. Each rank ends its own group.
+    threads still run. Each rank ends its own group; that the group is really freed (and its
+    threads joined) depends on :mod:`eft.backprop` importing ``torch.distributed.nn`` first.
     """
     torch = sys.modules.get("torch")  # no torch imported: no group to end
     if torch is None or not torch.distributed.is_available():
