@@ -240,6 +240,8 @@ def test_one_standard_error_rule_takes_the_fewest_epochs_within_noise():
     assert (chosen["epoch"], chosen["learning_rate"]) == (1, 5e-5)
     tied = [_row(1, 0.9), _row(1, 0.9, lr=5e-5)]
     assert choose_epoch(tied, 100, "one_se")[0]["learning_rate"] == 2e-4
+    # one_se_head keeps the paper's epoch; the rule applies to its head only
+    assert choose_epoch(rows, 545, "one_se_head") == (best, se)
 
 
 def test_choose_head_takes_the_smallest_n_hidden_that_reaches_the_threshold():
@@ -269,6 +271,11 @@ def test_tune_selection_sets_the_chosen_config(tiny_bert_dir, monkeypatch):
     assert fast.best_config.bp_epochs == 1 and fast.best_config.n_hidden == 500
     assert fast.best_config.C == 10.0 and fast.best_score == pytest.approx(0.79)
     assert fast.to_dict()["selection"] == "one_se"
+    # the paper's k = 2, then its smallest head within one SE of 0.82 (n_hidden 1000, C 10)
+    head = tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config, selection="one_se_head")
+    assert head.best_config.bp_epochs == 2 and head.best_config.n_hidden == 1000
+    assert head.best_config.C == 10.0 and head.best_score == pytest.approx(0.81)
+    assert head.to_dict()["selection"] == "one_se_head"
     with pytest.raises(InputError, match="selection"):
         tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config, selection="fastest")
 

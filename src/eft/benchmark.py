@@ -165,8 +165,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tune-selection",
         choices=SELECTIONS,
         default="best",
-        help="with --tune: k and head with the best validation score (the paper), or the "
-        "fewest epochs and then the smallest n_hidden within one standard error of it",
+        help="with --tune: k and head with the best validation score (the paper, best), "
+        "the fewest epochs and then the smallest n_hidden within one standard error of it "
+        "(one_se), or the paper's k and then that smallest n_hidden (one_se_head)",
     )
     parser.add_argument(
         "--fused-fraction",

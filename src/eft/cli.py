@@ -299,9 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--selection",
         choices=SELECTIONS,
         default="best",
-        help="k and head with the best validation score (the paper), or the fewest BP epochs "
-        "and then the smallest n_hidden within one standard error of the best (faster "
-        "training, the same score within noise)",
+        help="best: k and head with the best validation score (the paper); one_se: the "
+        "fewest BP epochs and then the smallest n_hidden within one standard error of the "
+        "best (faster training, the same score within noise); one_se_head: the paper's k, "
+        "then the smallest n_hidden within one standard error (a faster head only)",
     )
     tune.add_argument("--output", required=True, help="folder for the tuning results")
     tune.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -710,9 +711,10 @@ def command_tune(args: argparse.Namespace) -> int:
             f"{params['C']:>8g} {100 * epoch['linear_head_accuracy']:>12.2f}"
         )
     best = result.best_config
-    if args.selection == "one_se":
+    if args.selection != "best":
+        what = "the fewest epochs, then " if args.selection == "one_se" else "at the best k, "
         print(
-            f"one-standard-error rule: the fewest epochs, then the smallest n_hidden, within "
+            f"one-standard-error rule: {what}the smallest n_hidden, within "
             f"{100 * result.standard_error:.2f} points of the best validation score"
         )
     print(

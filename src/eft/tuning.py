@@ -16,7 +16,9 @@ Choosing k and the head: ``selection="best"`` (the paper's) takes the epoch and 
 best validation score. ``selection="one_se"`` takes the simplest model whose score is within
 one standard error of the best (the "one-standard-error rule" of Hastie, Tibshirani and
 Friedman, *Elements of Statistical Learning*, 7.10, as in glmnet's ``lambda.1se``): first the
-fewest epochs, then, at that k, the smallest ``n_hidden``. Each BP epoch is most of EFT's
+fewest epochs, then, at that k, the smallest ``n_hidden``. ``selection="one_se_head"`` keeps
+the paper's k (the best score) and applies the rule to the head only: at that k, the smallest
+``n_hidden`` within one standard error of the best. Each BP epoch is most of EFT's
 training time and the head's cost grows as ``n_hidden**2`` (statistics) and ``n_hidden**3``
 (solve), while on a validation set of a few hundred examples a gain below the standard error
 ``sqrt(s (1 - s) / n)`` (about 1 point at 90 % accuracy and n = 800) is noise. The binomial
@@ -78,7 +80,7 @@ class TuneResult:
         }
 
 
-SELECTIONS = ("best", "one_se")
+SELECTIONS = ("best", "one_se", "one_se_head")
 
 TUNED_FIELDS = (
     "learning_rate",
@@ -114,9 +116,10 @@ def tune(
     one more fine-tuning run (each with its own search over k), the costly part. Head variants
     (``activations`` x ``standardize``) are cheap: one more sweep over the same features each.
     ``None`` keeps the value of ``config``. Ties keep the earlier candidate, in the order given.
-    ``selection`` picks k and the head: ``"best"`` validation score (the paper) or
+    ``selection`` picks k and the head: ``"best"`` validation score (the paper),
     ``"one_se"``, the fewest epochs and then the smallest ``n_hidden`` within one standard
-    error of the best (see module notes).
+    error of the best, or ``"one_se_head"``, the paper's k and then the smallest ``n_hidden``
+    within one standard error (see module notes).
     """
     base = config or EFTConfig()
     texts, labels = check_texts_and_labels(texts, labels)
@@ -148,7 +151,7 @@ def tune(
         )
     chosen_row, standard_error = choose_epoch(epochs, len(eval_texts), selection)
     score, params = chosen_row["best_score"], chosen_row["best_params"]
-    if selection == "one_se":
+    if selection in ("one_se", "one_se_head"):
         top = max(r["best_score"] for r in epochs)
         score, params = choose_head(chosen_row, scoring, top - standard_error)
     params = {**params, "bp_epochs": chosen_row["epoch"]}
@@ -180,9 +183,9 @@ def choose_epoch(
     the best score ``s`` (a fraction): ``sqrt(p (1 - p) / (n + 4))`` with the Agresti-Coull
     ``p = (s n + 2) / (n + 4)``, about ``sqrt(s (1 - s) / n)`` but not 0 at ``s = 1``.
 
-    ``"best"``: the highest score, the earliest row on ties. ``"one_se"``: among the rows
-    within one standard error of the best, those with the fewest epochs; of these the highest
-    score, the earliest on ties.
+    ``"best"`` and ``"one_se_head"``: the highest score, the earliest row on ties.
+    ``"one_se"``: among the rows within one standard error of the best, those with the fewest
+    epochs; of these the highest score, the earliest on ties.
     """
     best = max(rows, key=lambda r: r["best_score"])  # max keeps the first of equal rows
     top = best["best_score"]
@@ -190,7 +193,7 @@ def choose_epoch(
     n = max(n_eval, 0) + 4
     adjusted = (top * (n - 4) + 2) / n
     standard_error = float(np.sqrt(adjusted * (1.0 - adjusted) / n))
-    if selection == "best":
+    if selection != "one_se":
         return best, standard_error
     close = [r for r in rows if r["best_score"] >= top - standard_error]
     fewest = min(r["epoch"] for r in close)
