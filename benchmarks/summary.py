@@ -164,6 +164,38 @@ def rows() -> list[list[str]]:
     return out
 
 
+def selection_rows() -> list[list[str]]:
+    """Each tuning rule's choice on every committed tuned run's validation curves.
+
+    The same tuning tables (validation scores of every k x ``n_hidden`` x ``C``) give the
+    choice of every ``--tune-selection``, so the rules can be compared without retraining;
+    only the rule in the run's name was trained and tested. Each cell: k, ``n_hidden``, ``C``
+    and the validation score of that choice (the best's, for comparison, in the first).
+    """
+    from eft.tuning import SELECTIONS, choose_epoch, choose_head
+
+    out = []
+    for name, data in bench_runs().items():
+        tuning = data.get("tuning") or {}
+        if not tuning.get("epochs"):
+            continue
+        rows, scoring = tuning["epochs"], tuning.get("scoring", "accuracy")
+        n_eval = data["sizes"]["validation"]
+        top = max(r["best_score"] for r in rows)
+        cells = []
+        for selection in SELECTIONS:
+            row, standard_error = choose_epoch(rows, n_eval, selection)
+            score, params = row["best_score"], row["best_params"]
+            if selection != "best":
+                score, params = choose_head(row, scoring, top - standard_error)
+            cells.append(
+                f"k={row['epoch']}, nh {params['n_hidden']}, C {params['C']:g}: {100 * score:.1f}"
+            )
+        used = tuning.get("selection", "best")
+        out.append([_label(name, data), used, f"{100 * standard_error:.2f}", *cells])
+    return out
+
+
 def _markdown(headers: list[str], body: list[list[str]]) -> list[str]:
     table = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     return table + ["| " + " | ".join(row) + " |" for row in body]
@@ -203,6 +235,17 @@ def main() -> int:
         ],
         noise_rows(),
     )
+    selection = _markdown(
+        [
+            "run",
+            "rule used",
+            "standard error (points)",
+            "best (the paper)",
+            "one_se",
+            "one_se_head",
+        ],
+        selection_rows(),
+    )
     text = (
         "# EFT against fine-tuning, every committed `eft bench` run\n\n"
         "Made by `python benchmarks/summary.py` from `benchmarks/results/bench_*.json` "
@@ -217,6 +260,10 @@ def main() -> int:
         + " ".join(line.strip() for line in noise_rows.__doc__.split("\n\n")[1].splitlines())
         + "\n\n"
         + "\n".join(noise)
+        + "\n\n## What each tuning rule picks on the same validation curves\n\n"
+        + " ".join(line.strip() for line in selection_rows.__doc__.split("\n\n")[1].splitlines())
+        + "\n\n"
+        + "\n".join(selection)
         + "\n"
     )
     (RESULTS_DIR / "summary.md").write_text(text, "utf-8")
