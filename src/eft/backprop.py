@@ -94,24 +94,17 @@ def _schedule(
     or ("linear_per_epoch") warm-up and linear decay to 0 within every epoch, restarting at
     the peak, so that the first k epochs of a longer run equal a k-epoch run (``eft tune``).
     With one epoch, "linear" and "linear_per_epoch" are the same schedule."""
-    if config.lr_schedule == "linear_per_epoch":
-        warmup = int(config.warmup_ratio * steps_per_epoch)
-
-        def per_epoch(step: int) -> float:
-            position = step % steps_per_epoch
-            if position < warmup:
-                return (position + 1) / warmup
-            return (steps_per_epoch - position) / (steps_per_epoch - warmup)
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, per_epoch)
-    warmup = int(config.warmup_ratio * total_steps)
+    per_epoch = config.lr_schedule == "linear_per_epoch"
+    period = steps_per_epoch if per_epoch else total_steps  # the span of one warm-up + decay
+    warmup = int(config.warmup_ratio * period)
 
     def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
+        position = step % period if per_epoch else step
+        if position < warmup:
+            return (position + 1) / max(1, warmup)
         if config.lr_schedule == "constant":
             return 1.0
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        return max(0.0, (period - position) / max(1, period - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
