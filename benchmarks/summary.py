@@ -172,7 +172,7 @@ def selection_rows() -> list[list[str]]:
     only the rule in the run's name was trained and tested. Each cell: k, ``n_hidden``, ``C``
     and the validation score of that choice (the best's, for comparison, in the first).
     """
-    from eft.tuning import SELECTIONS, choose_epoch, choose_head
+    from eft.tuning import SELECTIONS, choose
 
     out = []
     for name, data in bench_runs().items():
@@ -181,13 +181,9 @@ def selection_rows() -> list[list[str]]:
             continue
         rows, scoring = tuning["epochs"], tuning.get("scoring", "accuracy")
         n_eval = data["sizes"]["validation"]
-        top = max(r["best_score"] for r in rows)
         cells = []
         for selection in SELECTIONS:
-            row, standard_error = choose_epoch(rows, n_eval, selection)
-            score, params = row["best_score"], row["best_params"]
-            if selection != "best":
-                score, params = choose_head(row, scoring, top - standard_error)
+            row, score, params, standard_error = choose(rows, n_eval, scoring, selection)
             cells.append(
                 f"k={row['epoch']}, nh {params['n_hidden']}, C {params['C']:g}: {100 * score:.1f}"
             )

@@ -149,11 +149,7 @@ def tune(
         epochs += _tune_bp_run(
             texts, labels, eval_texts, eval_labels, recipe, heads, max_epochs, n_hidden, C, scoring
         )
-    chosen_row, standard_error = choose_epoch(epochs, len(eval_texts), selection)
-    score, params = chosen_row["best_score"], chosen_row["best_params"]
-    if selection in ("one_se", "one_se_head"):
-        top = max(r["best_score"] for r in epochs)
-        score, params = choose_head(chosen_row, scoring, top - standard_error)
+    chosen_row, score, params, standard_error = choose(epochs, len(eval_texts), scoring, selection)
     params = {**params, "bp_epochs": chosen_row["epoch"]}
     chosen = EFTConfig.from_dict(
         {
@@ -174,6 +170,21 @@ def tune(
         selection=selection,
         standard_error=standard_error,
     )
+
+
+def choose(
+    rows: Sequence[dict[str, Any]], n_eval: int, scoring: str, selection: str = "best"
+) -> tuple[dict[str, Any], float, dict[str, Any], float]:
+    """The tuning row and head that ``selection`` picks: the row (:func:`choose_epoch`), the
+    validation score and ``best_params`` of the chosen head (the row's best, or with ``one_se``
+    and ``one_se_head`` the smallest within one standard error, :func:`choose_head`), and the
+    standard error."""
+    row, standard_error = choose_epoch(rows, n_eval, selection)
+    if selection == "best":
+        return row, row["best_score"], row["best_params"], standard_error
+    top = max(r["best_score"] for r in rows)
+    score, params = choose_head(row, scoring, top - standard_error)
+    return row, score, params, standard_error
 
 
 def choose_epoch(
