@@ -169,8 +169,11 @@ def selection_rows() -> list[list[str]]:
 
     The same tuning tables (validation scores of every k x ``n_hidden`` x ``C``) give the
     choice of every ``--tune-selection``, so the rules can be compared without retraining;
-    only the rule in the run's name was trained and tested. Each cell: k, ``n_hidden``, ``C``
-    and the validation score of that choice (the best's, for comparison, in the first).
+    only the rule in the run's name was trained. Each cell: k, ``n_hidden``, ``C`` and the
+    validation score of that choice (the best's, for comparison, in the first), and its test
+    score where the run tested it: runs since the rules' heads at EFT's k were tested on EFT's
+    features (``ielm_heads_by_selection``), else the rule used and the rules that pick the
+    same k and head.
     """
     from eft.tuning import SELECTIONS, choose
 
@@ -181,13 +184,27 @@ def selection_rows() -> list[list[str]]:
             continue
         rows, scoring = tuning["epochs"], tuning.get("scoring", "accuracy")
         n_eval = data["sizes"]["validation"]
+        used = tuning.get("selection", "best")
+        head = data["methods"]["logreg_head"]
+        tested = {
+            selection: h["test_score"]
+            for selection, h in head.get("ielm_heads_by_selection", {}).items()
+        }
+        choices = {selection: choose(rows, n_eval, scoring, selection) for selection in SELECTIONS}
+        trained = {  # the EFT model each rule's choice gives: its encoder and head
+            selection: (row["learning_rate"], row["pooling"], row["epoch"], sorted(params.items()))
+            for selection, (row, _, params, _) in choices.items()
+        }
+        for selection in SELECTIONS:  # a rule that picks the used rule's choice: same model
+            if trained[selection] == trained[used]:
+                tested.setdefault(selection, data["methods"]["eft"]["test_score"])
         cells = []
         for selection in SELECTIONS:
-            row, score, params, standard_error = choose(rows, n_eval, scoring, selection)
+            row, score, params, standard_error = choices[selection]
             cells.append(
                 f"k={row['epoch']}, nh {params['n_hidden']}, C {params['C']:g}: {100 * score:.1f}"
+                + (f" (test {tested[selection]:.2f})" if selection in tested else "")
             )
-        used = tuning.get("selection", "best")
         out.append([_label(name, data), used, f"{100 * standard_error:.2f}", *cells])
     return out
 

@@ -76,8 +76,21 @@ def test_bench_runs_every_method_side_by_side(data_dir, tiny_bert_dir, tmp_path)
     head = methods["logreg_head"]
     speedup = head["train_seconds"] / head["ielm_head_seconds"]
     assert head["speedup_ielm_over_logreg"] == pytest.approx(speedup)
+    # the heads the tuning rules pick at EFT's k, tested on the same features: the paper's
+    # rule (the one used) is EFT's own head; one_se_head is never wider
+    by_selection = head["ielm_heads_by_selection"]
+    assert {"best", "one_se_head"} <= set(by_selection) <= {"best", "one_se", "one_se_head"}
+    paper, lean = by_selection["best"], by_selection["one_se_head"]
+    assert (paper["n_hidden"], paper["C"]) == (best["n_hidden"], best["C"])
+    assert paper["test_score"] == head["ielm_head_test_score"]
+    assert paper["validation_score"] == payload["tuning"]["best_score"]
+    assert lean["n_hidden"] <= paper["n_hidden"] and lean["fit_seconds"] > 0
+    standard_error = payload["tuning"]["standard_error"]
+    assert lean["validation_score"] >= paper["validation_score"] - standard_error - 1e-12
+    assert 0.0 <= lean["test_score"] <= 100.0
     markdown = (out / "bench_trec_tiny.md").read_text()
     assert "| eft_fused |" in markdown and "LogisticRegression" in markdown
+    assert "The head each tuning rule picks at the same k" in markdown
     assert all((out / plot).is_file() for plot in payload["plots"])
     assert "bench_trec_tiny_tuning/tuning.png" in payload["plots"]
     assert (out / "bench_trec_tiny_tuning" / "tuned_config.json").is_file()

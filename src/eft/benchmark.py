@@ -25,7 +25,10 @@ Methods, all with the same data pipeline (:class:`~eft.EFTClassifier`) and seed:
 3. ``eft_fused``: the same in fused mode (I-ELM statistics from the last BP epoch);
 4. ``probe``: k = 0, the frozen encoder + I-ELM head;
 5. ``logreg_head``: scikit-learn ``LogisticRegression`` on the EFT encoder's features, against
-   the I-ELM head on the same features (head fit times side by side).
+   the I-ELM head on the same features (head fit times side by side). Beside a tuned head it
+   also tests the default head (n_hidden 1000, C 1) and, with ``--tune``, the head that each
+   ``--tune-selection`` rule picks at EFT's k (``ielm_heads_by_selection``), so one run compares
+   the rules' heads on test without more fine-tuning.
 
 Each method reports its test score (the dataset's paper metric and accuracy), training time
 per phase, the ratio to the baseline's time and the paired-bootstrap p-value of "worse than the
@@ -53,7 +56,7 @@ from eft.errors import InputError
 from eft.ielm import IELMClassifier
 from eft.metrics import classification_scores, paired_bootstrap
 from eft.provenance import load_average, machine_info, machine_markdown
-from eft.tuning import SELECTIONS, TuneResult, tune, write_tuning
+from eft.tuning import SELECTIONS, TuneResult, choose, tune, write_tuning
 
 METRIC = {"meld": "weighted_f1", "iemocap": "weighted_f1", "ag_news": "error"}
 DEFAULT_OUTPUT_DIR = "benchmarks/results"
@@ -253,24 +256,41 @@ def _run(name: str, config: EFTConfig, train, validation, test, metric: str):
     return record, clf
 
 
-def _head_comparison(clf: EFTClassifier, train, test, metric: str) -> dict[str, Any]:
+def _head_comparison(
+    clf: EFTClassifier,
+    train,
+    test,
+    metric: str,
+    heads_by_selection: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """I-ELM head against ``LogisticRegression`` on the same fine-tuned features, fit times
-    side by side (and the default-size head beside a tuned one)."""
+    side by side; beside a tuned head, the default-size head and the heads that the other
+    tuning rules pick at the same k (``heads_by_selection``: rule -> head parameters)."""
     from sklearn.linear_model import LogisticRegression
 
     X_train, X_test = clf.features(list(train.texts)), clf.features(list(test.texts))
     y_train, y_test = np.asarray(train.labels), list(test.labels)
-    results = {}
+    cfg = clf.config
+
+    def ielm(params: dict[str, Any]) -> IELMClassifier:
+        return IELMClassifier(
+            n_hidden=int(params["n_hidden"]),
+            C=float(params["C"]),
+            activation=params.get("activation", cfg.activation),
+            n_iter=cfg.n_iter,
+            standardize=params.get("standardize", cfg.standardize),
+            random_state=cfg.seed,
+        )
+
     heads = {
-        "ielm": lambda: IELMClassifier(
-            n_hidden=clf.config.n_hidden, C=clf.config.C, random_state=clf.config.seed
-        ),
+        "ielm": lambda: ielm({"n_hidden": cfg.n_hidden, "C": cfg.C}),
         "logreg": lambda: LogisticRegression(max_iter=1000),
     }
-    if (clf.config.n_hidden, clf.config.C) != (1000, 1.0):  # tuned: the defaults beside them
-        heads["ielm_default"] = lambda: IELMClassifier(
-            n_hidden=1000, C=1.0, random_state=clf.config.seed
-        )
+    if (cfg.n_hidden, cfg.C) != (1000, 1.0):  # tuned: the defaults beside them
+        heads["ielm_default"] = lambda: ielm({"n_hidden": 1000, "C": 1.0})
+    for selection, params in (heads_by_selection or {}).items():
+        heads[f"selection:{selection}"] = lambda params=params: ielm(params)
+    results = {}
     for name, make in heads.items():
         start = time.perf_counter()
         head = make().fit(X_train, y_train)
@@ -285,6 +305,24 @@ def _head_comparison(clf: EFTClassifier, train, test, metric: str) -> dict[str, 
         results["ielm"]["fit_seconds"], 1e-9
     )
     return results
+
+
+def _heads_by_selection(tuned: TuneResult, n_eval: int) -> dict[str, dict[str, Any]]:
+    """The head (activation, standardisation, n_hidden, C and validation score) that every
+    tuning rule picks on the tuning row that EFT was trained with, for the rules that pick
+    that row: their heads can be tested on EFT's features without more fine-tuning."""
+    used = tuned.best_config
+    heads = {}
+    for selection in SELECTIONS:
+        row, score, params, _ = choose(tuned.epochs, n_eval, tuned.scoring, selection)
+        if (row["learning_rate"], row["pooling"], row["epoch"]) == (
+            used.learning_rate,
+            used.pooling,
+            used.bp_epochs,
+        ):
+            fields = ("activation", "standardize", "n_hidden", "C")
+            heads[selection] = {**{f: params[f] for f in fields}, "validation_score": score}
+    return heads
 
 
 def _plots(payload: dict[str, Any], stem: str, output_dir: Path) -> list[str]:
@@ -371,6 +409,14 @@ def _markdown(payload: dict[str, Any]) -> str:
             f"{default['fit_seconds']:.2f} s ({default['test_score']:.2f}), "
             f"{head['train_seconds'] / max(default['fit_seconds'], 1e-9):.1f}x."
         )
+    by_selection = head.get("ielm_heads_by_selection")
+    if by_selection:
+        picks = "; ".join(
+            f"{selection} (nh {h['n_hidden']}, C {h['C']:g}; validation "
+            f"{100 * h['validation_score']:.1f}): {h['test_score']:.2f}, {h['fit_seconds']:.2f} s"
+            for selection, h in by_selection.items()
+        )
+        lines += ["", f"The head each tuning rule picks at the same k, same features: {picks}."]
     return "\n".join(lines)
 
 
@@ -493,7 +539,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     models = {}
     for name, config in runs.items():
         payload["methods"][name], models[name] = _run(name, config, train, validation, test, metric)
-    heads = _head_comparison(models["eft"], train, test, metric)
+    by_selection = _heads_by_selection(tuned, len(validation.texts)) if args.tune else {}
+    heads = _head_comparison(models["eft"], train, test, metric, by_selection)
     payload["methods"]["logreg_head"] = {
         "test_score": heads["logreg"]["test_score"],
         "train_seconds": heads["logreg"]["fit_seconds"],
@@ -502,6 +549,17 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "speedup_ielm_over_logreg": heads["speedup_ielm_over_logreg"],
         "ielm_default_head": {  # n_hidden 1000, C 1, when the tuned head differs
             k: v for k, v in heads.get("ielm_default", {}).items() if k != "predictions"
+        },
+        "ielm_heads_by_selection": {  # the head every tuning rule picks at EFT's k
+            selection: {
+                **params,
+                **{
+                    key: value
+                    for key, value in heads[f"selection:{selection}"].items()
+                    if key != "predictions"
+                },
+            }
+            for selection, params in by_selection.items()
         },
         "predictions": heads["logreg"]["predictions"],
         "hyper_parameters": {"features": f"EFT encoder (k={k})", "max_iter": 1000},
