@@ -1,0 +1,115 @@
+"""Test what another tuning rule would have picked in a committed ``eft bench --tune`` run.
+
+    python benchmarks/rule_choice.py bench_imdb_5k_one_se_head --selection one_se
+
+``eft bench`` trains EFT with the choice of the rule it was given; on the same validation
+curves (the run's tuning tables) every other ``--tune-selection`` picks its own k,
+``n_hidden`` and ``C`` (``benchmarks/summary.py``, third table). This script trains EFT with
+one such choice on the run's splits, seed, precision and learning-rate schedule, and tests
+it. It does not rerun fine-tuning: the test score is compared with the run's committed
+``bp`` score (no paired bootstrap, whose predictions the run did not keep), and its training
+time is not a side-by-side ratio. Writes ``results/rule_choice_<run>_<selection>.json`` and
+``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    data_root,
+    load_average,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    write_results,
+)
+
+from eft import EFTClassifier, EFTConfig  # noqa: E402
+from eft.benchmark import load_splits  # noqa: E402
+from eft.metrics import classification_scores  # noqa: E402
+from eft.tuning import SELECTIONS, choose  # noqa: E402
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="a committed bench stem, e.g. bench_imdb_5k_one_se_head")
+    parser.add_argument("--selection", choices=SELECTIONS, required=True)
+    parser.add_argument("--data-dir", help="root of the datasets (default: $EFT_DATA_DIR)")
+    args = parser.parse_args(argv)
+    run = json.loads((RESULTS_DIR / f"{args.run}.json").read_text("utf-8"))
+    tuning, options = run["tuning"], run["dataset_options"]
+    row, score, params, standard_error = choose(
+        tuning["epochs"], run["sizes"]["validation"], tuning["scoring"], args.selection
+    )
+    config = EFTConfig.from_dict(
+        {**tuning["config"], **params, "bp_epochs": row["epoch"], "progress": False}
+    )
+    train, validation, test, _ = load_splits(
+        run["dataset"],
+        args.data_dir or data_root(),
+        options["max_train"],
+        options["max_validation"],
+        options["max_test"],
+    )
+    assert len(train) == run["sizes"]["train"] and len(test) == run["sizes"]["test"]
+    machine = machine_info()  # before training: its load average is the one at the start
+    clf = EFTClassifier(config).fit(list(train.texts), list(train.labels))
+    scores = classification_scores(list(test.labels), clf.predict(list(test.texts)).tolist())
+    bp = run["methods"]["bp"]
+    payload = {
+        "run": args.run,
+        "selection": args.selection,
+        "choice": {"bp_epochs": row["epoch"], **params, "validation_score": score},
+        "standard_error": standard_error,
+        "test_score": scores[run["metric"]],
+        "scores": scores,
+        "bp_test_score": bp["test_score"],
+        "difference_to_bp": scores[run["metric"]] - bp["test_score"],
+        "train_seconds": clf.timings_["train"],
+        "timings": clf.timings_,
+        "bp_epochs_of_the_run": bp["bp_epochs_run"],
+        "machine": {**machine, "load_average_at_end": load_average()},
+        "command": "python " + " ".join(sys.argv),
+    }
+    markdown = "\n".join(
+        [
+            f"# {args.selection}'s choice in `{args.run}`, trained and tested",
+            "",
+            machine_markdown(payload["machine"]),
+            "",
+            markdown_table(
+                ["selection", "k", "n_hidden", "C", "validation", "test", "run's bp", "diff"],
+                [
+                    [
+                        args.selection,
+                        row["epoch"],
+                        params["n_hidden"],
+                        params["C"],
+                        100 * score,
+                        payload["test_score"],
+                        bp["test_score"],
+                        payload["difference_to_bp"],
+                    ]
+                ],
+            ),
+            "",
+            f"Train {payload['train_seconds']:.1f} s here, in a separate run (not a side-by-side "
+            f"ratio); the run's fine-tuning trained {bp['bp_epochs_run']} epochs.",
+        ]
+    )
+    stem = f"rule_choice_{args.run.removeprefix('bench_')}_{args.selection}"
+    write_results(stem, payload, markdown + "\n")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
