@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="root of the datasets (default: $EFT_DATA_DIR)")
     args = parser.parse_args(argv)
     run = json.loads((RESULTS_DIR / f"{args.run}.json").read_text("utf-8"))
-    tuning, options = run["tuning"], run["dataset_options"]
+    tuning, options = run.get("tuning"), run["dataset_options"]
+    if options.get("files") or not tuning:
+        parser.error(f"{args.run} is not an `eft bench --dataset NAME --tune` run.")
     row, score, params, standard_error = choose(
         tuning["epochs"], run["sizes"]["validation"], tuning["scoring"], args.selection
     )
