@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = EFTConfig.from_dict(
         {**tuning["config"], **params, "bp_epochs": row["epoch"], "progress": False}
     )
-    train, validation, test, _ = load_splits(
+    train, _, test, _ = load_splits(
         run["dataset"],
         args.data_dir or data_root(),
         options["max_train"],
@@ -78,8 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train_seconds": clf.timings_["train"],
         "timings": clf.timings_,
         "bp_epochs_of_the_run": bp["bp_epochs_run"],
-        "machine": {**machine, "load_average_at_end": load_average()},
-        "command": "python " + " ".join(sys.argv),
+        "machine": {**machine, "load_average_at_end": load_average()},  # with the command
     }
     markdown = "\n".join(
         [
