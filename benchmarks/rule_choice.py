@@ -7,9 +7,10 @@ curves (the run's tuning tables) every other ``--tune-selection`` picks its own 
 ``n_hidden`` and ``C`` (``benchmarks/summary.py``, third table). This script trains EFT with
 one such choice on the run's splits, seed, precision and learning-rate schedule, and tests
 it. It does not rerun fine-tuning: the test score is compared with the run's committed
-``bp`` score (no paired bootstrap, whose predictions the run did not keep), and its training
-time is not a side-by-side ratio. Writes ``results/rule_choice_<run>_<selection>.json`` and
-``.md``.
+``bp`` score, with the paired-bootstrap p-value against ``bp``'s test predictions where the run
+kept them (``<run>_predictions.jsonl``; runs before that file existed get none), and its
+training time is not a side-by-side ratio. Writes
+``results/rule_choice_<run>_<selection>.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from _common import (  # noqa: E402
 )
 
 from eft import EFTClassifier, EFTConfig  # noqa: E402
-from eft.benchmark import load_splits  # noqa: E402
-from eft.metrics import classification_scores  # noqa: E402
+from eft.benchmark import load_splits, read_predictions  # noqa: E402
+from eft.metrics import classification_scores, paired_bootstrap  # noqa: E402
 from eft.tuning import SELECTIONS, choose  # noqa: E402
 
 
@@ -64,8 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert len(train) == run["sizes"]["train"] and len(test) == run["sizes"]["test"]
     machine = machine_info()  # before training: its load average is the one at the start
     clf = EFTClassifier(config).fit(list(train.texts), list(train.labels))
-    scores = classification_scores(list(test.labels), clf.predict(list(test.texts)).tolist())
+    predicted = clf.predict(list(test.texts)).tolist()
+    scores = classification_scores(list(test.labels), predicted)
     bp = run["methods"]["bp"]
+    p_value = None
+    predictions_file = RESULTS_DIR / run.get("predictions_file", f"{args.run}_predictions.jsonl")
+    if predictions_file.is_file():
+        labels, by_method = read_predictions(predictions_file)
+        assert labels == list(test.labels), f"{predictions_file.name} is for other test data"
+        p_value = paired_bootstrap(labels, by_method["bp"], predicted, metric=run["metric"])[
+            "p_value_worse"
+        ]
     payload = {
         "run": args.run,
         "selection": args.selection,
@@ -75,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scores": scores,
         "bp_test_score": bp["test_score"],
         "difference_to_bp": scores[run["metric"]] - bp["test_score"],
+        "p_value_vs_bp": p_value,  # None: the run kept no predictions
         "train_seconds": clf.timings_["train"],
         "timings": clf.timings_,
         "bp_epochs_of_the_run": bp["bp_epochs_run"],
@@ -87,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             machine_markdown(payload["machine"]),
             "",
             markdown_table(
-                ["selection", "k", "n_hidden", "C", "validation", "test", "run's bp", "diff"],
+                ["selection", "k", "n_hidden", "C", "validation", "test", "run's bp", "diff", "p"],
                 [
                     [
                         args.selection,
@@ -98,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         payload["test_score"],
                         bp["test_score"],
                         payload["difference_to_bp"],
+                        "n/a" if p_value is None else p_value,
                     ]
                 ],
             ),

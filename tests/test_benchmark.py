@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from eft.benchmark import load_splits
+from eft.benchmark import load_splits, read_predictions
+from eft.metrics import classification_scores, paired_bootstrap
 from tests.test_cli import run_eft
 
 
@@ -94,6 +95,15 @@ def test_bench_runs_every_method_side_by_side(data_dir, tiny_bert_dir, tmp_path)
     assert all((out / plot).is_file() for plot in payload["plots"])
     assert "bench_trec_tiny_tuning/tuning.png" in payload["plots"]
     assert (out / "bench_trec_tiny_tuning" / "tuned_config.json").is_file()
+    # every method's test predictions are kept: the p-values can be recomputed from them
+    labels, predictions = read_predictions(out / payload["predictions_file"])
+    assert payload["predictions_file"] == "bench_trec_tiny_predictions.jsonl"
+    assert labels == list(load_splits("trec", data_dir, 160, 60, 80)[2].labels)
+    assert set(predictions) == set(methods)
+    assert all(len(values) == len(labels) for values in predictions.values())
+    again = paired_bootstrap(labels, predictions["bp"], predictions["eft"], metric="accuracy")
+    assert again["p_value_worse"] == eft["p_value_vs_bp"]
+    assert classification_scores(labels, predictions["eft"])["accuracy"] == eft["test_score"]
     assert not list(out.glob(".*tmp*")), "no staging files left behind"
 
 

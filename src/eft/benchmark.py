@@ -32,9 +32,10 @@ Methods, all with the same data pipeline (:class:`~eft.EFTClassifier`) and seed:
 
 Each method reports its test score (the dataset's paper metric and accuracy), training time
 per phase, the ratio to the baseline's time and the paired-bootstrap p-value of "worse than the
-baseline". Writes ``bench_<dataset>[_<tag>].json`` and ``.md`` and, with matplotlib, ``*.png``
-(per-phase time bars; test score against training time; with ``--tune``, validation score
-against k and n_hidden).
+baseline". Writes ``bench_<dataset>[_<tag>].json`` and ``.md``; the test labels and every
+method's test predictions in ``..._predictions.jsonl`` (for further paired tests, e.g. by
+``benchmarks/rule_choice.py``); and, with matplotlib, ``*.png`` (per-phase time bars; test
+score against training time; with ``--tune``, validation score against k and n_hidden).
 """
 
 from __future__ import annotations
@@ -429,6 +430,26 @@ def write_report(output_dir: str | Path, stem: str, payload: dict[str, Any], mar
     return paths
 
 
+def write_predictions(
+    path: str | Path, labels: Sequence[Any], predictions: dict[str, Sequence[Any]]
+) -> Path:
+    """Write the test labels and each method's test predictions as JSON lines, atomically:
+    ``{"test_labels": [...]}`` first, then one ``{"method": name, "predictions": [...]}``."""
+    lines = [json.dumps({"test_labels": list(labels)}, default=json_default)]
+    lines += [
+        json.dumps({"method": name, "predictions": list(values)}, default=json_default)
+        for name, values in predictions.items()
+    ]
+    write_text(path, "\n".join(lines) + "\n")
+    return Path(path)
+
+
+def read_predictions(path: str | Path) -> tuple[list[Any], dict[str, list[Any]]]:
+    """The test labels and ``{method: predictions}`` of :func:`write_predictions`."""
+    first, *rest = (json.loads(line) for line in Path(path).read_text("utf-8").splitlines())
+    return first["test_labels"], {row["method"]: row["predictions"] for row in rest}
+
+
 def _splits_from_args(args: argparse.Namespace):
     files = [args.train, args.validation, args.test]
     if args.dataset and any(files):
@@ -576,12 +597,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         if "phases" in method:
             method["time_ratio_to_bp"] = method["train_seconds"] / bp["train_seconds"]
             method["time_ratio_to_bp_best"] = method["train_seconds"] / bp["train_seconds_to_best"]
-    for method in payload["methods"].values():
-        method.pop("predictions")
+    predictions = {name: method.pop("predictions") for name, method in payload["methods"].items()}
     stem = f"bench_{title}" + (f"_{args.tag}" if args.tag else "")
     payload["tag"] = args.tag
     payload["machine"]["load_average_at_end"] = load_average()
     output_dir.mkdir(parents=True, exist_ok=True)
+    payload["predictions_file"] = f"{stem}_predictions.jsonl"
+    write_predictions(output_dir / payload["predictions_file"], truth, predictions)
     payload["plots"] = _plots(payload, stem, output_dir)
     markdown = _markdown(payload)
     write_report(output_dir, stem, payload, markdown)
