@@ -173,7 +173,8 @@ def selection_rows() -> list[list[str]]:
     validation score of that choice (the best's, for comparison, in the first), and its test
     score where the run tested it: runs since the rules' heads at EFT's k were tested on EFT's
     features (``ielm_heads_by_selection``), else the rule used and the rules that pick the
-    same k and head.
+    same k and head; or where ``benchmarks/rule_choice.py`` trained it afterwards ("test X,
+    apart": not side by side with the run's fine-tuning).
     """
     from eft.tuning import SELECTIONS, choose
 
@@ -186,8 +187,8 @@ def selection_rows() -> list[list[str]]:
         n_eval = data["sizes"]["validation"]
         used = tuning.get("selection", "best")
         head = data["methods"]["logreg_head"]
-        tested = {
-            selection: h["test_score"]
+        tested = {  # the test score of every choice the run tested, as printed
+            selection: f"{h['test_score']:.2f}"
             for selection, h in head.get("ielm_heads_by_selection", {}).items()
         }
         choices = {selection: choose(rows, n_eval, scoring, selection) for selection in SELECTIONS}
@@ -197,13 +198,17 @@ def selection_rows() -> list[list[str]]:
         }
         for selection in SELECTIONS:  # a rule that picks the used rule's choice: same model
             if trained[selection] == trained[used]:
-                tested.setdefault(selection, data["methods"]["eft"]["test_score"])
+                tested.setdefault(selection, f"{data['methods']['eft']['test_score']:.2f}")
+        for selection in SELECTIONS:  # trained afterwards by rule_choice.py
+            path = RESULTS_DIR / f"rule_choice_{name}_{selection}.json"
+            if selection not in tested and path.is_file():
+                tested[selection] = f"{json.loads(path.read_text())['test_score']:.2f}, apart"
         cells = []
         for selection in SELECTIONS:
             row, score, params, standard_error = choices[selection]
             cells.append(
                 f"k={row['epoch']}, nh {params['n_hidden']}, C {params['C']:g}: {100 * score:.1f}"
-                + (f" (test {tested[selection]:.2f})" if selection in tested else "")
+                + (f" (test {tested[selection]})" if selection in tested else "")
             )
         out.append([_label(name, data), used, f"{100 * standard_error:.2f}", *cells])
     return out
