@@ -199,10 +199,12 @@ def selection_rows() -> list[list[str]]:
         for selection in SELECTIONS:  # a rule that picks the used rule's choice: same model
             if trained[selection] == trained[used]:
                 tested.setdefault(selection, f"{data['methods']['eft']['test_score']:.2f}")
-        for selection in SELECTIONS:  # trained afterwards by rule_choice.py
-            path = RESULTS_DIR / f"rule_choice_{name}_{selection}.json"
-            if selection not in tested and path.is_file():
-                tested[selection] = f"{json.loads(path.read_text())['test_score']:.2f}, apart"
+        for selection in SELECTIONS:  # trained afterwards by rule_choice.py (same model)
+            for other in SELECTIONS:
+                path = RESULTS_DIR / f"rule_choice_{name}_{other}.json"
+                if trained[other] == trained[selection] and path.is_file():
+                    score = json.loads(path.read_text())["test_score"]
+                    tested.setdefault(selection, f"{score:.2f}, apart")
         cells = []
         for selection in SELECTIONS:
             row, score, params, standard_error = choices[selection]
