@@ -199,11 +199,14 @@ def selection_rows() -> list[list[str]]:
         for selection in SELECTIONS:  # a rule that picks the used rule's choice: same model
             if trained[selection] == trained[used]:
                 tested.setdefault(selection, f"{data['methods']['eft']['test_score']:.2f}")
-        for selection in SELECTIONS:  # trained afterwards by rule_choice.py (same model)
-            for other in SELECTIONS:
-                path = RESULTS_DIR / f"rule_choice_{name}_{other}.json"
-                if trained[other] == trained[selection] and path.is_file():
-                    score = json.loads(path.read_text())["test_score"]
+        apart = {  # the choices rule_choice.py trained afterwards
+            other: json.loads(path.read_text())["test_score"]
+            for other in SELECTIONS
+            if (path := RESULTS_DIR / f"rule_choice_{name}_{other}.json").is_file()
+        }
+        for selection in SELECTIONS:  # ... and every rule that picks the same model
+            for other, score in apart.items():
+                if trained[other] == trained[selection]:
                     tested.setdefault(selection, f"{score:.2f}, apart")
         cells = []
         for selection in SELECTIONS:
