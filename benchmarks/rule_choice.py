@@ -62,17 +62,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         options["max_validation"],
         options["max_test"],
     )
-    assert len(train) == run["sizes"]["train"] and len(test) == run["sizes"]["test"]
+    sizes = {"train": len(train), "test": len(test)}
+    if any(sizes[split] != run["sizes"][split] for split in sizes):
+        parser.error(
+            f"the data under {args.data_dir or data_root()} gives splits of {sizes}, but "
+            f"{args.run} ran on {run['sizes']}: point --data-dir (or $EFT_DATA_DIR) at the "
+            "datasets the run used."
+        )
+    predictions_file = RESULTS_DIR / run.get("predictions_file", f"{args.run}_predictions.jsonl")
+    labels, by_method = (
+        read_predictions(predictions_file) if predictions_file.is_file() else (None, {})
+    )
+    if labels is not None and labels != list(test.labels):
+        parser.error(
+            f"{predictions_file.name} holds other test labels than the data here: point "
+            "--data-dir (or $EFT_DATA_DIR) at the datasets the run used."
+        )
     machine = machine_info()  # before training: its load average is the one at the start
     clf = EFTClassifier(config).fit(list(train.texts), list(train.labels))
     predicted = clf.predict(list(test.texts)).tolist()
     scores = classification_scores(list(test.labels), predicted)
     bp = run["methods"]["bp"]
     p_value = None
-    predictions_file = RESULTS_DIR / run.get("predictions_file", f"{args.run}_predictions.jsonl")
-    if predictions_file.is_file():
-        labels, by_method = read_predictions(predictions_file)
-        assert labels == list(test.labels), f"{predictions_file.name} is for other test data"
+    if labels is not None:
         p_value = paired_bootstrap(labels, by_method["bp"], predicted, metric=run["metric"])[
             "p_value_worse"
         ]
