@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -49,3 +51,23 @@ def test_json_default_stores_numpy_and_torch_values():
     }
     with pytest.raises(TypeError, match="set"):
         json.dumps({"x": {1}}, default=json_default)
+
+
+def test_saves_get_the_permissions_of_a_plain_write(tmp_path):
+    # tempfile makes private staging files (0600) and folders (0700); a saved model or
+    # result must be readable as a plain open()/mkdir() under the user's umask would make it.
+    old_umask = os.umask(0o022)
+    try:
+        plain_file, plain_dir = tmp_path / "plain.txt", tmp_path / "plain"
+        plain_file.write_text("x")
+        plain_dir.mkdir()
+        saved_file = write_text(tmp_path / "saved.txt", "x")
+        with atomic_dir(tmp_path / "saved") as staging:
+            (staging / "inner.json").write_text("{}")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(saved_file.stat().st_mode) == stat.S_IMODE(plain_file.stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "saved").stat().st_mode) == stat.S_IMODE(
+        plain_dir.stat().st_mode
+    )
+    assert stat.S_IMODE(saved_file.stat().st_mode) == 0o644

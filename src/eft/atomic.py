@@ -15,12 +15,21 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask_mode(mode: int) -> int:
+    """``mode`` less the process umask: what ``open`` / ``mkdir`` would have given. The
+    staging files of ``tempfile`` are private (0600 / 0700), and a save must not be."""
+    umask = os.umask(0)  # the only portable way to read it (as pip does)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty staging folder; on success it replaces ``target``, on error it goes."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    staging.chmod(_umask_mode(0o777))
     try:
         yield staging
         if target.exists():
@@ -42,6 +51,7 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, _umask_mode(0o666))
     try:
         yield Path(tmp)
         os.replace(tmp, target)
