@@ -55,17 +55,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = EFTConfig.from_dict(
         {**tuning["config"], **params, "bp_epochs": row["epoch"], "progress": False}
     )
-    train, _, test, _ = load_splits(
+    data_dir = args.data_dir or data_root()
+    train, validation, test, _ = load_splits(
         run["dataset"],
-        args.data_dir or data_root(),
+        data_dir,
         options["max_train"],
         options["max_validation"],
         options["max_test"],
     )
-    sizes = {"train": len(train), "test": len(test)}
+    sizes = {"train": len(train), "validation": len(validation), "test": len(test)}
     if any(sizes[split] != run["sizes"][split] for split in sizes):
         parser.error(
-            f"the data under {args.data_dir or data_root()} gives splits of {sizes}, but "
+            f"the data under {data_dir} gives splits of {sizes}, but "
             f"{args.run} ran on {run['sizes']}: point --data-dir (or $EFT_DATA_DIR) at the "
             "datasets the run used."
         )
