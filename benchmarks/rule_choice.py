@@ -11,6 +11,14 @@ it. It does not rerun fine-tuning: the test score is compared with the run's com
 kept them (``<run>_predictions.jsonl``; runs before that file existed get none), and its
 training time is not a side-by-side ratio. Writes
 ``results/rule_choice_<run>_<selection>.json`` and ``.md``.
+
+A run trained with a given k, ``n_hidden`` and ``C`` (no ``--tune``) has no tuning tables;
+``--tune`` makes them first, as ``eft bench --tune`` would (:func:`eft.tuning.tune` on the
+run's training and validation splits, with its EFT settings), writes them to
+``results/rule_choice_<run>_tuning/`` as soon as they are done, and records them (with their
+time) in the result.
+
+    python benchmarks/rule_choice.py bench_imdb_5k_256tok_full_test_seed43 --tune --selection best
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,7 +45,26 @@ from _common import (  # noqa: E402
 from eft import EFTClassifier, EFTConfig  # noqa: E402
 from eft.benchmark import load_splits, read_predictions  # noqa: E402
 from eft.metrics import classification_scores, paired_bootstrap  # noqa: E402
-from eft.tuning import SELECTIONS, choose  # noqa: E402
+from eft.tuning import SELECTIONS, choose, tune, write_tuning  # noqa: E402
+
+
+def _tuning_base(run: dict) -> EFTConfig:
+    """The EFT settings the untuned run trained with, less the k, n_hidden and C to tune."""
+    eft = run["methods"]["eft"]["hyper_parameters"]
+    keep = ("learning_rate", "batch_size", "max_length", "mixed_precision", "inference_precision")
+    model = None if run["model"].endswith("(embedded)") else run["model"]
+    return EFTConfig(
+        model=model, seed=run["seed"], progress=False, **{name: eft[name] for name in keep}
+    )
+
+
+def _choices_by_selection(tuning: dict, n_eval: int) -> dict[str, dict]:
+    """k, n_hidden, C and validation score that each rule picks on the tuning tables."""
+    choices = {}
+    for selection in SELECTIONS:
+        row, score, params, _ = choose(tuning["epochs"], n_eval, tuning["scoring"], selection)
+        choices[selection] = {"bp_epochs": row["epoch"], **params, "validation_score": score}
+    return choices
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,17 +72,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run", help="a committed bench stem, e.g. bench_imdb_5k_one_se_head")
     parser.add_argument("--selection", choices=SELECTIONS, required=True)
     parser.add_argument("--data-dir", help="root of the datasets (default: $EFT_DATA_DIR)")
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="for a run trained with a given k, n_hidden, C: tune on its splits first",
+    )
     args = parser.parse_args(argv)
     run = json.loads((RESULTS_DIR / f"{args.run}.json").read_text("utf-8"))
     tuning, options = run.get("tuning"), run["dataset_options"]
-    if options.get("files") or not tuning:
-        parser.error(f"{args.run} is not an `eft bench --dataset NAME --tune` run.")
-    row, score, params, standard_error = choose(
-        tuning["epochs"], run["sizes"]["validation"], tuning["scoring"], args.selection
-    )
-    config = EFTConfig.from_dict(
-        {**tuning["config"], **params, "bp_epochs": row["epoch"], "progress": False}
-    )
+    if options.get("files"):
+        parser.error(f"{args.run} is not an `eft bench --dataset NAME` run.")
+    if bool(tuning) == args.tune:
+        parser.error(
+            f"{args.run} has tuning tables: drop --tune."
+            if tuning
+            else f"{args.run} was trained with a given k, n_hidden and C: add --tune."
+        )
+    name = f"rule_choice_{args.run.removeprefix('bench_')}"
     data_dir = args.data_dir or data_root()
     train, validation, test, _ = load_splits(
         run["dataset"],
@@ -80,6 +114,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--data-dir (or $EFT_DATA_DIR) at the datasets the run used."
         )
     machine = machine_info()  # before training: its load average is the one at the start
+    if args.tune:
+        start = time.perf_counter()
+        scoring = "weighted_f1" if run["metric"] == "weighted_f1" else "accuracy"
+        tuned = tune(
+            list(train.texts),
+            list(train.labels),
+            list(validation.texts),
+            list(validation.labels),
+            _tuning_base(run),
+            scoring=scoring,
+            selection=args.selection,
+        )
+        tuning = {**tuned.to_dict(), "seconds": time.perf_counter() - start}
+        tuning_dir = write_tuning(tuned, RESULTS_DIR / f"{name}_tuning")
+        print(f"tuned in {tuning['seconds']:.1f} s: {tuning_dir}", flush=True)
+    row, score, params, standard_error = choose(
+        tuning["epochs"], run["sizes"]["validation"], tuning["scoring"], args.selection
+    )
+    config = EFTConfig.from_dict(
+        {**tuning["config"], **params, "bp_epochs": row["epoch"], "progress": False}
+    )
     clf = EFTClassifier(config).fit(list(train.texts), list(train.labels))
     predicted = clf.predict(list(test.texts)).tolist()
     scores = classification_scores(list(test.labels), predicted)
@@ -103,7 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timings": clf.timings_,
         "bp_epochs_of_the_run": bp["bp_epochs_run"],
         "machine": {**machine, "load_average_at_end": load_average()},  # with the command
+        "choices_by_selection": _choices_by_selection(tuning, sizes["validation"]),
     }
+    if args.tune:  # made here: the run itself has none
+        payload["tuning"] = tuning
     markdown = "\n".join(
         [
             f"# {args.selection}'s choice in `{args.run}`, trained and tested",
@@ -128,11 +186,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             "",
             f"Train {payload['train_seconds']:.1f} s here, in a separate run (not a side-by-side "
-            f"ratio); the run's fine-tuning trained {bp['bp_epochs_run']} epochs.",
+            f"ratio); the run's fine-tuning trained {bp['bp_epochs_run']} epochs in "
+            f"{bp['train_seconds']:.1f} s.",
+            "",
+            "Every rule's choice on these validation curves: "
+            + "; ".join(
+                f"{selection}: k {c['bp_epochs']}, n_hidden {c['n_hidden']}, C {c['C']:g} "
+                f"({100 * c['validation_score']:.2f})"
+                for selection, c in payload["choices_by_selection"].items()
+            )
+            + ".",
         ]
+        + (
+            [
+                "",
+                f"Tuned here first (the run had no tuning tables) in {tuning['seconds']:.1f} s; "
+                "best validation score after each epoch: "
+                + ", ".join(f"{100 * e['best_score']:.2f}" for e in tuning["epochs"])
+                + f"; tables in `{name}_tuning/`.",
+            ]
+            if args.tune
+            else []
+        )
     )
-    stem = f"rule_choice_{args.run.removeprefix('bench_')}_{args.selection}"
-    write_results(stem, payload, markdown + "\n")
+    write_results(f"{name}_{args.selection}", payload, markdown + "\n")
     print(markdown)
     return 0
 
