@@ -174,18 +174,20 @@ def selection_rows() -> list[list[str]]:
     score where the run tested it: runs since the rules' heads at EFT's k were tested on EFT's
     features (``ielm_heads_by_selection``), else the rule used and the rules that pick the
     same k and head; or where ``benchmarks/rule_choice.py`` trained it afterwards ("test X,
-    apart": not side by side with the run's fine-tuning).
+    apart": not side by side with the run's fine-tuning). A run trained with a given k,
+    ``n_hidden`` and ``C`` is listed when ``rule_choice.py --tune`` tuned it afterwards (rule
+    used: "given"); a rule whose choice is the given one gets the run's EFT test score.
     """
     from eft.tuning import SELECTIONS, choose
 
     out = []
     for name, data in bench_runs().items():
-        tuning = data.get("tuning") or {}
+        tuning = data.get("tuning") or _tuned_apart(name)
         if not tuning.get("epochs"):
             continue
         rows, scoring = tuning["epochs"], tuning.get("scoring", "accuracy")
         n_eval = data["sizes"]["validation"]
-        used = tuning.get("selection", "best")
+        used = tuning.get("selection", "best") if data.get("tuning") else "given"
         head = data["methods"]["logreg_head"]
         tested = {  # the test score of every choice the run tested, as printed
             selection: f"{h['test_score']:.2f}"
@@ -196,6 +198,8 @@ def selection_rows() -> list[list[str]]:
             selection: (row["learning_rate"], row["pooling"], row["epoch"], sorted(params.items()))
             for selection, (row, _, params, _) in choices.items()
         }
+        if used == "given":
+            trained[used] = _given_model(data["methods"]["eft"]["hyper_parameters"])
         for selection in SELECTIONS:  # a rule that picks the used rule's choice: same model
             if trained[selection] == trained[used]:
                 tested.setdefault(selection, f"{data['methods']['eft']['test_score']:.2f}")
@@ -217,6 +221,39 @@ def selection_rows() -> list[list[str]]:
             )
         out.append([_label(name, data), used, f"{100 * standard_error:.2f}", *cells])
     return out
+
+
+def _tuned_apart(name: str) -> dict:
+    """The tuning tables that ``rule_choice.py --tune`` made for an untuned run, or {}."""
+    from eft.tuning import SELECTIONS
+
+    for selection in SELECTIONS:
+        path = RESULTS_DIR / f"rule_choice_{name}_{selection}.json"
+        if path.is_file() and (tuning := json.loads(path.read_text()).get("tuning")):
+            return tuning
+    return {}
+
+
+def _given_model(hyper_parameters: dict) -> tuple:
+    """An untuned run's EFT model in the form of ``selection_rows``' ``trained`` keys (its
+    pooling, activation and standardisation are EFTConfig's defaults: bench sets none)."""
+    from eft import EFTConfig
+
+    default = EFTConfig()
+    params = {
+        "learning_rate": hyper_parameters["learning_rate"],
+        "pooling": default.pooling,
+        "activation": default.activation,
+        "standardize": default.standardize,
+        "n_hidden": hyper_parameters["n_hidden"],
+        "C": hyper_parameters["C"],
+    }
+    return (
+        params["learning_rate"],
+        params["pooling"],
+        hyper_parameters["bp_epochs"],
+        sorted(params.items()),
+    )
 
 
 def _markdown(headers: list[str], body: list[list[str]]) -> list[str]:
