@@ -5,6 +5,7 @@ import stat
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from eft.atomic import atomic_dir, atomic_file, json_default, write_text
 
@@ -64,10 +65,23 @@ def test_saves_get_the_permissions_of_a_plain_write(tmp_path):
         saved_file = write_text(tmp_path / "saved.txt", "x")
         with atomic_dir(tmp_path / "saved") as staging:
             (staging / "inner.json").write_text("{}")
+            # safetensors writes its files private (0600), as a library's writer may
+            save_file({"w": torch.zeros(2)}, staging / "weights.safetensors")
+            (staging / "sub").mkdir(mode=0o700)
+            (staging / "sub" / "run.sh").write_text("#!/bin/sh\n")
+            (staging / "sub" / "run.sh").chmod(0o700)
+        with atomic_file(tmp_path / "head.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, tmp)
     finally:
         os.umask(old_umask)
-    assert stat.S_IMODE(saved_file.stat().st_mode) == stat.S_IMODE(plain_file.stat().st_mode)
-    assert stat.S_IMODE((tmp_path / "saved").stat().st_mode) == stat.S_IMODE(
-        plain_dir.stat().st_mode
-    )
-    assert stat.S_IMODE(saved_file.stat().st_mode) == 0o644
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    saved = tmp_path / "saved"
+    assert mode(saved_file) == mode(plain_file) == 0o644
+    assert mode(saved) == mode(saved / "sub") == mode(plain_dir) == 0o755
+    for name in ("inner.json", "weights.safetensors"):
+        assert mode(saved / name) == 0o644, name
+    assert mode(tmp_path / "head.safetensors") == 0o644
+    assert mode(saved / "sub" / "run.sh") == 0o755  # an executable stays executable

@@ -23,15 +23,29 @@ def _umask_mode(mode: int) -> int:
     return mode & ~umask
 
 
+def _publish(path: Path) -> None:
+    """Give ``path`` and, for a folder, everything in it the mode of a plain write. Writers
+    other than ``open`` make private files too: safetensors' ``save_file`` writes 0600."""
+    file_mode, dir_mode = _umask_mode(0o666), _umask_mode(0o777)
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in paths:
+        if item.is_symlink():
+            continue
+        if item.is_dir():
+            item.chmod(dir_mode)
+        else:  # keep an executable bit the writer set
+            item.chmod(dir_mode if item.stat().st_mode & 0o111 else file_mode)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty staging folder; on success it replaces ``target``, on error it goes."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    staging.chmod(_umask_mode(0o777))
     try:
         yield staging
+        _publish(staging)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -51,9 +65,9 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, _umask_mode(0o666))
     try:
         yield Path(tmp)
+        _publish(Path(tmp))
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
