@@ -26,7 +26,8 @@ def _umask_mode(mode: int) -> int:
 def _publish(path: Path) -> None:
     """Give ``path`` and, for a folder, everything in it the mode of a plain write. Writers
     other than ``open`` make private files too: safetensors' ``save_file`` writes 0600."""
-    file_mode, dir_mode = _umask_mode(0o666), _umask_mode(0o777)
+    dir_mode = _umask_mode(0o777)
+    file_mode = dir_mode & 0o666
     paths = [path, *path.rglob("*")] if path.is_dir() else [path]
     for item in paths:
         if item.is_symlink():
