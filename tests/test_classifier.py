@@ -54,6 +54,32 @@ def test_fit_save_load_gives_identical_predictions(fixture, request, tmp_path):
     assert meta["labels"] == ["neg", "pos"] and meta["config"]["bp_epochs"] == 1
 
 
+def test_scikit_learn_clone_params_and_grid_search(tiny_bert_dir):
+    from sklearn.base import clone, is_classifier
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1))
+    assert is_classifier(clf)
+    assert clf.get_params(deep=False) == {"config": clf.config}
+    params = clf.get_params()
+    assert params["n_hidden"] == 48 and params["bp_epochs"] == 1
+    copy = clone(clf)
+    assert copy.config == clf.config and copy.config is not clf.config
+    copy.set_params(n_hidden=32, C=10.0)
+    assert (copy.config.n_hidden, copy.config.C) == (32, 10.0)
+    assert (clf.config.n_hidden, clf.config.C) == (48, 1.0)  # the original is untouched
+    with pytest.raises(InputError, match="n_hiden"):
+        copy.set_params(n_hiden=10)
+    scores = cross_val_score(clf, TEXTS, LABELS, cv=2)
+    assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+    search = GridSearchCV(clf, {"C": [0.1, 10.0]}, cv=2).fit(TEXTS, LABELS)
+    assert search.best_params_["C"] in (0.1, 10.0)
+    assert len(search.cv_results_["params"]) == 2
+    assert search.best_estimator_.config.C == search.best_params_["C"]
+    assert set(search.predict(TEXTS)) <= {"neg", "pos"}
+    assert not hasattr(clf, "classes_")  # the searches fit clones, never the estimator
+
+
 def test_timings_cover_every_phase(tiny_bert_dir):
     clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1)).fit(TEXTS, LABELS)
     timings = clf.timings_

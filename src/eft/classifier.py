@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from eft.atomic import atomic_dir, json_default
 from eft.backprop import EncoderWithLinearHead, train_backprop
@@ -236,11 +237,17 @@ class _FlopCounter:
             self.counts[name] = self.counts.get(name, 0) + int(flops)
 
 
-class EFTClassifier:
+class EFTClassifier(ClassifierMixin, BaseEstimator):
     """Extreme Fine-Tuning text classifier.
 
     >>> clf = EFTClassifier(EFTConfig(bp_epochs=1, n_hidden=1000))   # doctest: +SKIP
     >>> clf.fit(train_texts, train_labels).predict(["a new text"])   # doctest: +SKIP
+
+    A scikit-learn estimator: ``clone``, ``cross_val_score`` and ``GridSearchCV`` work. Its
+    one constructor parameter is ``config``; every :class:`EFTConfig` field can also be read
+    and set by name (``get_params()["n_hidden"]``, ``set_params(n_hidden=500)``, a grid over
+    ``"C"``). A grid refits the encoder for every candidate: ``eft tune`` (:func:`eft.tuning.tune`)
+    chooses k, ``n_hidden`` and ``C`` from one fine-tuning run instead.
 
     Fitted attributes: ``classes_`` (label names), ``model_`` (:class:`EFTModel`),
     ``tokenizer_``, ``head_`` (the :class:`IELMClassifier`, None for ``method="bp"``),
@@ -253,6 +260,22 @@ class EFTClassifier:
         if overrides:
             config = EFTConfig.from_dict({**config.to_dict(), **overrides})
         self.config = config
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """``{"config": ...}``; with ``deep`` also every EFTConfig field by name."""
+        params: dict[str, Any] = {"config": self.config}
+        if deep:
+            params.update(self.config.to_dict())
+        return params
+
+    def set_params(self, **params: Any) -> EFTClassifier:
+        """Replace ``config`` and/or change EFTConfig fields by name (a new config; the old
+        one is not modified, so clones never share changes)."""
+        config = params.pop("config", self.config)
+        if params:
+            config = EFTConfig.from_dict({**config.to_dict(), **params})
+        self.config = config
+        return self
 
     def __repr__(self) -> str:
         c = self.config
