@@ -308,6 +308,11 @@ def test_input_errors(tiny_bert_dir, tmp_path):
         clf.fit(TEXTS, LABELS, ["so so"], ["meh"])
     with pytest.raises(InputError, match="not fitted"):
         clf.predict(["x"])
+    with pytest.raises(InputError, match="not one string"):
+        clf.fit("one long text", ["pos"])
+    fitted = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    with pytest.raises(InputError, match=r"not one string: pass \[text\]"):
+        fitted.predict("i love this movie")
     with pytest.raises(InputError, match="not a Hugging Face model folder"):
         EFTClassifier(_config(tmp_path, bp_epochs=0)).fit(TEXTS, LABELS)
     with pytest.raises(InputError, match="bp_epochs"):

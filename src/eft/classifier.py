@@ -52,6 +52,10 @@ def check_texts_and_labels(
     texts: Sequence[Any], labels: Sequence[Any] | None, what: str = "training"
 ) -> tuple[list[str], np.ndarray | None]:
     """Texts must be non-empty strings; labels all ints or all strings, one per text."""
+    if isinstance(texts, (str, bytes)):  # else one text becomes a list of characters
+        raise InputError(
+            f"The {what} texts must be a list of strings, not one string: pass [text]."
+        )
     texts = list(texts)
     if not texts:
         raise InputError(f"No {what} texts were given.")
