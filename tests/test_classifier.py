@@ -298,7 +298,7 @@ def test_flops_per_phase(tiny_bert_dir):
 
 def test_input_errors(tiny_bert_dir, tmp_path):
     clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0))
-    with pytest.raises(InputError, match="single class"):
+    with pytest.raises(InputError, match=r"single class \('pos'\);"):
         clf.fit(TEXTS, ["pos"] * len(TEXTS))
     with pytest.raises(InputError, match="empty or not strings"):
         clf.fit(TEXTS[:-1] + [""], LABELS)

@@ -149,7 +149,7 @@ def test_train_options_become_the_configuration():
     [
         ("missing_column", "column 'label' not found"),
         ("empty", "empty"),
-        ("single_class", "single class"),
+        ("single_class", "single class ('pos');"),  # the label as written, no numpy repr
         ("unreadable", "train.csv"),
         ("not_a_model", "not a Hugging Face model folder"),
     ],

@@ -364,8 +364,8 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         cfg = self.config
         if len(classes) < 2:
             raise InputError(
-                f"The training labels hold a single class ({classes[0]!r}); a classifier needs "
-                f"at least 2."
+                f"The training labels hold a single class ({classes.tolist()[0]!r}); a "
+                "classifier needs at least 2."
             )
         if eval_texts is not None:
             eval_texts, eval_labels = check_texts_and_labels(eval_texts, eval_labels, "evaluation")
