@@ -195,8 +195,7 @@ def selection_rows() -> list[list[str]]:
         }
         choices = {selection: choose(rows, n_eval, scoring, selection) for selection in SELECTIONS}
         trained = {  # the EFT model each rule's choice gives: its encoder and head
-            selection: (row["learning_rate"], row["pooling"], row["epoch"], sorted(params.items()))
-            for selection, (row, _, params, _) in choices.items()
+            selection: _model_key(row, params) for selection, (row, _, params, _) in choices.items()
         }
         if used == "given":
             trained[used] = _given_model(data["methods"]["eft"]["hyper_parameters"])
@@ -234,9 +233,14 @@ def _tuned_apart(name: str) -> dict:
     return {}
 
 
+def _model_key(row: dict, params: dict) -> tuple:
+    """The EFT model a tuning row (its BP run and epoch) and head parameters give."""
+    return (row["learning_rate"], row["pooling"], row["epoch"], sorted(params.items()))
+
+
 def _given_model(hyper_parameters: dict) -> tuple:
-    """An untuned run's EFT model in the form of ``selection_rows``' ``trained`` keys (its
-    pooling, activation and standardisation are EFTConfig's defaults: bench sets none)."""
+    """An untuned run's EFT model as a :func:`_model_key` (its pooling, activation and
+    standardisation are EFTConfig's defaults: bench sets none)."""
     from eft import EFTConfig
 
     default = EFTConfig()
@@ -248,12 +252,8 @@ def _given_model(hyper_parameters: dict) -> tuple:
         "n_hidden": hyper_parameters["n_hidden"],
         "C": hyper_parameters["C"],
     }
-    return (
-        params["learning_rate"],
-        params["pooling"],
-        hyper_parameters["bp_epochs"],
-        sorted(params.items()),
-    )
+    row = {**params, "epoch": hyper_parameters["bp_epochs"]}
+    return _model_key(row, params)
 
 
 def _markdown(headers: list[str], body: list[list[str]]) -> list[str]:

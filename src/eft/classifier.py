@@ -260,10 +260,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, config: EFTConfig | None = None, **overrides: Any) -> None:
-        config = config or EFTConfig()
-        if overrides:
-            config = EFTConfig.from_dict({**config.to_dict(), **overrides})
-        self.config = config
+        self.set_params(config=config or EFTConfig(), **overrides)
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """``{"config": ...}``; with ``deep`` also every EFTConfig field by name."""
@@ -275,7 +272,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
     def set_params(self, **params: Any) -> EFTClassifier:
         """Replace ``config`` and/or change EFTConfig fields by name (a new config; the old
         one is not modified, so clones never share changes)."""
-        config = params.pop("config", self.config)
+        config = params.pop("config") if "config" in params else self.config
         if params:
             config = EFTConfig.from_dict({**config.to_dict(), **params})
         self.config = config
