@@ -7,6 +7,7 @@ The machine description (CPU, versions, threads, command, commit, load) comes fr
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -61,3 +62,15 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 def write_results(stem: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     """Write ``results/<stem>.json`` and ``results/<stem>.md``; returns both paths."""
     return write_report(RESULTS_DIR, stem, payload, markdown)
+
+
+def tuned_apart(name: str) -> tuple[dict[str, Any], str | None]:
+    """The tuning tables that ``rule_choice.py --tune`` made for the untuned run ``name`` (its
+    bench stem without ``bench_``) and the result file that holds them, or ``({}, None)``."""
+    from eft.tuning import SELECTIONS
+
+    for selection in SELECTIONS:
+        path = RESULTS_DIR / f"rule_choice_{name}_{selection}.json"
+        if path.is_file() and (tuning := json.loads(path.read_text("utf-8")).get("tuning")):
+            return tuning, path.name
+    return {}, None

@@ -16,7 +16,7 @@ A run trained with a given k, ``n_hidden`` and ``C`` (no ``--tune``) has no tuni
 ``--tune`` makes them first, as ``eft bench --tune`` would (:func:`eft.tuning.tune` on the
 run's training and validation splits, with its EFT settings), writes them to
 ``results/rule_choice_<run>_tuning/`` as soon as they are done, and records them (with their
-time) in the result.
+time) in the result. Later calls without ``--tune`` reuse those tables (``tuning_from``).
 
     python benchmarks/rule_choice.py bench_imdb_5k_256tok_full_test_seed43 --tune --selection best
 """
@@ -39,6 +39,7 @@ from _common import (  # noqa: E402
     machine_info,
     machine_markdown,
     markdown_table,
+    tuned_apart,
     write_results,
 )
 
@@ -82,13 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     tuning, options = run.get("tuning"), run["dataset_options"]
     if options.get("files"):
         parser.error(f"{args.run} is not an `eft bench --dataset NAME` run.")
-    if bool(tuning) == args.tune:
-        parser.error(
-            f"{args.run} has tuning tables: drop --tune."
-            if tuning
-            else f"{args.run} was trained with a given k, n_hidden and C: add --tune."
-        )
+    if tuning and args.tune:
+        parser.error(f"{args.run} has tuning tables: drop --tune.")
     name = f"rule_choice_{args.run.removeprefix('bench_')}"
+    tuning_from = None  # the rule_choice result whose tables an untuned run reuses
+    if not tuning and not args.tune:
+        tuning, tuning_from = tuned_apart(args.run.removeprefix("bench_"))
+        if not tuning:
+            parser.error(f"{args.run} was trained with a given k, n_hidden and C: add --tune.")
     data_dir = args.data_dir or data_root()
     train, validation, test, _ = load_splits(
         run["dataset"],
@@ -162,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.tune:  # made here: the run itself has none
         payload["tuning"] = tuning
+    if tuning_from:
+        payload["tuning_from"] = tuning_from
     markdown = "\n".join(
         [
             f"# {args.selection}'s choice in `{args.run}`, trained and tested",
@@ -206,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + f"; tables in `{name}_tuning/`.",
             ]
             if args.tune
+            else []
+        )
+        + (
+            ["", f"Tuning tables from `{tuning_from}` (made by `--tune` for this untuned run)."]
+            if tuning_from
             else []
         )
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS_DIR  # noqa: E402
+from _common import RESULTS_DIR, tuned_apart  # noqa: E402
 
 ORDER = ("meld", "trec", "sst2", "imdb", "ag_news")
 
@@ -182,7 +182,7 @@ def selection_rows() -> list[list[str]]:
 
     out = []
     for name, data in bench_runs().items():
-        tuning = data.get("tuning") or _tuned_apart(name)
+        tuning = data.get("tuning") or tuned_apart(name)[0]
         if not tuning.get("epochs"):
             continue
         rows, scoring = tuning["epochs"], tuning.get("scoring", "accuracy")
@@ -220,17 +220,6 @@ def selection_rows() -> list[list[str]]:
             )
         out.append([_label(name, data), used, f"{100 * standard_error:.2f}", *cells])
     return out
-
-
-def _tuned_apart(name: str) -> dict:
-    """The tuning tables that ``rule_choice.py --tune`` made for an untuned run, or {}."""
-    from eft.tuning import SELECTIONS
-
-    for selection in SELECTIONS:
-        path = RESULTS_DIR / f"rule_choice_{name}_{selection}.json"
-        if path.is_file() and (tuning := json.loads(path.read_text()).get("tuning")):
-            return tuning
-    return {}
 
 
 def _model_key(row: dict, params: dict) -> tuple:
@@ -303,6 +292,7 @@ def main() -> int:
             "best (the paper)",
             "one_se",
             "one_se_head",
+            "one_se_epoch",
         ],
         selection_rows(),
     )

@@ -242,6 +242,9 @@ def test_one_standard_error_rule_takes_the_fewest_epochs_within_noise():
     assert choose_epoch(tied, 100, "one_se")[0]["learning_rate"] == 2e-4
     # one_se_head keeps the paper's epoch; the rule applies to its head only
     assert choose_epoch(rows, 545, "one_se_head") == (best, se)
+    # one_se_epoch applies it to the epoch only: the same k as one_se
+    assert choose_epoch(rows, 545, "one_se_epoch")[0]["epoch"] == 2
+    assert choose_epoch(runs, 100, "one_se_epoch")[0]["learning_rate"] == 5e-5
 
 
 def test_choose_head_takes_the_smallest_n_hidden_that_reaches_the_threshold():
@@ -276,6 +279,11 @@ def test_tune_selection_sets_the_chosen_config(tiny_bert_dir, monkeypatch):
     assert head.best_config.bp_epochs == 2 and head.best_config.n_hidden == 1000
     assert head.best_config.C == 10.0 and head.best_score == pytest.approx(0.81)
     assert head.to_dict()["selection"] == "one_se_head"
+    # one_se's k = 1, then the best head of that epoch (n_hidden 1000, C 1: 0.80), not 500
+    epoch = tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config, selection="one_se_epoch")
+    assert epoch.best_config.bp_epochs == 1 and epoch.best_config.n_hidden == 1000
+    assert epoch.best_config.C == 1.0 and epoch.best_score == pytest.approx(0.80)
+    assert epoch.to_dict()["selection"] == "one_se_epoch"
     with pytest.raises(InputError, match="selection"):
         tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config, selection="fastest")
 

@@ -171,7 +171,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="best",
         help="with --tune: k and head with the best validation score (the paper, best), "
         "the fewest epochs and then the smallest n_hidden within one standard error of it "
-        "(one_se), or the paper's k and then that smallest n_hidden (one_se_head)",
+        "(one_se), the paper's k and then that smallest n_hidden (one_se_head), or one_se's "
+        "k and then the best head at that k (one_se_epoch)",
     )
     parser.add_argument(
         "--fused-fraction",

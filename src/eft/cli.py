@@ -302,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="best: k and head with the best validation score (the paper); one_se: the "
         "fewest BP epochs and then the smallest n_hidden within one standard error of the "
         "best (faster training, the same score within noise); one_se_head: the paper's k, "
-        "then the smallest n_hidden within one standard error (a faster head only)",
+        "then the smallest n_hidden within one standard error (a faster head only); "
+        "one_se_epoch: one_se's k, then the best head at that k (fewer epochs only)",
     )
     tune.add_argument("--output", required=True, help="folder for the tuning results")
     tune.add_argument("--quiet", action="store_true", help="no progress bars")

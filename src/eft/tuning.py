@@ -18,7 +18,9 @@ one standard error of the best (the "one-standard-error rule" of Hastie, Tibshir
 Friedman, *Elements of Statistical Learning*, 7.10, as in glmnet's ``lambda.1se``): first the
 fewest epochs, then, at that k, the smallest ``n_hidden``. ``selection="one_se_head"`` keeps
 the paper's k (the best score) and applies the rule to the head only: at that k, the smallest
-``n_hidden`` within one standard error of the best. Each BP epoch is most of EFT's
+``n_hidden`` within one standard error of the best. ``selection="one_se_epoch"`` is the
+other half: the rule for k only (the fewest epochs within one standard error of the best),
+then, at that k, the head with the best validation score. Each BP epoch is most of EFT's
 training time and the head's cost grows as ``n_hidden**2`` (statistics) and ``n_hidden**3``
 (solve), while on a validation set of a few hundred examples a gain below the standard error
 ``sqrt(s (1 - s) / n)`` (about 1 point at 90 % accuracy and n = 800) is noise. The binomial
@@ -80,7 +82,7 @@ class TuneResult:
         }
 
 
-SELECTIONS = ("best", "one_se", "one_se_head")
+SELECTIONS = ("best", "one_se", "one_se_head", "one_se_epoch")
 
 TUNED_FIELDS = (
     "learning_rate",
@@ -118,8 +120,9 @@ def tune(
     ``None`` keeps the value of ``config``. Ties keep the earlier candidate, in the order given.
     ``selection`` picks k and the head: ``"best"`` validation score (the paper),
     ``"one_se"``, the fewest epochs and then the smallest ``n_hidden`` within one standard
-    error of the best, or ``"one_se_head"``, the paper's k and then the smallest ``n_hidden``
-    within one standard error (see module notes).
+    error of the best, ``"one_se_head"``, the paper's k and then the smallest ``n_hidden``
+    within one standard error, or ``"one_se_epoch"``, the fewest epochs within one standard
+    error and then the best head at that k (see module notes).
     """
     base = config or EFTConfig()
     texts, labels = check_texts_and_labels(texts, labels)
@@ -176,11 +179,11 @@ def choose(
     rows: Sequence[dict[str, Any]], n_eval: int, scoring: str, selection: str = "best"
 ) -> tuple[dict[str, Any], float, dict[str, Any], float]:
     """The tuning row and head that ``selection`` picks: the row (:func:`choose_epoch`), the
-    validation score and ``best_params`` of the chosen head (the row's best, or with ``one_se``
-    and ``one_se_head`` the smallest within one standard error, :func:`choose_head`), and the
-    standard error."""
+    validation score and ``best_params`` of the chosen head (the row's best with ``best`` and
+    ``one_se_epoch``; with ``one_se`` and ``one_se_head`` the smallest within one standard
+    error, :func:`choose_head`), and the standard error."""
     row, standard_error = choose_epoch(rows, n_eval, selection)
-    if selection == "best":
+    if selection in ("best", "one_se_epoch"):
         return row, row["best_score"], row["best_params"], standard_error
     top = max(r["best_score"] for r in rows)
     score, params = choose_head(row, scoring, top - standard_error)
@@ -195,8 +198,8 @@ def choose_epoch(
     ``p = (s n + 2) / (n + 4)``, about ``sqrt(s (1 - s) / n)`` but not 0 at ``s = 1``.
 
     ``"best"`` and ``"one_se_head"``: the highest score, the earliest row on ties.
-    ``"one_se"``: among the rows within one standard error of the best, those with the fewest
-    epochs; of these the highest score, the earliest on ties.
+    ``"one_se"`` and ``"one_se_epoch"``: among the rows within one standard error of the
+    best, those with the fewest epochs; of these the highest score, the earliest on ties.
     """
     best = max(rows, key=lambda r: r["best_score"])  # max keeps the first of equal rows
     top = best["best_score"]
@@ -204,7 +207,7 @@ def choose_epoch(
     n = max(n_eval, 0) + 4
     adjusted = (top * (n - 4) + 2) / n
     standard_error = float(np.sqrt(adjusted * (1.0 - adjusted) / n))
-    if selection != "one_se":
+    if selection not in ("one_se", "one_se_epoch"):
         return best, standard_error
     close = [r for r in rows if r["best_score"] >= top - standard_error]
     fewest = min(r["epoch"] for r in close)
