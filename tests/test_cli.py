@@ -116,6 +116,25 @@ def test_predict_texts_and_files(trained):
     assert [json.loads(x)["prediction"] for x in target.read_text().splitlines()] == [
         r["prediction"] for r in rows
     ]
+    # the saved model as an option, as `eft train --model` takes the encoder
+    result = run_eft("predict", "--model", str(out), "great film", "awful book")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == rows
+
+
+def test_the_saved_model_is_the_first_argument_or_model():
+    from eft.cli import _saved_model_dir, build_parser
+    from eft.errors import InputError
+
+    parse = build_parser().parse_args
+    assert _saved_model_dir(parse(["evaluate", "m", "--data", "d.csv"]), "evaluate") == "m"
+    assert _saved_model_dir(parse(["evaluate", "--model", "m", "--data", "d.csv"]), "x") == "m"
+    args = parse(["predict", "--model", "m", "a text", "another"])
+    assert _saved_model_dir(args, "predict") == "m" and args.texts == ["a text", "another"]
+    with pytest.raises(InputError, match="Name the saved model: eft predict MODEL_DIR"):
+        _saved_model_dir(parse(["predict"]), "predict")
+    with pytest.raises(InputError, match="Two models given"):
+        _saved_model_dir(parse(["evaluate", "m", "--model", "n"]), "evaluate")
 
 
 def test_help_documents_every_option():

@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="score a saved model on a labelled file", formatter_class=_Formatter
     )
-    evaluate.add_argument("model_dir", help="folder written by `eft train`")
+    evaluate.add_argument("model_dir", nargs="?", help="folder written by `eft train`")
+    evaluate.add_argument("--model", help="the same folder, as an option instead")
     evaluate.add_argument("--data", help="labelled file (.csv, .tsv, .jsonl, optionally .gz)")
     evaluate.add_argument("--dataset", help="a named dataset instead of --data")
     evaluate.add_argument("--split", default="test", help="split of --dataset")
@@ -228,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict", help="label texts with a saved model", formatter_class=_Formatter
     )
-    predict.add_argument("model_dir", help="folder written by `eft train`")
+    predict.add_argument("model_dir", nargs="?", help="folder written by `eft train`")
+    predict.add_argument("--model", help="the same folder, as an option instead")
     predict.add_argument("texts", nargs="*", help="texts to label (or use --input)")
     predict.add_argument("--input", help="file of texts: .txt (one per line), .csv, .tsv, .jsonl")
     predict.add_argument("--text-column", default="text", help="text column of --input")
@@ -553,13 +555,33 @@ def _load_evaluation_data(args: argparse.Namespace):
     )
 
 
+def _saved_model_dir(args: argparse.Namespace, command: str) -> str:
+    """The saved model of ``eft evaluate`` / ``eft predict``: the first argument or
+    ``--model`` (as in ``eft train``). With ``--model``, ``predict``'s first argument is a text."""
+    if args.model is None:
+        if args.model_dir is None:
+            raise InputError(
+                f"Name the saved model: eft {command} MODEL_DIR ... (or --model MODEL_DIR)."
+            )
+        return args.model_dir
+    if args.model_dir is not None:
+        if command != "predict":
+            raise InputError(
+                f"Two models given ({args.model_dir!r} and --model {args.model!r}): give one."
+            )
+        args.texts = [args.model_dir, *args.texts]
+        args.model_dir = None
+    return args.model
+
+
 def command_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from eft.classifier import EFTClassifier
     from eft.metrics import classification_scores
 
-    model = EFTClassifier.from_pretrained(args.model_dir, device=args.device)
+    model_dir = _saved_model_dir(args, "evaluate")
+    model = EFTClassifier.from_pretrained(model_dir, device=args.device)
     texts, labels = _load_evaluation_data(args)
     known = {str(c) for c in model.classes_}
     unknown = sorted({str(label) for label in labels} - known)
@@ -584,7 +606,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
         )
         write_text(args.predictions, "\n".join(lines) + "\n")
     if args.metrics:
-        payload = {**scores, "examples": len(texts), "model": str(args.model_dir)}
+        payload = {**scores, "examples": len(texts), "model": str(model_dir)}
         write_text(args.metrics, json.dumps(payload, indent=2) + "\n")
     return 0
 
@@ -592,6 +614,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
 def command_predict(args: argparse.Namespace) -> int:
     from eft.classifier import EFTClassifier
 
+    model_dir = _saved_model_dir(args, "predict")
     if bool(args.texts) == bool(args.input):
         raise InputError("Give texts as arguments or --input FILE (one of the two).")
     texts = list(args.texts)
@@ -599,7 +622,7 @@ def command_predict(args: argparse.Namespace) -> int:
         from eft.datasets import read_text_file
 
         texts = read_text_file(args.input, args.text_column)
-    model = EFTClassifier.from_pretrained(args.model_dir, device=args.device)
+    model = EFTClassifier.from_pretrained(model_dir, device=args.device)
     proba = model.predict_proba(texts)
     labels = model.classes_[proba.argmax(1)]
     lines = [
