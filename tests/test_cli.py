@@ -117,9 +117,14 @@ def test_predict_texts_and_files(trained):
         r["prediction"] for r in rows
     ]
     # the saved model as an option, as `eft train --model` takes the encoder
-    result = run_eft("predict", "--model", str(out), "great film", "awful book")
+    # (with every label's probability: the same lines, plus scores that sum to 1)
+    result = run_eft("predict", "--model", str(out), "great film", "awful book", "--all-scores")
     assert result.returncode == 0, result.stderr
-    assert [json.loads(line) for line in result.stdout.splitlines()] == rows
+    full = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [{k: v for k, v in r.items() if k != "scores"} for r in full] == rows
+    for r in full:
+        assert set(r["scores"]) == {"neg", "pos"} and sum(r["scores"].values()) == pytest.approx(1)
+        assert r["scores"][r["prediction"]] == r["score"] == max(r["scores"].values())
 
 
 def test_the_saved_model_is_the_first_argument_or_model():

@@ -235,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", help="file of texts: .txt (one per line), .csv, .tsv, .jsonl")
     predict.add_argument("--text-column", default="text", help="text column of --input")
     predict.add_argument("--output", help="write JSONL predictions here (default: stdout)")
+    predict.add_argument(
+        "--all-scores",
+        action="store_true",
+        help='add every label\'s probability to each line ("scores": {label: p})',
+    )
     predict.add_argument("--device", default="auto", help="cpu, cuda or auto")
 
     data = commands.add_parser(
@@ -612,6 +617,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 
 def command_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from eft.classifier import EFTClassifier
 
     model_dir = _saved_model_dir(args, "predict")
@@ -625,17 +632,19 @@ def command_predict(args: argparse.Namespace) -> int:
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
     proba = model.predict_proba(texts)
     labels = model.classes_[proba.argmax(1)]
-    lines = [
-        json.dumps(
-            {
-                "text": t,
-                "prediction": label.item() if hasattr(label, "item") else label,
-                "score": round(float(p.max()), 6),
-            },
-            ensure_ascii=False,
-        )
-        for t, label, p in zip(texts, labels, proba, strict=True)
-    ]
+    names = [str(c) for c in model.classes_.tolist()]  # JSON keys are strings
+
+    def line(text: str, label: Any, p: np.ndarray) -> str:
+        row = {
+            "text": text,
+            "prediction": label.item() if hasattr(label, "item") else label,
+            "score": round(float(p.max()), 6),
+        }
+        if args.all_scores:
+            row["scores"] = {name: round(float(v), 6) for name, v in zip(names, p, strict=True)}
+        return json.dumps(row, ensure_ascii=False)
+
+    lines = [line(t, label, p) for t, label, p in zip(texts, labels, proba, strict=True)]
     if args.output:
         write_text(args.output, "\n".join(lines) + "\n")
     else:
