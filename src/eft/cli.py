@@ -238,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--all-scores",
         action="store_true",
-        help='add every label\'s probability to each line ("scores": {label: p})',
+        help='add every label\'s score to each line ("scores": {label: p}): the softmax of '
+        'the head\'s outputs, whose largest is "score" (not calibrated)',
     )
     predict.add_argument("--device", default="auto", help="cpu, cuda or auto")
 
