@@ -127,6 +127,16 @@ def test_predict_texts_and_files(trained):
         assert r["scores"][r["prediction"]] == r["score"] == max(r["scores"].values())
 
 
+def test_tune_names_the_rule_it_used():
+    from eft.cli import _selection_line
+    from eft.tuning import SELECTIONS
+
+    lines = {selection: _selection_line(selection, 0.0123) for selection in SELECTIONS[1:]}
+    assert "fewest epochs, then the smallest n_hidden, within 1.23 points" in lines["one_se"]
+    assert "at the best k, the smallest n_hidden" in lines["one_se_head"]
+    assert "fewest epochs, then the best head at that k" in lines["one_se_epoch"]
+
+
 def test_the_saved_model_is_the_first_argument_or_model():
     from eft.cli import _saved_model_dir, build_parser
     from eft.errors import InputError

@@ -692,6 +692,19 @@ def _comma_list(value: str | None, kind: Callable[[str], Any]) -> list[Any] | No
     return [kind(v.strip()) for v in value.split(",") if v.strip()]
 
 
+def _selection_line(selection: str, standard_error: float) -> str:
+    """What the one-standard-error rule ``selection`` of ``eft tune`` chose, for its output."""
+    what = {
+        "one_se": "the fewest epochs, then the smallest n_hidden",
+        "one_se_head": "at the best k, the smallest n_hidden",
+        "one_se_epoch": "the fewest epochs, then the best head at that k",
+    }[selection]
+    return (
+        f"one-standard-error rule: {what}, within {100 * standard_error:.2f} points of the best "
+        "validation score"
+    )
+
+
 def command_tune(args: argparse.Namespace) -> int:
     from eft.tuning import tune, write_tuning
 
@@ -746,11 +759,7 @@ def command_tune(args: argparse.Namespace) -> int:
         )
     best = result.best_config
     if args.selection != "best":
-        what = "the fewest epochs, then " if args.selection == "one_se" else "at the best k, "
-        print(
-            f"one-standard-error rule: {what}the smallest n_hidden, within "
-            f"{100 * result.standard_error:.2f} points of the best validation score"
-        )
+        print(_selection_line(args.selection, result.standard_error))
     print(
         f"chosen: learning_rate={best.learning_rate:g} pooling={best.pooling} "
         f"bp_epochs={best.bp_epochs} activation={best.activation} "
