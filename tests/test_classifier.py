@@ -355,6 +355,31 @@ def test_gpu_trained_model_loads_on_cpu(tiny_bert_dir, tmp_path):
     np.testing.assert_array_equal(loaded.predict(TEXTS), clf.predict(TEXTS))
 
 
+def test_an_explicit_gpu_that_is_not_there_is_an_error(tiny_bert_dir, monkeypatch):
+    """accelerate fell back to the CPU without a word when `device="cuda"` found no GPU (a CPU
+    build of torch, a broken driver), ran `cuda:1` on GPU 0, and took any string ("gpu")."""
+    from eft.classifier import _select_cuda_device
+
+    with pytest.raises(InputError, match="device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
+        EFTConfig(device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="sees no CUDA GPU .* Use device 'cpu' or 'auto'"):
+        EFTClassifier(_config(tiny_bert_dir, device="cuda")).fit(TEXTS, LABELS)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    _select_cuda_device("cuda")
+    _select_cuda_device("cuda:1")
+    assert chosen == [1]  # cuda:1 becomes the current GPU, which accelerate's "cuda" means
+    with pytest.raises(InputError, match="sees 2 GPU"):
+        _select_cuda_device("cuda:2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(InputError, match="CUDA_VISIBLE_DEVICES"):
+        _select_cuda_device("cuda:1")
+
+
 def test_cpu_load_after_a_gpu_fit_in_the_same_process(tiny_bert_dir, tmp_path):
     """accelerate's process-wide state, left on a GPU by a fit, refused `device="cpu"`: on an
     H200, `from_pretrained(saved, device="cpu")` after a CUDA fit raised "AcceleratorState has

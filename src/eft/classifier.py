@@ -102,6 +102,8 @@ def _accelerator(config: EFTConfig):
     device = config.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda"):
+        _select_cuda_device(device)
     precision = _resolve_precision(config.mixed_precision, device.startswith("cuda"))
     # accelerate keeps one process-wide state, which refuses another device or precision; one
     # process may train several models, or load on the CPU a model it trained on a GPU.
@@ -111,6 +113,36 @@ def _accelerator(config: EFTConfig):
     elif AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
         AcceleratorState._reset_state()
     return Accelerator(cpu=device == "cpu", mixed_precision=precision)
+
+
+def _select_cuda_device(device: str) -> None:
+    """Check that the GPU asked for exists; make ``cuda:N`` the current device.
+
+    accelerate puts a single process on the current GPU (``torch.device("cuda")``) and each
+    process of a distributed launch on its local rank's, so ``cuda:N`` is honoured by making GPU
+    N current, and is refused under a launcher. Without this, accelerate silently fell back to
+    the CPU when no GPU was visible, and ran ``cuda:1`` on GPU 0.
+    """
+    if not torch.cuda.is_available():
+        raise InputError(
+            f"device {device!r} was asked for, but torch {torch.__version__} sees no CUDA GPU "
+            f"(built with CUDA: {torch.version.cuda or 'no'}). Use device 'cpu' or 'auto' "
+            "(--device), or install a CUDA build of torch (make install TORCH_SPEC=torch)."
+        )
+    if device == "cuda":
+        return
+    index = int(device.split(":")[1])
+    if index >= torch.cuda.device_count():
+        raise InputError(
+            f"device {device!r}: torch sees {torch.cuda.device_count()} GPU(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}."
+        )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError(
+            f"device {device!r} under a distributed launch: each process takes its local "
+            "rank's GPU; use device 'cuda' and choose the GPUs with CUDA_VISIBLE_DEVICES."
+        )
+    torch.cuda.set_device(index)
 
 
 def _synchronize(device: torch.device) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from eft.errors import InputError
 
 METHODS = ("eft", "bp")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 DEFAULT_LEARNING_RATE = {"eft": 2e-4, "bp": 5e-5}
 LR_SCHEDULES = ("linear", "constant", "linear_per_epoch")
 POOLINGS = ("cls", "mean", "cls_last4")
@@ -119,6 +121,10 @@ class EFTConfig:
             (self.n_hidden >= 1, "n_hidden must be >= 1"),
             (0 < self.C < float("inf"), "C must be a finite number > 0"),
             (self.n_iter >= 1, "n_iter must be >= 1"),
+            (
+                isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,
+                f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+            ),
             (
                 self.lr_schedule in LR_SCHEDULES,
                 f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}",
