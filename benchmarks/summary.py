@@ -171,12 +171,13 @@ def selection_rows() -> list[list[str]]:
     choice of every ``--tune-selection``, so the rules can be compared without retraining;
     only the rule in the run's name was trained. Each cell: k, ``n_hidden``, ``C`` and the
     validation score of that choice (the best's, for comparison, in the first), and its test
-    score where the run tested it: runs since the rules' heads at EFT's k were tested on EFT's
-    features (``ielm_heads_by_selection``), else the rule used and the rules that pick the
-    same k and head; or where ``benchmarks/rule_choice.py`` trained it afterwards ("test X,
-    apart": not side by side with the run's fine-tuning). A run trained with a given k,
-    ``n_hidden`` and ``C`` is listed when ``rule_choice.py --tune`` tuned it afterwards (rule
-    used: "given"); a rule whose choice is the given one gets the run's EFT test score.
+    score where the run tested it (the rule used; since the rules' heads at EFT's k were tested
+    on EFT's features, ``ielm_heads_by_selection``, those too), else where
+    ``benchmarks/rule_choice.py`` trained it afterwards ("test X, apart": not side by side with
+    the run's fine-tuning). A tested choice's score goes to every rule that picks the same k
+    and head, including rules added after the run. A run trained with a given k, ``n_hidden``
+    and ``C`` is listed when ``rule_choice.py --tune`` tuned it afterwards (rule used:
+    "given"); a rule whose choice is the given one gets the run's EFT test score.
     """
     from eft.tuning import SELECTIONS, choose
 
@@ -189,9 +190,15 @@ def selection_rows() -> list[list[str]]:
         n_eval = data["sizes"]["validation"]
         used = tuning.get("selection", "best") if data.get("tuning") else "given"
         head = data["methods"]["logreg_head"]
-        tested = {  # the test score of every choice the run tested, as printed
+        in_run = {  # the test score of every choice the run tested, as printed
             selection: f"{h['test_score']:.2f}"
             for selection, h in head.get("ielm_heads_by_selection", {}).items()
+        }
+        in_run.setdefault(used, f"{data['methods']['eft']['test_score']:.2f}")
+        apart = {  # the choices rule_choice.py trained afterwards
+            other: f"{json.loads(path.read_text())['test_score']:.2f}, apart"
+            for other in SELECTIONS
+            if (path := RESULTS_DIR / f"rule_choice_{name}_{other}.json").is_file()
         }
         choices = {selection: choose(rows, n_eval, scoring, selection) for selection in SELECTIONS}
         trained = {  # the EFT model each rule's choice gives: its encoder and head
@@ -199,18 +206,12 @@ def selection_rows() -> list[list[str]]:
         }
         if used == "given":
             trained[used] = _given_model(data["methods"]["eft"]["hyper_parameters"])
-        for selection in SELECTIONS:  # a rule that picks the used rule's choice: same model
-            if trained[selection] == trained[used]:
-                tested.setdefault(selection, f"{data['methods']['eft']['test_score']:.2f}")
-        apart = {  # the choices rule_choice.py trained afterwards
-            other: json.loads(path.read_text())["test_score"]
-            for other in SELECTIONS
-            if (path := RESULTS_DIR / f"rule_choice_{name}_{other}.json").is_file()
-        }
-        for selection in SELECTIONS:  # ... and every rule that picks the same model
-            for other, score in apart.items():
-                if trained[other] == trained[selection]:
-                    tested.setdefault(selection, f"{score:.2f}, apart")
+        tested = {}  # every rule gets the score of a tested choice that is the same model
+        for selection in SELECTIONS:
+            for scores in (in_run, apart):  # the run's own tests first
+                same = [other for other in scores if trained[other] == trained[selection]]
+                if same and selection not in tested:
+                    tested[selection] = scores[same[0]]
         cells = []
         for selection in SELECTIONS:
             row, score, params, standard_error = choices[selection]
