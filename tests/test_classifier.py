@@ -306,6 +306,10 @@ def test_input_errors(tiny_bert_dir, tmp_path):
         clf.fit(TEXTS, LABELS[:-1])
     with pytest.raises(InputError, match="not seen in training: \\['meh'\\]"):
         clf.fit(TEXTS, LABELS, ["so so"], ["meh"])
+    # one without the other: an AttributeError on None before, or the labels ignored
+    for eval_texts, eval_labels in ((["so so"], None), (None, ["pos"])):
+        with pytest.raises(InputError, match="eval_texts and eval_labels go together"):
+            clf.fit(TEXTS, LABELS, eval_texts, eval_labels)
     with pytest.raises(InputError, match="not fitted"):
         clf.predict(["x"])
     with pytest.raises(InputError, match="not one string"):

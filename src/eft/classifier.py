@@ -396,6 +396,11 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 f"The training labels hold a single class ({classes.tolist()[0]!r}); a "
                 "classifier needs at least 2."
             )
+        if (eval_texts is None) != (eval_labels is None):
+            raise InputError(
+                "eval_texts and eval_labels go together: pass both (validation texts and their "
+                "labels) or neither."
+            )
         if eval_texts is not None:
             eval_texts, eval_labels = check_texts_and_labels(eval_texts, eval_labels, "evaluation")
             unknown = sorted(set(eval_labels.tolist()) - set(classes.tolist()))
