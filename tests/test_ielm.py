@@ -417,6 +417,15 @@ def test_bad_parameters_and_labels(make, match):
         make(X, y)
 
 
+def test_a_device_torch_cannot_use_is_a_value_error(monkeypatch):
+    X, y = _data(n=50, d=5)
+    with pytest.raises(ValueError, match="'gpu' is not a torch device; use 'auto', 'cpu'"):
+        IELMClassifier(n_hidden=8, device="gpu").fit(X, y)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="sees no CUDA GPU; use device 'cpu' or 'auto'"):
+        IELMClassifier(n_hidden=8, device="cuda").fit(X, y)  # was torch's AssertionError
+
+
 def test_bad_input_raises_and_changes_nothing():
     X, y = _data(n=100, d=5)
     model = IELMClassifier(n_hidden=10, random_state=0)

@@ -93,10 +93,22 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` (or None) means CUDA when available, else CPU."""
+    """``"auto"`` (or None) means CUDA when available, else CPU; any other torch device as
+    given, but CUDA only where torch sees a GPU (an error that says so, not torch's assert)."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device {device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+        ) from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r} was asked for, but torch {torch.__version__} sees no CUDA GPU; "
+            "use device 'cpu' or 'auto'."
+        )
+    return resolved
 
 
 def random_hidden_layer(
