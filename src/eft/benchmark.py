@@ -182,7 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"samples get a feature pass (default {EFTConfig.fused_fraction:g}: no pass)",
     )
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument(
         "--mixed-precision",
         choices=MIXED_PRECISION,

@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(evaluate)
     evaluate.add_argument("--predictions", help="write per-example predictions (JSONL) here")
     evaluate.add_argument("--metrics", help="write the metrics (JSON) here")
-    evaluate.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    evaluate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
 
     predict = commands.add_parser(
         "predict", help="label texts with a saved model", formatter_class=_Formatter
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='add every label\'s score to each line ("scores": {label: p}): the softmax of '
         'the head\'s outputs, whose largest is "score" (not calibrated)',
     )
-    predict.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
 
     data = commands.add_parser(
         "data", help="show a named dataset's splits and label counts", formatter_class=_Formatter
