@@ -2,16 +2,18 @@
 
     python benchmarks/recipe_k1.py --dataset trec [--learning-rates 5e-5 1e-4 2e-4]
         [--poolings cls mean cls_last4] [--batch-sizes 32] [--warmup-ratios 0]
+        [--layer-lr-decays 1]
         [--seed 42] [--name trec] [--max-train N] [--max-validation N] [--max-test N]
         [--max-length 128]
 
-For every learning rate x pooling x batch size x warm-up ratio, the encoder is fine-tuned for
-ONE epoch (linear head, ``method="bp"``, the same BP stage as EFT with k = 1), then the
-train / validation / test features are computed once. On those features, for every head
-variant (feature standardisation on/off x activation), the one-pass sweep (``eft.ielm.sweep``)
-scores n_hidden x C on the validation split. Reported per recipe: the linear head's test score after
-the epoch, the default head's (n_hidden 1000, C 1, leaky_relu, no standardisation) and the
-validation-best head's test scores. The recipe to recommend is chosen on validation only.
+For every learning rate x pooling x batch size x warm-up ratio x layer-wise rate decay, the
+encoder is fine-tuned for ONE epoch (linear head, ``method="bp"``, the same BP stage as EFT
+with k = 1), then the train / validation / test features are computed once. On those
+features, for every head variant (feature standardisation on/off x activation), the one-pass
+sweep (``eft.ielm.sweep``) scores n_hidden x C on the validation split. Reported per recipe:
+the linear head's test score after the epoch, the default head's (n_hidden 1000, C 1,
+leaky_relu, no standardisation) and the validation-best head's test scores. The recipe to
+recommend is chosen on validation only.
 
 Writes ``results/recipe_k1_<name>.json`` and ``.md`` (name: the dataset unless given).
 """
@@ -60,6 +62,7 @@ def run_recipe(
     pooling: str,
     batch_size: int,
     warmup_ratio: float,
+    layer_lr_decay: float,
     data,
     base: dict[str, Any],
     metric: str,
@@ -73,6 +76,7 @@ def run_recipe(
         pooling=pooling,
         batch_size=batch_size,
         warmup_ratio=warmup_ratio,
+        layer_lr_decay=layer_lr_decay,
     )
     start = time.perf_counter()
     clf = EFTClassifier(config).fit(list(train.texts), list(train.labels))
@@ -92,6 +96,7 @@ def run_recipe(
         "pooling": pooling,
         "batch_size": batch_size,
         "warmup_ratio": warmup_ratio,
+        "layer_lr_decay": layer_lr_decay,
         "bp_seconds": bp_seconds,
         "linear_head_test": linear_test,
         "default_head_validation": _score(
@@ -127,7 +132,8 @@ def run_recipe(
     record["best_head"] = max(record["heads"], key=lambda h: h["validation"])
     record["seconds"] = time.perf_counter() - start
     print(
-        f"[lr {lr:g}, {pooling}, batch {batch_size}, warm-up {warmup_ratio:g}] "
+        f"[lr {lr:g}, {pooling}, batch {batch_size}, warm-up {warmup_ratio:g}, "
+        f"layer decay {layer_lr_decay:g}] "
         f"linear {linear_test:.2f}, default head "
         f"{record['default_head_test']:.2f}, best head {record['best_head']['test']:.2f} "
         f"(val {record['best_head']['validation']:.2f}), {record['seconds']:.0f} s",
@@ -143,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--poolings", nargs="+", default=["cls", "mean", "cls_last4"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
     parser.add_argument("--warmup-ratios", type=float, nargs="+", default=[0.0])
+    parser.add_argument("--layer-lr-decays", type=float, nargs="+", default=[1.0])
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--name", help="results name (default: the dataset)")
     args = parser.parse_args(argv)
@@ -157,15 +164,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "grid": {"n_hidden": N_HIDDEN, "C": C_VALUES, "activation": ACTIVATIONS},
         "recipes": [],
     }
-    for lr, pooling, batch_size, warmup_ratio in itertools.product(
-        args.learning_rates, args.poolings, args.batch_sizes, args.warmup_ratios
+    for lr, pooling, batch_size, warmup_ratio, layer_lr_decay in itertools.product(
+        args.learning_rates,
+        args.poolings,
+        args.batch_sizes,
+        args.warmup_ratios,
+        args.layer_lr_decays,
     ):
         record = run_recipe(
-            lr, pooling, batch_size, warmup_ratio, (train, validation, test), base, metric
+            lr,
+            pooling,
+            batch_size,
+            warmup_ratio,
+            layer_lr_decay,
+            (train, validation, test),
+            base,
+            metric,
         )
         payload["recipes"].append(record)
     chosen = max(payload["recipes"], key=lambda r: r["best_head"]["validation"])
-    recipe_keys = ("learning_rate", "pooling", "batch_size", "warmup_ratio")
+    recipe_keys = ("learning_rate", "pooling", "batch_size", "warmup_ratio", "layer_lr_decay")
     defaults = EFTConfig()  # the reference: EFT's default BP stage
     reference = next(
         (r for r in payload["recipes"] if all(r[k] == getattr(defaults, k) for k in recipe_keys)),
@@ -176,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pooling": chosen["pooling"],
         "batch_size": chosen["batch_size"],
         "warmup_ratio": chosen["warmup_ratio"],
+        "layer_lr_decay": chosen["layer_lr_decay"],
         **{k: chosen["best_head"][k] for k in ("standardize", "activation", "n_hidden", "C")},
         "test": chosen["best_head"]["test"],
         "reference": {k: reference[k] for k in recipe_keys},
@@ -191,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r["pooling"],
                 r["batch_size"],
                 f"{r['warmup_ratio']:g}",
+                f"{r['layer_lr_decay']:g}",
                 round(r["linear_head_test"], 2),
                 round(r["default_head_test"], 2),
                 f"{'std, ' if h['standardize'] else ''}{h['activation']}, nh {h['n_hidden']}, "
@@ -215,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "pooling",
                 "batch",
                 "warm-up",
+                "layer decay",
                 "linear head",
                 "default I-ELM head",
                 "best head on validation",
@@ -227,10 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"Chosen on validation: lr {c['learning_rate']:g}, pooling {c['pooling']}, "
         f"batch {c['batch_size']}, warm-up {c['warmup_ratio']:g}, "
+        f"layer decay {c['layer_lr_decay']:g}, "
         f"{'standardised, ' if c['standardize'] else ''}{c['activation']}, nh {c['n_hidden']}, "
         f"C {c['C']:g}: test {c['test']:.2f} against {c['reference_default_test']:.2f} for "
         f"lr {reference['learning_rate']:g}, {reference['pooling']}, batch "
-        f"{reference['batch_size']}, warm-up {reference['warmup_ratio']:g} with the default head "
+        f"{reference['batch_size']}, warm-up {reference['warmup_ratio']:g}, layer decay "
+        f"{reference['layer_lr_decay']:g} with the default head "
         "(leaky_relu, nh 1000, C 1).",
     ]
     write_results(f"recipe_k1_{args.name or args.dataset}", payload, "\n".join(lines))

@@ -176,6 +176,11 @@ def test_train_options_become_the_configuration():
     )
     config = _config_from_args(args)
     assert (config.mixed_precision, config.inference_precision) == ("no", "bf16")
+    assert config.layer_lr_decay == 1.0
+    args = build_parser().parse_args(
+        ["tune", "--train", "t.csv", "--output", "o", "--layer-lr-decay", "0.8"]
+    )
+    assert _config_from_args(args).layer_lr_decay == 0.8
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ precision where the device supports it.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from torch import nn
 from eft.checkpoint import restore_checkpoint, save_checkpoint
 from eft.config import EFTConfig
 from eft.encoder import Collator, EncodedTexts, LengthGroupedBatchSampler, TextEncoder
+from eft.errors import InputError
 
 if torch.distributed.is_available():
     # Imported here, before accelerate opens a process group: torch.distributed.nn binds
@@ -73,18 +75,66 @@ class BPResult:
         return float(sum(self.epoch_seconds[: self.best_epoch]))
 
 
+_LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+_EMBEDDING_NAMES = ("embed", ".wte.", ".wpe.")
+
+
+def layer_depths(names: list[str]) -> dict[str, int]:
+    """Depth of each parameter for layer-wise rate decay: 0 for the embeddings, i + 1 for
+    transformer block i (``encoder.layer.i`` in BERT/RoBERTa, ``layers.i``, ``h.i``, ...),
+    and one above the last block for everything else (pooler, final norm, the linear head).
+
+    Raises ValueError when no name carries a block index (an architecture we cannot split).
+    """
+    blocks = {name: int(match.group(1)) for name in names if (match := _LAYER_INDEX.search(name))}
+    if not blocks:
+        raise ValueError("no parameter name carries a transformer block index")
+    top = max(blocks.values()) + 2
+
+    def depth(name: str) -> int:
+        if name in blocks:
+            return blocks[name] + 1
+        return 0 if any(part in name for part in _EMBEDDING_NAMES) else top
+
+    return {name: depth(name) for name in names}
+
+
 def _optimizer(model: nn.Module, config: EFTConfig) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and LayerNorm weights (the usual practice)."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.learning_rate)
+    """AdamW without weight decay on biases and LayerNorm weights (the usual practice).
+
+    With ``config.layer_lr_decay`` = d < 1 the rate also falls by d per layer below the top
+    (layer-wise learning-rate decay, as in ELECTRA and DeBERTa fine-tuning): the head, pooler
+    and final norm train at ``learning_rate``, the last block at d times it, the embeddings of
+    an L-block encoder at d^(L+1) times it.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    depths: dict[str, int] = {}
+    top = 0
+    if config.layer_lr_decay != 1:
+        try:
+            depths = layer_depths([n for n, _ in named])
+        except ValueError as error:
+            raise InputError(
+                f"layer_lr_decay={config.layer_lr_decay:g} needs transformer blocks named "
+                "like encoder.layer.N or layers.N, and this model has none "
+                f"({type(model).__name__}); leave layer_lr_decay at 1."
+            ) from error
+        top = max(depths.values())
+    groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
+    for name, parameter in named:
+        no_decay = parameter.ndim < 2 or "LayerNorm" in name
+        groups.setdefault((depths.get(name, top), no_decay), []).append(parameter)
+    return torch.optim.AdamW(
+        [
+            {
+                "params": params,
+                "weight_decay": 0.0 if no_decay else config.weight_decay,
+                "lr": config.learning_rate * config.layer_lr_decay ** (top - depth),
+            }
+            for (depth, no_decay), params in sorted(groups.items())
+        ],
+        lr=config.learning_rate,
+    )
 
 
 def _schedule(

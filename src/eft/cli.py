@@ -77,6 +77,12 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
         help="share of the BP steps with a linearly rising rate; in eft tune (and with "
         f"lr_schedule linear_per_epoch) of every epoch (default {defaults.warmup_ratio})",
     )
+    method.add_argument(
+        "--layer-lr-decay",
+        type=float,
+        help="layer-wise rate decay in (0, 1]: each encoder block below the top trains at this "
+        f"times the rate of the block above (default {defaults.layer_lr_decay:g}: off)",
+    )
     method.add_argument("--pooling", choices=POOLINGS, help=f"default {defaults.pooling}")
     method.add_argument(
         "--n-hidden", type=int, help=f"I-ELM hidden nodes (default {defaults.n_hidden})"
@@ -367,6 +373,7 @@ def _config_from_args(args: argparse.Namespace):
         "eval_batch_size": "eval_batch_size",
         "max_length": "max_length",
         "warmup_ratio": "warmup_ratio",
+        "layer_lr_decay": "layer_lr_decay",
         "pooling": "pooling",
         "n_hidden": "n_hidden",
         "C": "C",

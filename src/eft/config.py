@@ -50,6 +50,10 @@ class EFTConfig:
     with ``lr_schedule="linear_per_epoch"``). 0 (none) by default: at k = 1, 0.1 moved the test
     score by +0.68, -0.90, +0.30 and -0.80 points on MELD, an IMDb subset (two seeds) and
     TREC-6 (benchmarks/results/recipe_k1_*_seed4*.md)."""
+    layer_lr_decay: float = 1.0
+    """Layer-wise learning-rate decay d in (0, 1]: the head trains at ``learning_rate``, each
+    transformer block below the top at d times the rate of the block above, the embeddings
+    last (ELECTRA/DeBERTa fine-tuning practice). 1 (off) by default."""
     lr_schedule: str = "linear"
     """"linear" (decay to 0 over the BP epochs, after warm-up), "constant", or
     "linear_per_epoch" (warm-up and decay to 0 within every epoch, restarting at the peak: the
@@ -130,6 +134,10 @@ class EFTConfig:
                 f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}",
             ),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (
+                isinstance(self.layer_lr_decay, int | float) and 0 < self.layer_lr_decay <= 1,
+                f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay!r}",
+            ),
             (
                 self.mixed_precision in MIXED_PRECISION,
                 f"mixed_precision must be one of {MIXED_PRECISION}",
