@@ -122,9 +122,25 @@ def test_predict_texts_and_files(trained):
     assert result.returncode == 0, result.stderr
     full = [json.loads(line) for line in result.stdout.splitlines()]
     assert [{k: v for k, v in r.items() if k != "scores"} for r in full] == rows
-    for r in full:
-        assert set(r["scores"]) == {"neg", "pos"} and sum(r["scores"].values()) == pytest.approx(1)
-        assert r["scores"][r["prediction"]] == r["score"] == max(r["scores"].values())
+    for r in full:  # highest first, as a transformers pipeline with top_k=None
+        assert {s["label"] for s in r["scores"]} == {"neg", "pos"}
+        assert sum(s["score"] for s in r["scores"]) == pytest.approx(1)
+        assert r["scores"][0] == {"label": r["prediction"], "score": r["score"]}
+        assert r["scores"][0]["score"] >= r["scores"][1]["score"]
+
+
+def test_predict_keeps_integer_labels_integers_in_every_field(tiny_bert_dir, tmp_path):
+    from eft import EFTClassifier
+    from tests.test_classifier import LABELS, TEXTS, _config
+
+    labels = [int(label == "pos") for label in LABELS]
+    model = EFTClassifier(_config(tiny_bert_dir)).fit(TEXTS, labels)
+    model.save_pretrained(tmp_path / "model")
+    result = run_eft("predict", str(tmp_path / "model"), TEXTS[0], "--all-scores")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert isinstance(row["prediction"], int)
+    assert sorted(s["label"] for s in row["scores"]) == [0, 1]  # not "0", "1"
 
 
 def test_tune_names_the_rule_it_used():

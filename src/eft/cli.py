@@ -244,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--all-scores",
         action="store_true",
-        help='add every label\'s score to each line ("scores": {label: p}): the softmax of '
-        'the head\'s outputs, whose largest is "score" (not calibrated)',
+        help='add every label\'s score to each line ("scores": [{"label", "score"}, ...], '
+        "highest first, as a transformers pipeline with top_k=None): the softmax of the "
+        'head\'s outputs, whose first is "score" (not calibrated)',
     )
     predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
 
@@ -640,7 +641,7 @@ def command_predict(args: argparse.Namespace) -> int:
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
     proba = model.predict_proba(texts)
     labels = model.classes_[proba.argmax(1)]
-    names = [str(c) for c in model.classes_.tolist()]  # JSON keys are strings
+    classes = model.classes_.tolist()  # Python ints and strings, as JSON writes them
 
     def line(text: str, label: Any, p: np.ndarray) -> str:
         row = {
@@ -649,7 +650,10 @@ def command_predict(args: argparse.Namespace) -> int:
             "score": round(float(p.max()), 6),
         }
         if args.all_scores:
-            row["scores"] = {name: round(float(v), 6) for name, v in zip(names, p, strict=True)}
+            row["scores"] = [
+                {"label": classes[i], "score": round(float(p[i]), 6)}
+                for i in np.argsort(-p, kind="stable")
+            ]
         return json.dumps(row, ensure_ascii=False)
 
     lines = [line(t, label, p) for t, label, p in zip(texts, labels, proba, strict=True)]
