@@ -213,12 +213,29 @@ def test_train_backprop_sinks_the_last_steps_and_lists_the_others(tiny_bert_dir)
     assert result.unfed_indices == [i for batch in last_epoch[:-2] for i in batch]
 
 
+def test_validation_score_of_the_trained_model_is_the_i_elm_heads(tiny_bert_dir):
+    # the per-epoch scores are the linear head's; the one a user compares is the model's
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1)).fit(
+        TEXTS, LABELS, TEXTS[8:24], LABELS[8:24]
+    )
+    assert len(clf.history_["bp_validation_accuracy"]) == 1
+    assert clf.history_["validation_accuracy"] == clf.score(TEXTS[8:24], LABELS[8:24])
+    probe = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(
+        TEXTS, LABELS, TEXTS[8:24], LABELS[8:24]
+    )  # k = 0: no BP epoch, still a validation score
+    assert probe.history_["validation_accuracy"] == probe.score(TEXTS[8:24], LABELS[8:24])
+    assert probe.timings_["evaluation"] > 0
+
+
 def test_standard_fine_tuning_baseline(tiny_bert_dir, tmp_path):
     config = _config(tiny_bert_dir, method="bp", bp_epochs=3, early_stopping_patience=1)
     clf = EFTClassifier(config).fit(TEXTS, LABELS, TEXTS[:16], LABELS[:16])
     assert clf.head_ is None
     assert 1 <= len(clf.history_["bp_validation_accuracy"]) <= 3
     assert clf.history_["bp_best_epoch"] >= 1
+    # the model kept is the best epoch's, and so is the validation score reported for it
+    best = clf.history_["bp_validation_accuracy"][clf.history_["bp_best_epoch"] - 1]
+    assert clf.history_["validation_accuracy"] == best == clf.score(TEXTS[:16], LABELS[:16])
     assert clf.timings_["elm"] == 0.0 and clf.timings_["feedforward"] == 0.0
     out = clf.save_pretrained(tmp_path / "bp")
     assert (out / "linear_head.safetensors").is_file()

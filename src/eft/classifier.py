@@ -287,8 +287,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
     Fitted attributes: ``classes_`` (label names), ``model_`` (:class:`EFTModel`),
     ``tokenizer_``, ``head_`` (the :class:`IELMClassifier`, None for ``method="bp"``),
-    ``timings_`` (seconds per phase), ``flops_`` (with ``flops=True``), ``history_``,
-    ``n_train_`` (training rows).
+    ``timings_`` (seconds per phase), ``flops_`` (with ``flops=True``), ``history_`` (per BP
+    epoch: loss, seconds and, with validation data, the linear head's accuracy; then the
+    trained model's ``validation_accuracy``), ``n_train_`` (training rows).
     """
 
     def __init__(self, config: EFTConfig | None = None, **overrides: Any) -> None:
@@ -442,6 +443,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         pad_id = int(tokenizer.pad_token_id)
         data.tokenize(tokenizer, self.max_length_, pad_id)
         eval_ids = tokenize(tokenizer, eval_texts, self.max_length_) if eval_texts else None
+        eval_index = np.searchsorted(classes, eval_labels) if eval_texts else None
         timings["tokenize"] = time.perf_counter() - clock
         head_weights = self._class_weights(counts, classes)
 
@@ -478,7 +480,6 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
             evaluate = None
             if eval_ids is not None:
-                eval_index = np.searchsorted(classes, eval_labels)
 
                 def evaluate(model: torch.nn.Module) -> float:
                     scores = self._scores(EFTModel(model.encoder, model.classifier), eval_ids)
@@ -559,6 +560,14 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             self.model_ = EFTModel(encoder, linear)
         self.head_ = head
         self.model_.eval()
+        if eval_ids is not None and head is not None:  # the trained model's, I-ELM head
+            clock = time.perf_counter()
+            scores = self._scores(self.model_, eval_ids)
+            history["validation_accuracy"] = float((scores.argmax(1) == eval_index).mean())
+            timings["evaluation"] = timings.get("evaluation", 0.0) + time.perf_counter() - clock
+        elif eval_ids is not None:  # method="bp": the kept epoch's (the best, with patience)
+            kept = bp_result.best_epoch if cfg.early_stopping_patience else bp_result.epochs_run
+            history["validation_accuracy"] = bp_result.validation_score[kept - 1]
         timings["train"] = timings["bp"] + timings["feedforward"] + timings["elm"]
         timings["total"] = time.perf_counter() - fit_start
         self.timings_ = timings

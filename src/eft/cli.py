@@ -542,7 +542,12 @@ def command_train(args: argparse.Namespace) -> int:
         history = classifier.history_
         if history.get("bp_validation_accuracy"):
             scores = ", ".join(f"{100 * s:.2f}" for s in history["bp_validation_accuracy"])
-            print(f"validation accuracy after each BP epoch: {scores}")
+            head = " (linear head)" if config.method == "eft" else ""
+            print(f"validation accuracy after each BP epoch{head}: {scores}")
+        if "validation_accuracy" in history:
+            kept = "I-ELM head" if config.method == "eft" else "the kept epoch"
+            score = 100 * history["validation_accuracy"]
+            print(f"validation accuracy of the model ({kept}): {score:.2f}")
         print(format_timings(classifier.timings_))
         if classifier.flops_:
             for name, value in classifier.flops_.items():
