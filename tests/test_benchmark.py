@@ -92,6 +92,9 @@ def test_bench_runs_every_method_side_by_side(data_dir, tiny_bert_dir, tmp_path)
     assert 0.0 <= lean["test_score"] <= 100.0
     markdown = (out / "bench_trec_tiny.md").read_text()
     assert "| eft_fused |" in markdown and "LogisticRegression" in markdown
+    assert "nan" not in markdown  # what a method lacks (bp's p against itself) reads "-"
+    assert "| 1.000 | " in next(line for line in markdown.splitlines() if line.startswith("| bp |"))
+    assert payload["methods"]["logreg_head"]["test_accuracy"] >= 0
     assert "The head each tuning rule picks at the same k" in markdown
     assert all((out / plot).is_file() for plot in payload["plots"])
     assert "bench_trec_tiny_tuning/tuning.png" in payload["plots"]
