@@ -329,6 +329,7 @@ def test_tune_command(tiny_bert_dir, tmp_path):
     rows = tuning["epochs"]
     assert {r["learning_rate"] for r in rows} == {5e-4, 1e-3}
     assert {r["standardize"] for r in rows[0]["table"]} == {False, True}
+    assert not (tmp_path / "t.checkpoint").exists()  # kept only while unfinished
     bad = run_eft(
         "tune",
         "--train",
@@ -344,3 +345,71 @@ def test_tune_command(tiny_bert_dir, tmp_path):
     )
     assert bad.returncode != 0 and "--grid-standardize takes no,yes" in bad.stderr
     assert np.isfinite(json.loads((tmp_path / "t" / "tuning.json").read_text())["best_score"])
+
+
+def _stop_at_epoch(monkeypatch, stop_k: int) -> list[int]:
+    """Make the tuner's epoch `stop_k` raise KeyboardInterrupt (a user's Ctrl-C); returns the
+    list of epochs that were trained and scored."""
+    import eft.tuning
+
+    real = eft.tuning._tune_epoch
+    trained: list[int] = []
+
+    def epoch(data, recipe, heads, grid, k, checkpoint):
+        if k == stop_k:
+            raise KeyboardInterrupt
+        trained.append(k)
+        return real(data, recipe, heads, grid, k, checkpoint)
+
+    monkeypatch.setattr(eft.tuning, "_tune_epoch", epoch)
+    return trained
+
+
+def test_interrupted_tuning_continues_to_the_same_rows(tiny_bert_dir, tmp_path, monkeypatch):
+    config = _config(tiny_bert_dir, learning_rate=1e-3)
+    search = dict(max_epochs=3, n_hidden=[8, 16], C=[0.1, 10.0], learning_rates=[1e-3, 5e-4])
+    data = (TEXTS, LABELS, TEXTS[:16], LABELS[:16])
+    uninterrupted = tune(*data, config, **search)
+
+    checkpoint = tmp_path / "tuning.checkpoint"
+    first = _stop_at_epoch(monkeypatch, stop_k=2)
+    with pytest.raises(KeyboardInterrupt):
+        tune(*data, config, **search, checkpoint_dir=checkpoint)
+    assert first == [1]
+    assert (checkpoint / "checkpoint-0" / "checkpoint.json").is_file()  # the encoder at k = 1
+    monkeypatch.undo()
+    second = _stop_at_epoch(monkeypatch, stop_k=0)  # counts the epochs trained, stops none
+    resumed = tune(*data, config, **search, checkpoint_dir=checkpoint)
+    assert second[0] == 2  # epoch 1 was not trained again
+    assert len(second) == len(uninterrupted.epochs) - 1
+
+    def comparable(rows):  # everything but the seconds
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert comparable(resumed.epochs) == comparable(uninterrupted.epochs)  # exactly
+    assert resumed.best_config == uninterrupted.best_config
+    assert not any(p.name.startswith("checkpoint-") for p in checkpoint.iterdir())
+
+    # the same folder with other data is refused, not mixed in
+    with pytest.raises(InputError, match="other data or options"):
+        tune(TEXTS, LABELS, TEXTS[:8], LABELS[:8], config, **search, checkpoint_dir=checkpoint)
+
+
+def test_tune_command_continues_after_an_interruption(tiny_bert_dir, tmp_path, monkeypatch):
+    from eft.cli import main
+
+    rows = list(zip(TEXTS, LABELS, strict=True))
+    train = _write_csv(tmp_path / "train.csv", rows)
+    dev = _write_csv(tmp_path / "dev.csv", rows[:16])
+    command = ["tune", "--train", str(train), "--validation", str(dev)]
+    command += ["--model", str(tiny_bert_dir), "--max-epochs", "2", "--grid-n-hidden", "8,16"]
+    command += ["--learning-rate", "1e-3", "--output", str(tmp_path / "t"), "--quiet"]
+    _stop_at_epoch(monkeypatch, stop_k=2)
+    assert main(command) == 130
+    assert not (tmp_path / "t").exists()
+    assert (tmp_path / "t.checkpoint" / "tuning_state.json").is_file()
+    monkeypatch.undo()
+    assert main(command) == 0
+    assert json.loads((tmp_path / "t" / "tuned_config.json").read_text())["config"]
+    assert len(json.loads((tmp_path / "t" / "tuning.json").read_text())["epochs"]) == 2
+    assert not (tmp_path / "t.checkpoint").exists()

@@ -321,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         "one_se_epoch: one_se's k, then the best head at that k (fewer epochs only)",
     )
     tune.add_argument("--output", required=True, help="folder for the tuning results")
+    tune.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="do not keep finished epochs and the encoder in '<output>.checkpoint' (kept by "
+        "default: an interrupted run continues when the same command runs again)",
+    )
     tune.add_argument("--quiet", action="store_true", help="no progress bars")
 
     experiment = commands.add_parser(
@@ -722,7 +728,9 @@ def _selection_line(selection: str, standard_error: float) -> str:
 
 
 def command_tune(args: argparse.Namespace) -> int:
-    from eft.tuning import tune, write_tuning
+    import shutil
+
+    from eft.tuning import finished_epochs, tune, write_tuning
 
     config = _config_from_args(args)
     texts, labels, eval_texts, eval_labels = _load_training_data(args)
@@ -744,23 +752,42 @@ def command_tune(args: argparse.Namespace) -> int:
         if unknown:
             raise InputError(f"--grid-standardize takes no,yes; got {','.join(unknown)}.")
         standardize = [flags[v.lower()] for v in standardize]
-    result = tune(
-        texts,
-        labels,
-        eval_texts,
-        eval_labels,
-        config,
-        max_epochs=args.max_epochs,
-        n_hidden=n_hidden,
-        C=strengths,
-        scoring=args.scoring,
-        learning_rates=learning_rates,
-        poolings=_comma_list(args.grid_pooling, str),
-        activations=_comma_list(args.grid_activation, str),
-        standardize=standardize,
-        selection=args.selection,
-    )
+    checkpoint = None if args.no_checkpoint else Path(f"{Path(args.output)}.checkpoint")
+    if checkpoint is not None and finished_epochs(checkpoint):
+        print(
+            f"continuing the interrupted tuning run in {checkpoint} "
+            f"({finished_epochs(checkpoint)} epoch(s) done)"
+        )
+    try:
+        result = tune(
+            texts,
+            labels,
+            eval_texts,
+            eval_labels,
+            config,
+            max_epochs=args.max_epochs,
+            n_hidden=n_hidden,
+            C=strengths,
+            scoring=args.scoring,
+            learning_rates=learning_rates,
+            poolings=_comma_list(args.grid_pooling, str),
+            activations=_comma_list(args.grid_activation, str),
+            standardize=standardize,
+            selection=args.selection,
+            checkpoint_dir=checkpoint,
+        )
+    except KeyboardInterrupt:
+        kept = ""
+        if checkpoint is not None and finished_epochs(checkpoint):
+            kept = (
+                f" {finished_epochs(checkpoint)} finished epoch(s) are kept in {checkpoint}: "
+                "run the same command again to continue."
+            )
+        print(f"eft: interrupted; no tuning results were written.{kept}", file=sys.stderr)
+        return 130
     out = write_tuning(result, args.output)
+    if checkpoint is not None:
+        shutil.rmtree(checkpoint, ignore_errors=True)
     print(
         f"{'lr':>8} {'pooling':>9} {'k':>3} {'best ' + args.scoring:>18} {'head':>16} "
         f"{'n_hidden':>9} {'C':>8} {'linear head':>12}"

@@ -34,6 +34,7 @@ activation x standardisation on each epoch's features.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import shutil
@@ -48,6 +49,7 @@ import numpy as np
 import torch
 
 from eft.atomic import atomic_file, json_default, write_text
+from eft.checkpoint import STATE_FILE
 from eft.classifier import EFTClassifier, check_texts_and_labels
 from eft.config import EFTConfig
 from eft.errors import InputError
@@ -55,6 +57,8 @@ from eft.ielm import ACTIVATIONS, sweep
 
 DEFAULT_N_HIDDEN = (250, 500, 1000, 2000, 4000)
 DEFAULT_C = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
+TUNING_STATE_FILE = "tuning_state.json"
+TUNING_STATE_FORMAT = "eft-tuning-checkpoint-1"
 
 
 @dataclass
@@ -111,6 +115,7 @@ def tune(
     activations: Sequence[str] | None = None,
     standardize: Sequence[bool] | None = None,
     selection: str = "best",
+    checkpoint_dir: str | Path | None = None,
 ) -> TuneResult:
     """Choose ``bp_epochs``, ``n_hidden`` and ``C`` on validation data (see module notes).
 
@@ -123,6 +128,12 @@ def tune(
     error of the best, ``"one_se_head"``, the paper's k and then the smallest ``n_hidden``
     within one standard error, or ``"one_se_epoch"``, the fewest epochs within one standard
     error and then the best head at that k (see module notes).
+
+    With ``checkpoint_dir`` the run can be interrupted and continued: every finished epoch's
+    row and the encoder checkpoint of the fine-tuning run in progress are kept there, and a
+    later call with the same data and options continues after the last finished epoch (the
+    same rows as an uninterrupted run: training is deterministic and resumes exactly). The
+    folder is left for the caller to delete; other data or options there are an InputError.
     """
     base = config or EFTConfig()
     texts, labels = check_texts_and_labels(texts, labels)
@@ -147,11 +158,48 @@ def tune(
         raise InputError(f"standardize values must be True or False, got {grid['standardize']}.")
     heads = list(itertools.product(grid["activation"], grid["standardize"]))
     epochs: list[dict[str, Any]] = []
-    for lr, pooling in itertools.product(grid["learning_rate"], grid["pooling"]):
-        recipe = {**base.to_dict(), "learning_rate": lr, "pooling": pooling}
-        epochs += _tune_bp_run(
-            texts, labels, eval_texts, eval_labels, recipe, heads, max_epochs, n_hidden, C, scoring
+    state_file = fingerprint = None
+    saved: list[dict[str, Any]] = []
+    if checkpoint_dir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="eft-tune-"))
+    else:
+        workdir = Path(checkpoint_dir)
+        state_file = workdir / TUNING_STATE_FILE
+        fingerprint = _fingerprint(
+            (texts, labels, eval_texts, eval_labels),
+            base,
+            grid,
+            (max_epochs, list(n_hidden), list(C), scoring),
         )
+        saved = _saved_rows(workdir, fingerprint)
+        workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        for index, (lr, pooling) in enumerate(
+            itertools.product(grid["learning_rate"], grid["pooling"])
+        ):
+            recipe = {**base.to_dict(), "learning_rate": lr, "pooling": pooling}
+            done = [r for r in saved if (r["learning_rate"], r["pooling"]) == (lr, pooling)]
+            checkpoint = workdir / f"checkpoint-{index}"
+            for row in _tune_bp_run(
+                (texts, labels, eval_texts, eval_labels),
+                recipe,
+                heads,
+                (max_epochs, n_hidden, C, scoring),
+                checkpoint,
+                done,
+            ):
+                epochs.append(row)
+                if state_file is not None and row not in done:
+                    state = {
+                        "format": TUNING_STATE_FORMAT,
+                        "fingerprint": fingerprint,
+                        "rows": epochs,
+                    }
+                    write_text(state_file, json.dumps(state, default=json_default) + "\n")
+            shutil.rmtree(checkpoint, ignore_errors=True)  # this run's rows are all kept
+    finally:
+        if checkpoint_dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     chosen_row, score, params, standard_error = choose(epochs, len(eval_texts), scoring, selection)
     params = {**params, "bp_epochs": chosen_row["epoch"]}
     chosen = EFTConfig.from_dict(
@@ -233,6 +281,51 @@ def choose_head(
     return head[scoring], {**row["best_params"], **{f: head[f] for f in fields}}
 
 
+def _fingerprint(
+    data: tuple[list[str], np.ndarray, list[str], np.ndarray],
+    base: EFTConfig,
+    grid: dict[str, list[Any]],
+    search: tuple[Any, ...],
+) -> str:
+    """A digest of everything that decides the tuning rows: data, options and grids."""
+    settings = {k: v for k, v in base.to_dict().items() if k not in ("progress", "checkpoint_dir")}
+    digest = hashlib.sha256()
+    columns = [d.tolist() if isinstance(d, np.ndarray) else list(d) for d in data]
+    for part in (settings, grid, search, *columns):
+        digest.update(json.dumps(part, sort_keys=True, default=json_default).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def finished_epochs(checkpoint_dir: str | Path) -> int:
+    """How many tuning rows (epochs) an interrupted run left in ``checkpoint_dir``."""
+    path = Path(checkpoint_dir) / TUNING_STATE_FILE
+    if not path.is_file():
+        return 0
+    try:
+        return len(json.loads(path.read_text(encoding="utf-8")).get("rows", []))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _saved_rows(checkpoint_dir: Path, fingerprint: str) -> list[dict[str, Any]]:
+    path = checkpoint_dir / TUNING_STATE_FILE
+    if not path.is_file():
+        return []
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"Cannot read the tuning checkpoint {path}: {error}. Delete {checkpoint_dir} to "
+            "start the tuning over."
+        ) from error
+    if state.get("format") != TUNING_STATE_FORMAT or state.get("fingerprint") != fingerprint:
+        raise InputError(
+            f"{checkpoint_dir} holds an interrupted tuning run with other data or options. Run "
+            f"that command again to finish it, or delete {checkpoint_dir} to start over."
+        )
+    return list(state["rows"])
+
+
 def _choices(values: Sequence[Any] | None, default: Any, name: str) -> list[Any]:
     if values is None:
         return [default]
@@ -243,97 +336,112 @@ def _choices(values: Sequence[Any] | None, default: Any, name: str) -> list[Any]
 
 
 def _tune_bp_run(
-    texts: list[str],
-    labels: np.ndarray,
-    eval_texts: list[str],
-    eval_labels: np.ndarray,
+    data: tuple[list[str], np.ndarray, list[str], np.ndarray],
     recipe: dict[str, Any],
     heads: list[tuple[str, bool]],
-    max_epochs: int,
-    n_hidden: Sequence[int],
-    C: Sequence[float],
-    scoring: str,
+    grid: tuple[int, Sequence[int], Sequence[float], str],
+    checkpoint: Path,
+    done: Sequence[dict[str, Any]] = (),
 ) -> Iterator[dict[str, Any]]:
     """One fine-tuning run, epoch by epoch; after each, every head variant's n_hidden x C
-    sweep on the epoch's features. Stops after the first epoch whose best score drops."""
-    classes = np.unique(labels)
+    sweep on the epoch's features. Stops after the first epoch whose best score drops.
+    ``done`` holds the rows of an interrupted run's finished epochs: they are yielded again,
+    and training continues from ``checkpoint`` after them."""
+    max_epochs = grid[0]
     best_so_far = None
-    workdir = Path(tempfile.mkdtemp(prefix="eft-tune-"))
-    checkpoint = workdir / "checkpoint"
-    try:
-        for k in range(1, max_epochs + 1):
-            clock = time.perf_counter()
-            step = EFTConfig.from_dict(
-                {
-                    **recipe,
-                    "method": "bp",
-                    "bp_epochs": k,
-                    "lr_schedule": "linear_per_epoch",
-                    "early_stopping_patience": None,
-                    "checkpoint_dir": str(checkpoint),
-                }
-            )
-            clf = EFTClassifier(step).fit(texts, labels, resume_from=checkpoint if k > 1 else None)
-            bp_seconds = clf.history_["bp_epoch_seconds"][-1]  # this epoch (timings_: all k)
-            clock_features = time.perf_counter()
-            train_features = clf.features(texts)
-            eval_features = clf.features(eval_texts)
-            feature_seconds = time.perf_counter() - clock_features
-            batches = [
-                (train_features[i : i + 4096], np.asarray(labels[i : i + 4096]))
-                for i in range(0, len(texts), 4096)
-            ]
-            table: list[dict[str, Any]] = []
-            best_params: dict[str, Any] | None = None
-            best_head = -np.inf
-            sweep_seconds = 0.0
-            for activation, scaled in heads:
-                result = sweep(
-                    batches,
-                    eval_features,
-                    np.asarray(eval_labels),
-                    n_hidden=n_hidden,
-                    C=C,
-                    activation=activation,
-                    standardize=scaled,
-                    classes=classes,
-                    scoring=scoring,
-                    random_state=recipe["seed"],
-                )
-                sweep_seconds += sum(result.seconds.values())
-                head = {"activation": activation, "standardize": scaled}
-                table += [{**head, **r} for r in result.table]
-                score = max(r[scoring] for r in result.table)
-                if score > best_head:
-                    best_head = score
-                    best_params = {**head, **result.best_params}
-            with torch.no_grad():  # the BP stage's own linear head, on the same features
-                logits = clf.model_.head(torch.from_numpy(eval_features).to(clf.device_))
-            linear = float(np.mean(clf.classes_[logits.argmax(1).cpu().numpy()] == eval_labels))
-            yield {
-                "learning_rate": recipe["learning_rate"],
-                "pooling": recipe["pooling"],
-                "epoch": k,
-                "best_score": best_head,
-                "best_params": {
-                    "learning_rate": recipe["learning_rate"],
-                    "pooling": recipe["pooling"],
-                    **best_params,
-                },
-                "linear_head_accuracy": linear,
-                "table": table,
-                "seconds": {
-                    "bp_epoch": bp_seconds,
-                    "features": feature_seconds,
-                    "sweep": sweep_seconds,
-                    "total": time.perf_counter() - clock,
-                },
-            }
-            if best_so_far is not None and best_head < best_so_far:
-                return  # the paper's rule: stop when the validation score starts to drop
-            best_so_far = best_head if best_so_far is None else max(best_so_far, best_head)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    for k in range(1, max_epochs + 1):
+        row = (
+            done[k - 1] if k <= len(done) else _tune_epoch(data, recipe, heads, grid, k, checkpoint)
+        )
+        yield row
+        if best_so_far is not None and row["best_score"] < best_so_far:
+            return  # the paper's rule: stop when the validation score starts to drop
+        best_so_far = (
+            row["best_score"] if best_so_far is None else max(best_so_far, row["best_score"])
+        )
+
+
+def _tune_epoch(
+    data: tuple[list[str], np.ndarray, list[str], np.ndarray],
+    recipe: dict[str, Any],
+    heads: list[tuple[str, bool]],
+    grid: tuple[int, Sequence[int], Sequence[float], str],
+    k: int,
+    checkpoint: Path,
+) -> dict[str, Any]:
+    """Fine-tune to epoch k (continuing from the checkpoint of epoch k - 1, or of k itself
+    when an interrupted run got that far) and score every head on its features."""
+    texts, labels, eval_texts, eval_labels = data
+    _, n_hidden, C, scoring = grid
+    classes = np.unique(labels)
+    clock = time.perf_counter()
+    step = EFTConfig.from_dict(
+        {
+            **recipe,
+            "method": "bp",
+            "bp_epochs": k,
+            "lr_schedule": "linear_per_epoch",
+            "early_stopping_patience": None,
+            "checkpoint_dir": str(checkpoint),
+        }
+    )
+    resume = checkpoint if (checkpoint / STATE_FILE).is_file() else None
+    clf = EFTClassifier(step).fit(texts, labels, resume_from=resume)
+    bp_seconds = clf.history_["bp_epoch_seconds"][-1]  # this epoch (timings_: all k)
+    clock_features = time.perf_counter()
+    train_features = clf.features(texts)
+    eval_features = clf.features(eval_texts)
+    feature_seconds = time.perf_counter() - clock_features
+    batches = [
+        (train_features[i : i + 4096], np.asarray(labels[i : i + 4096]))
+        for i in range(0, len(texts), 4096)
+    ]
+    table: list[dict[str, Any]] = []
+    best_params: dict[str, Any] | None = None
+    best_head = -np.inf
+    sweep_seconds = 0.0
+    for activation, scaled in heads:
+        result = sweep(
+            batches,
+            eval_features,
+            np.asarray(eval_labels),
+            n_hidden=n_hidden,
+            C=C,
+            activation=activation,
+            standardize=scaled,
+            classes=classes,
+            scoring=scoring,
+            random_state=recipe["seed"],
+        )
+        sweep_seconds += sum(result.seconds.values())
+        head = {"activation": activation, "standardize": scaled}
+        table += [{**head, **r} for r in result.table]
+        score = max(r[scoring] for r in result.table)
+        if score > best_head:
+            best_head = score
+            best_params = {**head, **result.best_params}
+    with torch.no_grad():  # the BP stage's own linear head, on the same features
+        logits = clf.model_.head(torch.from_numpy(eval_features).to(clf.device_))
+    linear = float(np.mean(clf.classes_[logits.argmax(1).cpu().numpy()] == eval_labels))
+    return {
+        "learning_rate": recipe["learning_rate"],
+        "pooling": recipe["pooling"],
+        "epoch": k,
+        "best_score": best_head,
+        "best_params": {
+            "learning_rate": recipe["learning_rate"],
+            "pooling": recipe["pooling"],
+            **best_params,
+        },
+        "linear_head_accuracy": linear,
+        "table": table,
+        "seconds": {
+            "bp_epoch": bp_seconds,
+            "features": feature_seconds,
+            "sweep": sweep_seconds,
+            "total": time.perf_counter() - clock,
+        },
+    }
 
 
 def write_tuning(result: TuneResult, output: str | Path) -> Path:
