@@ -86,15 +86,21 @@ def test_evaluate_writes_predictions_and_metrics(trained):
         str(metrics),
         "--device",
         "cpu",
+        "--per-class",
     )
     assert result.returncode == 0, result.stderr
-    for name in ("accuracy", "weighted_f1", "macro_f1"):
+    for name in ("accuracy", "weighted_f1", "macro_f1", "precision", "recall", "support"):
         assert name in result.stdout
     lines = [json.loads(line) for line in preds.read_text().splitlines()]
     assert len(lines) == 16 and {"id", "text", "label", "prediction"} <= set(lines[0])
     scores = json.loads(metrics.read_text())
     accuracy = 100 * sum(x["label"] == x["prediction"] for x in lines) / 16
     assert scores["accuracy"] == pytest.approx(accuracy)
+    per_class = scores["per_class"]  # what the --per-class table printed
+    assert sum(row["support"] for row in per_class.values()) == 16
+    for label, row in per_class.items():
+        printed = next(x.split() for x in result.stdout.splitlines() if x.split()[:1] == [label])
+        assert printed[3] == f"{row['f1']:.2f}" and printed[4] == str(row["support"])
     # the same file compared with itself: no difference, comparable
     same = run_eft("compare", str(preds), str(preds), "--samples", "200")
     assert same.returncode == 0, same.stderr

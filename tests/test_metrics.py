@@ -185,3 +185,22 @@ def test_read_predictions_errors(tmp_path):
     (tmp_path / "p.jsonl").write_text("")
     with pytest.raises(InputError, match="empty"):
         read_predictions(tmp_path / "p.jsonl")
+
+
+def test_per_class_scores_match_sklearns_report():
+    from sklearn.metrics import classification_report
+
+    from eft.metrics import per_class_scores
+
+    truth = ["joy", "anger", "joy", "neutral", "joy", "anger", "fear"]
+    predicted = ["joy", "joy", "joy", "neutral", "anger", "anger", "joy"]
+    scores = per_class_scores(truth, predicted)
+    report = classification_report(truth, predicted, output_dict=True, zero_division=0)
+    assert set(scores) == {"anger", "fear", "joy", "neutral"}
+    for label, row in scores.items():
+        assert row["precision"] == pytest.approx(100 * report[label]["precision"])
+        assert row["recall"] == pytest.approx(100 * report[label]["recall"])
+        assert row["f1"] == pytest.approx(100 * report[label]["f1-score"])
+        assert row["support"] == report[label]["support"]
+    assert scores["fear"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert list(per_class_scores([1, 0, 1], [1, 1, 1])) == ["0", "1"]  # keys are strings

@@ -229,7 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="split of --dataset")
     _add_data_options(evaluate)
     evaluate.add_argument("--predictions", help="write per-example predictions (JSONL) here")
-    evaluate.add_argument("--metrics", help="write the metrics (JSON) here")
+    evaluate.add_argument(
+        "--metrics", help="write the metrics (JSON, with per-class precision/recall/F1) here"
+    )
+    evaluate.add_argument(
+        "--per-class", action="store_true", help="also print precision, recall, F1 per label"
+    )
     evaluate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
 
     predict = commands.add_parser(
@@ -603,7 +608,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from eft.classifier import EFTClassifier
-    from eft.metrics import classification_scores
+    from eft.metrics import classification_scores, per_class_scores
 
     model_dir = _saved_model_dir(args, "evaluate")
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
@@ -622,6 +627,15 @@ def command_evaluate(args: argparse.Namespace) -> int:
     for name in ("accuracy", "weighted_f1", "macro_f1"):
         print(f"{name:<12}{scores[name]:>8.2f}")
     print(f"{'examples':<12}{len(texts):>8d}")
+    per_class = per_class_scores(truth, predicted)
+    if args.per_class:
+        width = max(12, *(len(label) + 2 for label in per_class))
+        print(f"\n{'label':<{width}}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
+        for label, row in per_class.items():
+            print(
+                f"{label:<{width}}{row['precision']:>10.2f}{row['recall']:>8.2f}"
+                f"{row['f1']:>8.2f}{row['support']:>9d}"
+            )
     if args.predictions:
         lines = (
             json.dumps({"id": i, "text": t, "label": y, "prediction": p}, ensure_ascii=False)
@@ -631,7 +645,12 @@ def command_evaluate(args: argparse.Namespace) -> int:
         )
         write_text(args.predictions, "\n".join(lines) + "\n")
     if args.metrics:
-        payload = {**scores, "examples": len(texts), "model": str(model_dir)}
+        payload = {
+            **scores,
+            "examples": len(texts),
+            "model": str(model_dir),
+            "per_class": per_class,
+        }
         write_text(args.metrics, json.dumps(payload, indent=2) + "\n")
     return 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from eft.errors import InputError
 
@@ -24,6 +24,7 @@ __all__ = [
     "compare_prediction_files",
     "mean_std",
     "paired_bootstrap",
+    "per_class_scores",
     "read_predictions",
 ]
 
@@ -58,6 +59,25 @@ def classification_scores(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[
         * float(f1_score(y_true_a, y_pred_a, average="weighted", zero_division=0)),
         "macro_f1": 100.0 * float(f1_score(y_true_a, y_pred_a, average="macro", zero_division=0)),
         "error": 100.0 - accuracy,
+    }
+
+
+def per_class_scores(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, dict[str, float]]:
+    """Precision, recall and F1 (percent) and support of every label in ``y_true`` or
+    ``y_pred``, keyed by the label as a string (scikit-learn's ``classification_report``)."""
+    y_true_a, y_pred_a = _as_label_arrays(y_true, y_pred)
+    labels = np.unique(np.concatenate([y_true_a, y_pred_a]))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true_a, y_pred_a, labels=labels, zero_division=0
+    )
+    return {
+        str(label): {
+            "precision": 100.0 * float(p),
+            "recall": 100.0 * float(r),
+            "f1": 100.0 * float(f),
+            "support": int(n),
+        }
+        for label, p, r, f, n in zip(labels.tolist(), precision, recall, f1, support, strict=True)
     }
 
 
