@@ -393,6 +393,13 @@ def test_interrupted_tuning_continues_to_the_same_rows(tiny_bert_dir, tmp_path, 
     # the same folder with other data is refused, not mixed in
     with pytest.raises(InputError, match="other data or options"):
         tune(TEXTS, LABELS, TEXTS[:8], LABELS[:8], config, **search, checkpoint_dir=checkpoint)
+    # and so is the checkpoint of an interrupted `eft train` (same <output>.checkpoint name)
+    train_checkpoint = tmp_path / "model.checkpoint"
+    train_checkpoint.mkdir()
+    (train_checkpoint / "checkpoint.json").write_text("{}")
+    with pytest.raises(InputError, match="interrupted `eft train`"):
+        tune(*data, config, **search, checkpoint_dir=train_checkpoint)
+    assert (train_checkpoint / "checkpoint.json").is_file()
 
 
 def test_tune_command_continues_after_an_interruption(tiny_bert_dir, tmp_path, monkeypatch):

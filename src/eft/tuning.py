@@ -308,6 +308,11 @@ def finished_epochs(checkpoint_dir: str | Path) -> int:
 
 
 def _saved_rows(checkpoint_dir: Path, fingerprint: str) -> list[dict[str, Any]]:
+    if (checkpoint_dir / STATE_FILE).is_file():
+        raise InputError(
+            f"{checkpoint_dir} is the checkpoint of an interrupted `eft train`, not of a "
+            "tuning run: give eft tune another --output (or resume the training first)."
+        )
     path = checkpoint_dir / TUNING_STATE_FILE
     if not path.is_file():
         return []
