@@ -566,7 +566,8 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             history["validation_accuracy"] = float((scores.argmax(1) == eval_index).mean())
             timings["evaluation"] = timings.get("evaluation", 0.0) + time.perf_counter() - clock
         elif eval_ids is not None:  # method="bp": the kept epoch's (the best, with patience)
-            kept = bp_result.best_epoch if cfg.early_stopping_patience else bp_result.epochs_run
+            stopping = cfg.early_stopping_patience is not None  # as train_backprop decides
+            kept = bp_result.best_epoch if stopping else bp_result.epochs_run
             history["validation_accuracy"] = bp_result.validation_score[kept - 1]
         timings["train"] = timings["bp"] + timings["feedforward"] + timings["elm"]
         timings["total"] = time.perf_counter() - fit_start
