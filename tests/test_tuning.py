@@ -320,6 +320,8 @@ def test_tune_command(tiny_bert_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "chosen: learning_rate=" in result.stdout
+    header = next(line for line in result.stdout.splitlines() if "linear head" in line)
+    assert header.rstrip().endswith("BP epoch s")  # each epoch's seconds, to weigh k by
     assert "one-standard-error rule" in result.stdout
     config = json.loads((tmp_path / "t" / "tuned_config.json").read_text())["config"]
     assert config["n_hidden"] in (8, 16) and config["C"] in (1.0, 10.0)

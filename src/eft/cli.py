@@ -809,7 +809,7 @@ def command_tune(args: argparse.Namespace) -> int:
         shutil.rmtree(checkpoint, ignore_errors=True)
     print(
         f"{'lr':>8} {'pooling':>9} {'k':>3} {'best ' + args.scoring:>18} {'head':>16} "
-        f"{'n_hidden':>9} {'C':>8} {'linear head':>12}"
+        f"{'n_hidden':>9} {'C':>8} {'linear head':>12} {'BP epoch s':>10}"
     )
     for epoch in result.epochs:
         params = epoch["best_params"]
@@ -817,7 +817,8 @@ def command_tune(args: argparse.Namespace) -> int:
         print(
             f"{epoch['learning_rate']:>8g} {epoch['pooling']:>9} {epoch['epoch']:>3} "
             f"{100 * epoch['best_score']:>18.2f} {head:>16} {params['n_hidden']:>9} "
-            f"{params['C']:>8g} {100 * epoch['linear_head_accuracy']:>12.2f}"
+            f"{params['C']:>8g} {100 * epoch['linear_head_accuracy']:>12.2f} "
+            f"{epoch['seconds']['bp_epoch']:>10.1f}"
         )
     best = result.best_config
     if args.selection != "best":
