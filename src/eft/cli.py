@@ -772,11 +772,9 @@ def command_tune(args: argparse.Namespace) -> int:
             raise InputError(f"--grid-standardize takes no,yes; got {','.join(unknown)}.")
         standardize = [flags[v.lower()] for v in standardize]
     checkpoint = None if args.no_checkpoint else Path(f"{Path(args.output)}.checkpoint")
-    if checkpoint is not None and finished_epochs(checkpoint):
-        print(
-            f"continuing the interrupted tuning run in {checkpoint} "
-            f"({finished_epochs(checkpoint)} epoch(s) done)"
-        )
+    done = finished_epochs(checkpoint) if checkpoint is not None else 0
+    if done:
+        print(f"continuing the interrupted tuning run in {checkpoint} ({done} epoch(s) done)")
     try:
         result = tune(
             texts,
@@ -796,12 +794,13 @@ def command_tune(args: argparse.Namespace) -> int:
             checkpoint_dir=checkpoint,
         )
     except KeyboardInterrupt:
-        kept = ""
-        if checkpoint is not None and finished_epochs(checkpoint):
-            kept = (
-                f" {finished_epochs(checkpoint)} finished epoch(s) are kept in {checkpoint}: "
-                "run the same command again to continue."
-            )
+        done = finished_epochs(checkpoint) if checkpoint is not None else 0
+        kept = (
+            f" {done} finished epoch(s) are kept in {checkpoint}: run the same command again "
+            "to continue."
+            if done
+            else ""
+        )
         print(f"eft: interrupted; no tuning results were written.{kept}", file=sys.stderr)
         return 130
     out = write_tuning(result, args.output)

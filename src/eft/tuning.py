@@ -189,7 +189,7 @@ def tune(
                 done,
             ):
                 epochs.append(row)
-                if state_file is not None and row not in done:
+                if state_file is not None and row["epoch"] > len(done):  # a new epoch
                     state = {
                         "format": TUNING_STATE_FORMAT,
                         "fingerprint": fingerprint,
