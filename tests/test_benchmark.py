@@ -109,6 +109,7 @@ def test_bench_runs_every_method_side_by_side(data_dir, tiny_bert_dir, tmp_path)
     assert again["p_value_worse"] == eft["p_value_vs_bp"]
     assert classification_scores(labels, predictions["eft"])["accuracy"] == eft["test_score"]
     assert not list(out.glob(".*tmp*")), "no staging files left behind"
+    assert not list(out.glob("*.checkpoint")), "the finished run's checkpoint folder is gone"
 
 
 def test_bench_on_your_own_files_and_bad_data_options(tiny_bert_dir, tmp_path):
@@ -165,3 +166,126 @@ def test_bench_splits_ag_news_test_file_when_train_is_absent(data_dir):
     small = load_splits("trec", data_dir, max_train=100, max_validation=50, max_test=40)
     assert [len(split) for split in small[:3]] == [100, 50, 40]
     assert small[3] == {"validation_fraction": 0.1}
+
+
+def test_interrupted_bench_continues_to_the_results_of_an_uninterrupted_run(
+    tiny_bert_dir, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C in the baseline's third epoch, then in the probe: the same command continues
+    each time (finished parts are not rerun) and ends with an uninterrupted run's results."""
+    from pathlib import Path
+
+    import eft.backprop
+    import eft.benchmark
+    from eft.cli import main
+
+    words = {"sports": "match goal team score", "tech": "chip software code laptop"}
+    for split, n in (("train", 24), ("dev", 10), ("test", 12)):
+        rows = ["text,label"]
+        rows += [f"{words[label]} item {i},{label}" for i in range(n) for label in words]
+        (tmp_path / f"{split}.csv").write_text("\n".join(rows) + "\n")
+
+    def bench(out: Path, *extra: str) -> int:
+        return main(
+            [
+                "bench",
+                *(
+                    "--train",
+                    str(tmp_path / "train.csv"),
+                    "--validation",
+                    str(tmp_path / "dev.csv"),
+                ),
+                *("--test", str(tmp_path / "test.csv"), "--name", "news"),
+                *("--tune", "--tune-max-epochs", "2"),
+                *("--model", str(tiny_bert_dir), "--max-length", "16", "--batch-size", "16"),
+                *("--output-dir", str(out), "--quiet", *extra),
+            ]
+        )
+
+    reference_dir, out = tmp_path / "reference", tmp_path / "out"
+    assert bench(reference_dir, "--no-checkpoint") == 0
+    assert not (reference_dir / "bench_news.checkpoint").exists()
+    checkpoint = out / "bench_news.checkpoint"
+
+    save_checkpoint = eft.backprop.save_checkpoint
+
+    def save_then_stop(folder, epoch, *args, **kwargs):
+        save_checkpoint(folder, epoch, *args, **kwargs)
+        if Path(folder).name == "bp" and epoch == 2:
+            raise KeyboardInterrupt  # as Ctrl-C after the baseline's second epoch
+
+    monkeypatch.setattr(eft.backprop, "save_checkpoint", save_then_stop)
+    capsys.readouterr()
+    assert bench(out) == 130
+    assert "run the same command again to continue" in capsys.readouterr().err
+    assert (checkpoint / "bp" / "checkpoint.json").is_file()
+    assert not (out / "bench_news.json").exists()
+    monkeypatch.setattr(eft.backprop, "save_checkpoint", save_checkpoint)
+    # other options on a kept run are refused, and the run is left as it was
+    assert bench(out, "--seed", "7") == 2
+    assert "other data or options" in capsys.readouterr().err
+
+    ran: list[str] = []
+    run = eft.benchmark._run
+
+    def run_until_probe(name, *args, **kwargs):
+        ran.append(name)
+        if name == "probe":
+            raise KeyboardInterrupt
+        return run(name, *args, **kwargs)
+
+    def no_tuning(*args, **kwargs):
+        raise AssertionError("the finished tuning was run again")
+
+    monkeypatch.setattr(eft.benchmark, "tune", no_tuning)
+    monkeypatch.setattr(eft.benchmark, "_run", run_until_probe)
+    assert bench(out) == 130
+    assert ran == ["bp", "eft", "eft_fused", "probe"]
+    printed = capsys.readouterr().out
+    assert "continuing the interrupted bench run" in printed and "(finished: tuning)" in printed
+    assert "[bp] continuing from its checkpoint after BP epoch 2" in printed
+    ran.clear()
+    monkeypatch.setattr(
+        eft.benchmark, "_run", lambda name, *a, **k: ran.append(name) or run(name, *a, **k)
+    )
+    assert bench(out) == 0
+    assert ran == ["probe"]  # tuning, bp, eft (with the head comparison), eft_fused kept
+    assert not checkpoint.exists()
+
+    reference = json.loads((reference_dir / "bench_news.json").read_text())
+    resumed = json.loads((out / "bench_news.json").read_text())
+    assert "resumed" not in reference
+    assert resumed["resumed"]["parts_from_earlier_process"] == [
+        "tuning",
+        "bp",
+        "eft",
+        "heads",
+        "eft_fused",
+    ]
+    assert resumed["resumed"]["fits_continued_after_epoch"] == {"bp": 2}
+    assert len(resumed["resumed"]["processes"]) == 3 and resumed["resumed"]["same_machine"]
+    assert (
+        "Resumed after an interruption (3 processes, same machine)"
+        in (out / "bench_news.md").read_text()
+    )
+
+    def untimed(tuning):  # the rows without their times
+        return [{k: v for k, v in row.items() if "seconds" not in k} for row in tuning["epochs"]]
+
+    assert untimed(resumed["tuning"]) == untimed(reference["tuning"])
+    for name, method in reference["methods"].items():
+        again = resumed["methods"][name]
+        assert again["test_score"] == method["test_score"], name
+        assert again.get("p_value_vs_bp") == method.get("p_value_vs_bp"), name
+        assert again["hyper_parameters"] == method["hyper_parameters"], name
+    bp = resumed["methods"]["bp"]
+    assert bp["validation_curve"] == reference["methods"]["bp"]["validation_curve"]
+    assert len(bp["bp_epoch_seconds"]) == bp["bp_epochs_run"] >= 3  # the first two kept
+    assert sum(bp["bp_epoch_seconds"]) == pytest.approx(bp["phases"]["bp"])
+    _, predictions = read_predictions(out / resumed["predictions_file"])
+    assert predictions == read_predictions(reference_dir / reference["predictions_file"])[1]
+    # a folder of that name that is not a bench checkpoint is not taken over
+    checkpoint.mkdir()
+    (checkpoint / "notes.txt").write_text("mine")
+    assert bench(out) == 2
+    assert "in the way" in capsys.readouterr().err and (checkpoint / "notes.txt").is_file()

@@ -116,3 +116,44 @@ def test_resume_refuses_what_is_not_a_checkpoint(tmp_path):
         read_checkpoint(tmp_path)
     result = run_eft("train", "--resume", str(tmp_path))
     assert result.returncode == 2 and "not an eft checkpoint" in result.stderr
+
+
+def test_run_progress_keeps_parts_and_tells_a_run_continued_on_another_machine(tmp_path):
+    from eft.checkpoint import RunProgress
+
+    folder = tmp_path / "bench_x.checkpoint"
+    here = {
+        "cpu_model": "Intel",
+        "gpu": None,
+        "usable_cores": 2,
+        "date_utc": "d",
+        "git_commit": "c",
+    }
+    first = RunProgress.open(folder, "bench", "digest")
+    assert not first.continued and first.kept == [] and first.add_process(here)
+    first.part_folder("bp").mkdir()  # a part's own checkpoint goes when the part is kept
+    first.keep({"bp": {"test_score": 61.0}})
+    assert not first.part_folder("bp").exists()
+    again = RunProgress.open(folder, "bench", "digest")
+    assert again.continued and again.kept == ["bp"] and again.parts == {"bp": {"test_score": 61.0}}
+    assert again.add_process(here)  # the same machine
+    assert not again.add_process({**here, "cpu_model": "AMD"})  # times would be mixed
+    resumed = RunProgress.open(folder, "bench", "digest").resumed()
+    assert resumed["parts_from_earlier_process"] == ["bp"] and not resumed["same_machine"]
+    assert [p["cpu_model"] for p in resumed["processes"]] == ["Intel", "Intel", "AMD"]
+    with pytest.raises(InputError, match="`eft bench` run with other data or options"):
+        RunProgress.open(folder, "bench", "another digest")
+    with pytest.raises(InputError, match="other data or options"):  # another command's
+        RunProgress.open(folder, "experiment", "digest")
+    assert again.part_folder("row a/seed42").parent == folder  # one folder per part
+    (folder / "run_state.json").write_text("{")
+    with pytest.raises(InputError, match="Cannot read the run checkpoint"):
+        RunProgress.open(folder, "bench", "digest")
+    again.finish()
+    assert not folder.exists()
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="in the way"):
+        RunProgress.open(folder, "bench", "digest")
+    assert (folder / "notes.txt").is_file()
+    assert RunProgress.open(None, "bench", "digest").part_folder("bp") is None  # --no-checkpoint

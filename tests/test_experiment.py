@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from eft.experiment import format_tables, load_experiment, run_experiment
 from tests.test_cli import run_eft
 
@@ -20,7 +22,9 @@ def test_data_command_prints_split_sizes(data_dir, tmp_path):
     assert nowhere.returncode == 2 and "data directory not found" in nowhere.stderr
 
 
-def test_experiment_runs_rows_and_writes_paper_tables(data_dir, tiny_bert_dir, tmp_path):
+def test_experiment_runs_rows_and_writes_paper_tables(
+    data_dir, tiny_bert_dir, tmp_path, monkeypatch
+):
     spec = tmp_path / "trec.toml"
     spec.write_text(
         'dataset = "trec"\nmetric = "accuracy"\ntitle = "tiny"\n'
@@ -50,3 +54,60 @@ def test_experiment_runs_rows_and_writes_paper_tables(data_dir, tiny_bert_dir, t
     assert "| EFT |" in table and "| FT (baseline) |" in table and "Table 6" in table
     predictions = (tmp_path / "out" / "eft_seed42.jsonl").read_text().splitlines()
     assert len(predictions) == 500
+    # Interrupted after the baseline's first epoch at its second seed, the same call continues:
+    # finished runs are kept, that run resumes from its checkpoint, and the results are those
+    # of the uninterrupted run above.
+    import eft.backprop
+    import eft.experiment
+
+    checkpoint = tmp_path / "again.checkpoint"
+    save_checkpoint = eft.backprop.save_checkpoint
+
+    def save_then_stop(folder, epoch, *args, **kwargs):
+        save_checkpoint(folder, epoch, *args, **kwargs)
+        if folder.name == "FT_seed43" and epoch == 1:
+            raise KeyboardInterrupt
+
+    def again():
+        return run_experiment(
+            experiment,
+            seeds=2,
+            data_dir=str(data_dir),
+            model=str(tiny_bert_dir),
+            max_train=300,
+            output=tmp_path / "again",
+            progress=False,
+            checkpoint_dir=checkpoint,
+        )
+
+    monkeypatch.setattr(eft.backprop, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        again()
+    assert (checkpoint / "FT_seed43" / "checkpoint.json").is_file()
+    monkeypatch.setattr(eft.backprop, "save_checkpoint", save_checkpoint)
+    trained = []
+    train_and_test = eft.experiment._train_and_test
+    monkeypatch.setattr(
+        eft.experiment,
+        "_train_and_test",
+        lambda config, *a: trained.append(config.seed) or train_and_test(config, *a),
+    )
+    resumed = again()
+    assert trained == [43] and not checkpoint.exists()
+    assert resumed["resumed"]["parts_from_earlier_process"] == [
+        "EFT/seed42",
+        "EFT/seed43",
+        "FT/seed42",
+    ]
+    assert resumed["resumed"]["same_machine"] and len(resumed["resumed"]["processes"]) == 2
+    assert resumed["rows"][1]["runs"][1]["continued_after_epoch"] == 1
+    for row, row_again in zip(results["rows"], resumed["rows"], strict=True):
+        assert [r["scores"] for r in row_again["runs"]] == [r["scores"] for r in row["runs"]]
+        assert row_again.get("bootstrap_vs_baseline") == row.get("bootstrap_vs_baseline")
+    assert (tmp_path / "again" / "ft_seed43.jsonl").read_text() == (
+        tmp_path / "out" / "ft_seed43.jsonl"
+    ).read_text()
+    assert (
+        "Resumed after an interruption (2 processes, same machine)"
+        in (tmp_path / "again" / "table.md").read_text()
+    )

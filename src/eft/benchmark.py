@@ -36,13 +36,23 @@ baseline". Writes ``bench_<dataset>[_<tag>].json`` and ``.md``; the test labels 
 method's test predictions in ``..._predictions.jsonl`` (for further paired tests, e.g. by
 ``benchmarks/rule_choice.py``); and, with matplotlib, ``*.png`` (per-phase time bars; test
 score against training time; with ``--tune``, validation score against k and n_hidden).
+
+An interrupted run (Ctrl-C, a lost session) continues where it stopped when the same command
+is run again: ``<output-dir>/<stem>.checkpoint/`` keeps every finished part (the tuning, each
+method's record and test predictions, the head comparison), the tuning's own checkpoint and the
+encoder checkpoint of the fit in progress (after each of its BP epochs; written outside the
+timed epochs). Training resumes exactly, so a continued run has the scores of an uninterrupted
+one; its times are sums of per-epoch times, some measured by the earlier process, which the
+results say (``resumed``). The folder goes when the run finishes; ``--no-checkpoint`` keeps none.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,18 +62,21 @@ import numpy as np
 
 from eft import datasets
 from eft.atomic import json_default, write_text
+from eft.checkpoint import RunProgress, checkpoint_epoch, json_digest
 from eft.classifier import EFTClassifier
 from eft.config import MIXED_PRECISION, EFTConfig
 from eft.errors import InputError
 from eft.ielm import IELMClassifier
 from eft.metrics import classification_scores, paired_bootstrap
 from eft.provenance import load_average, machine_info, machine_markdown
-from eft.tuning import SELECTIONS, TuneResult, choose, tune, write_tuning
+from eft.tuning import SELECTIONS, TuneResult, choose, finished_epochs, tune, write_tuning
 
 METRIC = {"meld": "weighted_f1", "iemocap": "weighted_f1", "ag_news": "error"}
 DEFAULT_OUTPUT_DIR = "benchmarks/results"
 BASELINE_MAX_EPOCHS = 10
 BASELINE_PATIENCE = 2
+# options that do not change what a run measures: left out of its resume fingerprint
+_NOT_MEASURED = ("quiet", "output_dir", "no_checkpoint", "command")
 
 
 def load_splits(
@@ -167,6 +180,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the metric, else accuracy)",
     )
     parser.add_argument(
+        "--tune-max-epochs",
+        type=int,
+        default=6,
+        help="with --tune: the most BP epochs k it tries (the paper's 1-6; default 6)",
+    )
+    parser.add_argument(
         "--tune-selection",
         choices=SELECTIONS,
         default="best",
@@ -204,15 +223,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir", help=f"folder for the results (default: {DEFAULT_OUTPUT_DIR})"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="keep no '<stem>.checkpoint' folder (by default an interrupted run continues when "
+        "the same command is run again)",
+    )
 
 
-def _run(name: str, config: EFTConfig, train, validation, test, metric: str):
+def _run(
+    name: str,
+    config: EFTConfig,
+    train,
+    validation,
+    test,
+    metric: str,
+    checkpoint: Path | None = None,
+):
+    """Train one method, score it on test; with ``checkpoint``, its BP stage saves there after
+    every epoch and continues from there when an earlier run left a checkpoint."""
     with_validation = config.method == "bp"
+    done = checkpoint_epoch(checkpoint)
+    if checkpoint is not None:
+        config = dataclasses.replace(config, checkpoint_dir=str(checkpoint))
+    if done is not None:
+        print(f"[{name}] continuing from its checkpoint after BP epoch {done}", flush=True)
     clf = EFTClassifier(config).fit(
         list(train.texts),
         list(train.labels),
         list(validation.texts) if with_validation else None,
         list(validation.labels) if with_validation else None,
+        resume_from=checkpoint if done is not None else None,
     )
     predictions = clf.predict(list(test.texts)).tolist()
     scores = classification_scores(list(test.labels), predictions)
@@ -253,6 +294,8 @@ def _run(name: str, config: EFTConfig, train, validation, test, metric: str):
         },
         "predictions": predictions,
     }
+    if done is not None:
+        record["continued_after_epoch"] = done  # earlier epochs timed by an earlier process
     print(
         f"[{name}] {metric} {scores[metric]:.2f}, train {record['train_seconds']:.1f} s", flush=True
     )
@@ -389,6 +432,22 @@ def _markdown(payload: dict[str, Any]) -> str:
         f"- Sizes: {payload['sizes']}; metric: {metric}; data options: "
         f"{payload['dataset_options']}",
         "",
+    ]
+    if "resumed" in payload:
+        resumed = payload["resumed"]
+        earlier = [
+            *resumed["parts_from_earlier_process"],
+            *(f"{m} epochs 1-{e}" for m, e in resumed["fits_continued_after_epoch"].items()),
+        ]
+        if resumed["tuning_continued_after_epochs"]:
+            earlier.append(f"tuning epochs 1-{resumed['tuning_continued_after_epochs']}")
+        lines[-1:-1] = [
+            f"- Resumed after an interruption ({len(resumed['processes'])} processes, "
+            f"{'same machine' if resumed['same_machine'] else 'DIFFERENT machines'}); measured "
+            f"by an earlier process: {', '.join(earlier) or 'nothing'}. Times are sums of "
+            "per-epoch and per-phase times."
+        ]
+    lines += [
         "| method | test " + metric + " | accuracy | train s | ratio to bp | ratio to bp best "
         "| p (not worse than bp) |",
         "|---|---|---|---|---|---|---|",
@@ -505,12 +564,91 @@ def run_header(
     }
 
 
+def _run_digest(args: argparse.Namespace, splits: Sequence[datasets.Split]) -> str:
+    """What decides a bench run's results: its options and data."""
+    options = {k: v for k, v in vars(args).items() if k not in _NOT_MEASURED}
+    columns = [list(part) for split in splits for part in (split.texts, split.labels)]
+    return json_digest(options, *columns)
+
+
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run every method of the module docstring; write and return the results."""
     train, validation, test, dataset_options = _splits_from_args(args)
     title = args.name or args.dataset or Path(args.train).resolve().parent.name or "data"
     metric = args.metric or METRIC.get(args.dataset or "", "accuracy")
     output_dir = Path(args.output_dir or DEFAULT_OUTPUT_DIR)
+    stem = f"bench_{title}" + (f"_{args.tag}" if args.tag else "")
+    checkpoint = None if args.no_checkpoint else output_dir / f"{stem}.checkpoint"
+    progress = RunProgress.open(checkpoint, "bench", _run_digest(args, (train, validation, test)))
+    progress.add_process(machine_info())
+    if progress.continued:
+        print(
+            f"continuing the interrupted bench run in {checkpoint} (finished: "
+            f"{', '.join(progress.kept) or 'nothing yet'})",
+            flush=True,
+        )
+    try:
+        payload = _run_methods(
+            args, (train, validation, test), title, metric, dataset_options, progress
+        )
+    except KeyboardInterrupt:
+        if progress.folder is not None:
+            print(
+                f"eft: interrupted; finished parts and the fit in progress are kept in "
+                f"{progress.folder}: run the same command again to continue.",
+                file=sys.stderr,
+            )
+        raise
+    if progress.continued:
+        payload["resumed"] = {  # measured in part by an earlier process of this run
+            **progress.resumed(),
+            "fits_continued_after_epoch": {
+                name: m["continued_after_epoch"]
+                for name, m in payload["methods"].items()
+                if "continued_after_epoch" in m
+            },
+            "tuning_continued_after_epochs": payload.get("tuning", {}).get(
+                "continued_after_epochs"
+            ),
+        }
+    truth = list(test.labels)
+    bp = payload["methods"]["bp"]
+    for name, method in payload["methods"].items():
+        if name != "bp":
+            test_result = paired_bootstrap(
+                truth, bp["predictions"], method["predictions"], metric=metric
+            )
+            method["p_value_vs_bp"] = test_result["p_value_worse"]
+            method["comparable_to_bp"] = test_result["comparable"]
+        if "phases" in method:
+            method["time_ratio_to_bp"] = method["train_seconds"] / bp["train_seconds"]
+            method["time_ratio_to_bp_best"] = method["train_seconds"] / bp["train_seconds_to_best"]
+    predictions = {name: method.pop("predictions") for name, method in payload["methods"].items()}
+    payload["tag"] = args.tag
+    payload["machine"]["load_average_at_end"] = load_average()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    payload["predictions_file"] = f"{stem}_predictions.jsonl"
+    write_predictions(output_dir / payload["predictions_file"], truth, predictions)
+    payload["plots"] = _plots(payload, stem, output_dir)
+    markdown = _markdown(payload)
+    write_report(output_dir, stem, payload, markdown)
+    progress.finish()
+    print("\n".join(markdown.splitlines()[-len(payload["methods"]) - 4 :]))
+    print(f"results written to {output_dir / stem}.json and .md")
+    return payload
+
+
+def _run_methods(
+    args: argparse.Namespace,
+    splits: Sequence[datasets.Split],
+    title: str,
+    metric: str,
+    dataset_options: dict[str, Any],
+    progress: RunProgress,
+) -> dict[str, Any]:
+    """The tuning (with ``--tune``), every method and the head comparison, each skipped where
+    ``progress`` has it from an earlier process; the results payload, with test predictions."""
+    train, validation, test = splits
     base: dict[str, Any] = {
         "model": args.model,
         "max_length": args.max_length,
@@ -527,29 +665,39 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     baseline = dict(base)
     if args.baseline_learning_rate is not None:
         baseline["learning_rate"] = args.baseline_learning_rate
-    payload = run_header(args, title, metric, (train, validation, test), dataset_options)
+    payload = run_header(args, title, metric, splits, dataset_options)
     payload["methods"] = {}
     k, n_hidden, C = args.k, args.n_hidden, args.C
+    by_selection: dict[str, dict[str, Any]] = {}
     if args.tune:
-        start = time.perf_counter()
-        tuned = tune(
-            list(train.texts),
-            list(train.labels),
-            list(validation.texts),
-            list(validation.labels),
-            EFTConfig(**base),
-            scoring="weighted_f1" if metric == "weighted_f1" else "accuracy",
-            selection=args.tune_selection,
-        )
-        payload["tuning"] = {**tuned.to_dict(), "seconds": time.perf_counter() - start}
-        k, n_hidden, C = (
-            tuned.best_config.bp_epochs,
-            tuned.best_config.n_hidden,
-            tuned.best_config.C,
-        )
+        if "tuning" not in progress.parts:
+            folder = progress.part_folder("tuning")
+            epochs_before = finished_epochs(folder) if folder is not None else 0
+            start = time.perf_counter()
+            tuned = tune(
+                list(train.texts),
+                list(train.labels),
+                list(validation.texts),
+                list(validation.labels),
+                EFTConfig(**base),
+                max_epochs=args.tune_max_epochs,
+                scoring="weighted_f1" if metric == "weighted_f1" else "accuracy",
+                selection=args.tune_selection,
+                checkpoint_dir=folder,
+            )
+            record = {**tuned.to_dict(), "seconds": time.perf_counter() - start}
+            if epochs_before:  # "seconds" counts this process only
+                record["continued_after_epochs"] = epochs_before
+            heads_by_selection = _heads_by_selection(tuned, len(validation.texts))
+            progress.keep({"tuning": {"record": record, "heads_by_selection": heads_by_selection}})
+        tuning = progress.parts["tuning"]
+        payload["tuning"] = tuning["record"]
+        by_selection = tuning["heads_by_selection"]
+        best = tuning["record"]["config"]
+        k, n_hidden, C = best["bp_epochs"], best["n_hidden"], best["C"]
         # EFT's tuned BP stage runs on the tuner's schedule (linear decay within every
         # epoch); the baseline keeps the standard one (linear decay over the run).
-        base["lr_schedule"] = tuned.best_config.lr_schedule
+        base["lr_schedule"] = best["lr_schedule"]
     stopping = {"bp_epochs": BASELINE_MAX_EPOCHS, "early_stopping_patience": BASELINE_PATIENCE}
     runs = {
         "bp": EFTConfig(**baseline, method="bp", **stopping),
@@ -568,11 +716,21 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         runs[f"bp_lr{lr:g}"] = EFTConfig(
             **{**baseline, "learning_rate": lr}, method="bp", **stopping
         )
-    models = {}
     for name, config in runs.items():
-        payload["methods"][name], models[name] = _run(name, config, train, validation, test, metric)
-    by_selection = _heads_by_selection(tuned, len(validation.texts)) if args.tune else {}
-    heads = _head_comparison(models["eft"], train, test, metric, by_selection)
+        if name in progress.parts:
+            record = progress.parts[name]
+            print(f"[{name}] {metric} {record['test_score']:.2f} (kept from the earlier process)")
+            continue
+        record, model = _run(
+            name, config, train, validation, test, metric, progress.part_folder(name)
+        )
+        if name == "eft":  # the head comparison needs its encoder: kept with it
+            heads = _head_comparison(model, train, test, metric, by_selection)
+            progress.keep({name: record, "heads": heads})
+        else:
+            progress.keep({name: record})
+    payload["methods"] = {name: progress.parts[name] for name in runs}
+    heads = progress.parts["heads"]
     payload["methods"]["logreg_head"] = {
         "test_score": heads["logreg"]["test_score"],
         "test_accuracy": heads["logreg"]["test_accuracy"],
@@ -589,30 +747,6 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "predictions": heads["predictions"]["logreg"],
         "hyper_parameters": {"features": f"EFT encoder (k={k})", "max_iter": 1000},
     }
-    truth = list(test.labels)
-    bp = payload["methods"]["bp"]
-    for name, method in payload["methods"].items():
-        if name != "bp":
-            test_result = paired_bootstrap(
-                truth, bp["predictions"], method["predictions"], metric=metric
-            )
-            method["p_value_vs_bp"] = test_result["p_value_worse"]
-            method["comparable_to_bp"] = test_result["comparable"]
-        if "phases" in method:
-            method["time_ratio_to_bp"] = method["train_seconds"] / bp["train_seconds"]
-            method["time_ratio_to_bp_best"] = method["train_seconds"] / bp["train_seconds_to_best"]
-    predictions = {name: method.pop("predictions") for name, method in payload["methods"].items()}
-    stem = f"bench_{title}" + (f"_{args.tag}" if args.tag else "")
-    payload["tag"] = args.tag
-    payload["machine"]["load_average_at_end"] = load_average()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    payload["predictions_file"] = f"{stem}_predictions.jsonl"
-    write_predictions(output_dir / payload["predictions_file"], truth, predictions)
-    payload["plots"] = _plots(payload, stem, output_dir)
-    markdown = _markdown(payload)
-    write_report(output_dir, stem, payload, markdown)
-    print("\n".join(markdown.splitlines()[-len(payload["methods"]) - 4 :]))
-    print(f"results written to {output_dir / stem}.json and .md")
     return payload
 
 
@@ -624,5 +758,11 @@ def main(argv: Sequence[str] | None = None, output_dir: str | Path | None = None
     args = parser.parse_args(argv)
     if args.output_dir is None and output_dir is not None:
         args.output_dir = str(output_dir)
-    run_benchmark(args)
+    try:
+        run_benchmark(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2  # as `eft`'s input errors
+    except KeyboardInterrupt:  # run_benchmark said what is kept
+        return 130
     return 0

@@ -1,4 +1,5 @@
-"""BP-stage checkpoints, so that an interrupted run resumes to the same model.
+"""BP-stage checkpoints, so that an interrupted run resumes to the same model; and the
+finished parts of long commands (:class:`RunProgress`), so that they continue.
 
 After every BP epoch the encoder, linear head, AdamW moments, scheduler position, RNG states,
 per-epoch record and (for early stopping) the best weights are written to a folder, atomically
@@ -9,8 +10,12 @@ loop draws from Python's or numpy's global generators.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,12 +23,21 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from eft.atomic import atomic_dir
+from eft.atomic import atomic_dir, json_default, write_text
 from eft.errors import InputError
 
 CHECKPOINT_FORMAT = "eft-checkpoint"
 CHECKPOINT_VERSION = 1
 STATE_FILE = "checkpoint.json"
+
+
+def json_digest(*parts: Any) -> str:
+    """SHA-256 of JSON-able ``parts`` (numpy arrays as lists): a resumable run keeps the digest
+    of what decides its results (data, options) and refuses to continue with other ones."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, default=json_default).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -96,6 +110,13 @@ def read_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def checkpoint_epoch(folder: str | os.PathLike | None) -> int | None:
+    """The finished BP epochs of the checkpoint in ``folder``; None where there is none."""
+    if folder is None or not (Path(folder) / STATE_FILE).is_file():
+        return None
+    return int(read_checkpoint(folder)["epoch"])
+
+
 def restore_checkpoint(
     folder: str | os.PathLike,
     model: torch.nn.Module,
@@ -126,3 +147,128 @@ def restore_checkpoint(
     best_file = folder / "best_model.safetensors"
     state["best_state"] = load_file(best_file) if best_file.is_file() else None
     return state
+
+
+RUN_STATE_FILE = "run_state.json"
+MACHINE_FIELDS = ("cpu_model", "gpu", "usable_cores")
+"""What must match for times measured by two processes of one run to be compared."""
+
+
+class RunProgress:
+    """The finished parts of a long command (``eft bench``, ``eft experiment``), kept in a
+    folder so that the same command, run again after an interruption, skips them.
+
+    A part is anything JSON-able under a name (a method's record and test predictions); the
+    part in progress may keep its own checkpoint in :meth:`part_folder` (an encoder after each
+    BP epoch), which goes when the part is kept. The folder holds ``run_state.json``: the
+    digest of the run's data and options (another run's folder is refused), the parts in the
+    order they finished, and the machine of every process that worked on the run. ``folder``
+    None keeps nothing."""
+
+    def __init__(self, folder: Path | None, command: str, state: dict[str, Any]) -> None:
+        self.folder = folder
+        self.command = command
+        self.state = state
+        self.kept: list[str] = list(state["finished"])
+        """The parts finished by earlier processes."""
+        self.continued = bool(state["processes"])
+        """Whether an earlier process worked on this run (even if it finished no part)."""
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike | None, command: str, digest: str) -> RunProgress:
+        """Continue the run kept in ``folder`` (same ``digest`` of data and options) or start
+        one there. A folder of another run, or one that is not a run checkpoint, is an
+        InputError."""
+        state = {
+            "format": f"eft-{command}-checkpoint",
+            "format_version": CHECKPOINT_VERSION,
+            "fingerprint": digest,
+            "parts": {},
+            "finished": [],
+            "processes": [],
+        }
+        if folder is None:
+            return cls(None, command, state)
+        folder = Path(folder)
+        path = folder / RUN_STATE_FILE
+        if not path.is_file():
+            if folder.exists():
+                raise InputError(
+                    f"{folder} is in the way of this run's checkpoint folder and is not one (it "
+                    f"has no {RUN_STATE_FILE}): move or delete it, or pass --no-checkpoint."
+                )
+            progress = cls(folder, command, state)
+            progress.save()
+            return progress
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise InputError(
+                f"Cannot read the run checkpoint {path}: {error}. Delete {folder} to start the "
+                "run over."
+            ) from error
+        if any(saved.get(key) != state[key] for key in ("format", "format_version", "fingerprint")):
+            raise InputError(
+                f"{folder} holds an interrupted `eft {command}` run with other data or options. "
+                f"Run that command again to finish it, or delete {folder} to start over."
+            )
+        return cls(folder, command, saved)
+
+    @property
+    def parts(self) -> dict[str, Any]:
+        return self.state["parts"]
+
+    def add_process(self, machine: dict[str, Any]) -> bool:
+        """Record this process's machine (from :func:`eft.provenance.machine_info`). False,
+        with a warning, when an earlier process ran on another machine: times measured there
+        and here are not comparable."""
+        here = {f: machine.get(f) for f in (*MACHINE_FIELDS, "date_utc", "git_commit")}
+        self.state["processes"].append(here)
+        self.save()
+        if self.same_machine():
+            return True
+        first = self.state["processes"][0]
+        print(
+            f"warning: an earlier process of this run ran on another machine "
+            f"({first['cpu_model']}, GPU {first['gpu']}, {first['usable_cores']} cores): its "
+            f"times and this machine's are mixed in the results. Delete {self.folder} to run "
+            "everything here.",
+            file=sys.stderr,
+        )
+        return False
+
+    def same_machine(self) -> bool:
+        processes = self.state["processes"]
+        return len({tuple(p[f] for f in MACHINE_FIELDS) for p in processes}) <= 1
+
+    def part_folder(self, name: str) -> Path | None:
+        """Where the part in progress may keep its own checkpoint (None without a folder)."""
+        return None if self.folder is None else self.folder / re.sub(r"[^\w.-]", "_", name)
+
+    def keep(self, parts: dict[str, Any]) -> None:
+        """Record finished parts (at once) and drop their own checkpoints."""
+        self.state["parts"].update(parts)
+        self.state["finished"] += list(parts)
+        self.save()
+        for name in parts:
+            if (folder := self.part_folder(name)) is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def resumed(self) -> dict[str, Any]:
+        """For the results of a continued run: what earlier processes measured, and where."""
+        return {
+            "parts_from_earlier_process": self.kept,
+            "processes": self.state["processes"],
+            "same_machine": self.same_machine(),
+        }
+
+    def save(self) -> None:
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(self.state, default=json_default) + "\n"
+            write_text(self.folder / RUN_STATE_FILE, text)
+
+    def finish(self) -> None:
+        """The run's results are written: the folder goes."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)

@@ -349,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", help="results folder (default: benchmarks/results/experiment_<name>)"
     )
     experiment.add_argument("--quiet", action="store_true", help="no progress output")
+    experiment.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="keep no '<output>.checkpoint' folder (by default an interrupted experiment "
+        "continues when the same command is run again)",
+    )
 
     bench = commands.add_parser(
         "bench",
@@ -836,16 +842,28 @@ def command_experiment(args: argparse.Namespace) -> int:
 
     spec = load_experiment(args.config)
     output = args.output or f"benchmarks/results/experiment_{Path(args.config).stem}"
-    results = run_experiment(
-        spec,
-        seeds=args.seeds,
-        data_dir=args.data_dir,
-        model=args.model,
-        max_train=args.max_train,
-        output=output,
-        progress=not args.quiet,
-        flops=args.flops,
-    )
+    checkpoint = None if args.no_checkpoint else Path(f"{Path(output)}.checkpoint")
+    try:
+        results = run_experiment(
+            spec,
+            seeds=args.seeds,
+            data_dir=args.data_dir,
+            model=args.model,
+            max_train=args.max_train,
+            output=output,
+            progress=not args.quiet,
+            flops=args.flops,
+            checkpoint_dir=checkpoint,
+        )
+    except KeyboardInterrupt:
+        kept = (
+            f" Finished runs and the fit in progress are kept in {checkpoint}: run the same "
+            "command again to continue."
+            if checkpoint is not None and checkpoint.exists()
+            else ""
+        )
+        print(f"eft: interrupted; no tables were written.{kept}", file=sys.stderr)
+        return 130
     print(format_tables(results))
     print(f"results written to {output}/")
     return 0
@@ -854,7 +872,10 @@ def command_experiment(args: argparse.Namespace) -> int:
 def command_bench(args: argparse.Namespace) -> int:
     from eft.benchmark import run_benchmark
 
-    run_benchmark(args)
+    try:
+        run_benchmark(args)
+    except KeyboardInterrupt:  # run_benchmark said what is kept for the same command
+        return 130
     return 0
 
 

@@ -20,10 +20,15 @@ the predictions. The output folder gets ``results.json``, ``table.md`` (paper la
 TTM in minutes, BP epochs, the double dagger where a row is not significantly worse than the
 baseline by a paired bootstrap), Table 6 (per-phase times of the EFT rows) and, when FLOPs
 were counted, Table 7.
+
+With ``checkpoint_dir`` (``eft experiment`` keeps ``<output>.checkpoint``) an interrupted
+experiment continues when run again: every finished run (row and seed) is kept there, and the
+run in progress continues from its last BP epoch (see :class:`eft.checkpoint.RunProgress`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -35,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from eft.atomic import json_default, write_text
+from eft.checkpoint import RunProgress, checkpoint_epoch, json_digest
 from eft.classifier import EFTClassifier
 from eft.config import EFTConfig
 from eft.errors import InputError
@@ -120,8 +126,12 @@ def run_experiment(
     output: str | Path | None = None,
     progress: bool = True,
     flops: bool = False,
+    checkpoint_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run every row for ``seeds`` seeds; write results, predictions and tables to ``output``."""
+    """Run every row for ``seeds`` seeds; write results, predictions and tables to ``output``.
+
+    With ``checkpoint_dir``, finished runs are kept there and a later call with the same
+    experiment, options and data skips them (module notes); the folder goes at the end."""
     from eft import datasets
     from eft.encoder import load_tokenizer
 
@@ -150,6 +160,23 @@ def run_experiment(
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "rows": [],
     }
+    digest = json_digest(
+        dataclasses.asdict(experiment),
+        [seeds, model, max_train, flops],
+        *(
+            [list(split.texts), list(split.labels)]
+            for split in (train, validation, test)
+            if split is not None
+        ),
+    )
+    kept = RunProgress.open(checkpoint_dir, "experiment", digest)
+    kept.add_process(results["machine"])
+    if kept.continued and progress:
+        print(
+            f"continuing the interrupted experiment in {checkpoint_dir} (finished runs: "
+            f"{len(kept.kept)}); a fit in progress continues from its last BP epoch",
+            flush=True,
+        )
     tokenizers: dict[str, Any] = {}
     for row in experiment.rows:
         config_values = {**row.config, "progress": progress, "flops": flops}
@@ -167,35 +194,28 @@ def run_experiment(
         if validation and row_config.method == "bp":
             eval_texts, eval_labels = _inputs(validation, row, tokenizer), list(validation.labels)
         runs = []
-        for seed in range(seeds):
-            config = EFTConfig.from_dict({**config_values, "seed": 42 + seed})
-            clock = time.perf_counter()
-            clf = EFTClassifier(config).fit(
-                train_texts, list(train.labels), eval_texts, eval_labels
-            )
-            predictions = clf.predict(test_texts).tolist()
-            scores = classification_scores(list(test.labels), predictions)
-            runs.append(
-                {
-                    "seed": config.seed,
-                    "scores": scores,
-                    "timings": clf.timings_,
-                    "flops": clf.flops_,
-                    "bp_epochs_run": len(clf.history_.get("bp_epoch_seconds", [])),
-                    "bp_best_epoch": clf.history_.get("bp_best_epoch"),
-                    "history": clf.history_,
-                    "wall_seconds": time.perf_counter() - clock,
-                    "predictions": predictions,
-                }
-            )
-            if out:
-                _write_predictions(
-                    out / f"{_slug(row.name)}_seed{config.seed}.jsonl", test, predictions
+        for seed in range(42, 42 + seeds):
+            part = f"{row.name}/seed{seed}"
+            if part in kept.parts:
+                run = kept.parts[part]
+                message = "kept from the earlier process"
+            else:
+                run = _train_and_test(
+                    EFTConfig.from_dict({**config_values, "seed": seed}),
+                    (train_texts, list(train.labels), eval_texts, eval_labels),
+                    (test_texts, list(test.labels)),
+                    kept.part_folder(part),
                 )
+                kept.keep({part: run})
+                message = f"train {run['timings']['train']:.1f} s"
+            runs.append(run)
+            if out:
+                path = out / f"{_slug(row.name)}_seed{seed}.jsonl"
+                _write_predictions(path, test, run["predictions"])
             if progress:
+                score = run["scores"][experiment.metric]
                 print(
-                    f"[{row.name}] seed {config.seed}: {experiment.metric} "
-                    f"{scores[experiment.metric]:.2f}, train {clf.timings_['train']:.1f} s",
+                    f"[{row.name}] seed {seed}: {experiment.metric} {score:.2f}, {message}",
                     flush=True,
                 )
         results["rows"].append(_summarise(row, runs, experiment.metric))
@@ -203,10 +223,45 @@ def run_experiment(
     for row in results["rows"]:
         for run in row["runs"]:
             run.pop("predictions")
+    if kept.continued:
+        results["resumed"] = kept.resumed()  # runs measured by an earlier process
     if out:
         write_text(out / "results.json", json.dumps(results, indent=2, default=json_default) + "\n")
         write_text(out / "table.md", format_tables(results))
+    kept.finish()
     return results
+
+
+def _train_and_test(
+    config: EFTConfig,
+    train_data: tuple[list[str], list[Any], list[str] | None, list[Any] | None],
+    test_data: tuple[list[str], list[Any]],
+    checkpoint: Path | None,
+) -> dict[str, Any]:
+    """One run of a row: fit (continuing from ``checkpoint`` where an interrupted run left
+    one; saving there after every BP epoch), predict the test texts; its record."""
+    done = checkpoint_epoch(checkpoint)
+    if checkpoint is not None:
+        config = dataclasses.replace(config, checkpoint_dir=str(checkpoint))
+    clock = time.perf_counter()
+    clf = EFTClassifier(config).fit(
+        *train_data, resume_from=checkpoint if done is not None else None
+    )
+    predictions = clf.predict(test_data[0]).tolist()
+    run = {
+        "seed": config.seed,
+        "scores": classification_scores(test_data[1], predictions),
+        "timings": clf.timings_,
+        "flops": clf.flops_,
+        "bp_epochs_run": len(clf.history_.get("bp_epoch_seconds", [])),
+        "bp_best_epoch": clf.history_.get("bp_best_epoch"),
+        "history": clf.history_,
+        "wall_seconds": time.perf_counter() - clock,
+        "predictions": predictions,
+    }
+    if done is not None:  # its first epochs were timed by an earlier process
+        run["continued_after_epoch"] = done
+    return run
 
 
 def _summarise(row: Row, runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
@@ -319,6 +374,14 @@ def format_tables(results: dict[str, Any]) -> str:
             ]
             lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     lines += ["", "## Machine", "", machine_markdown(results["machine"])]
+    if "resumed" in results:
+        resumed = results["resumed"]
+        lines.append(
+            f"- Resumed after an interruption ({len(resumed['processes'])} processes, "
+            f"{'same machine' if resumed['same_machine'] else 'DIFFERENT machines'}); runs "
+            f"measured by an earlier process: {', '.join(resumed['parts_from_earlier_process'])}"
+            " (and the first epochs of any run with `continued_after_epoch` in results.json)."
+        )
     if results.get("note"):
         lines += ["", f"Note: {results['note']}"]
     lines.append("")

@@ -34,7 +34,6 @@ activation x standardisation on each epoch's features.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import shutil
@@ -49,7 +48,7 @@ import numpy as np
 import torch
 
 from eft.atomic import atomic_file, json_default, write_text
-from eft.checkpoint import STATE_FILE
+from eft.checkpoint import STATE_FILE, json_digest
 from eft.classifier import EFTClassifier, check_texts_and_labels
 from eft.config import EFTConfig
 from eft.errors import InputError
@@ -289,11 +288,8 @@ def _fingerprint(
 ) -> str:
     """A digest of everything that decides the tuning rows: data, options and grids."""
     settings = {k: v for k, v in base.to_dict().items() if k not in ("progress", "checkpoint_dir")}
-    digest = hashlib.sha256()
     columns = [d.tolist() if isinstance(d, np.ndarray) else list(d) for d in data]
-    for part in (settings, grid, search, *columns):
-        digest.update(json.dumps(part, sort_keys=True, default=json_default).encode("utf-8"))
-    return digest.hexdigest()
+    return json_digest(settings, grid, search, *columns)
 
 
 def finished_epochs(checkpoint_dir: str | Path) -> int:
