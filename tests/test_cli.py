@@ -164,10 +164,12 @@ def test_the_saved_model_is_the_first_argument_or_model():
     from eft.errors import InputError
 
     parse = build_parser().parse_args
-    assert _saved_model_dir(parse(["evaluate", "m", "--data", "d.csv"]), "evaluate") == "m"
-    assert _saved_model_dir(parse(["evaluate", "--model", "m", "--data", "d.csv"]), "x") == "m"
+    assert _saved_model_dir(parse(["evaluate", "m", "--data", "d.csv"]), "evaluate") == ("m", [])
+    assert _saved_model_dir(parse(["evaluate", "--model", "m", "--data", "d.csv"]), "x")[0] == "m"
     args = parse(["predict", "--model", "m", "a text", "another"])
-    assert _saved_model_dir(args, "predict") == "m" and args.texts == ["a text", "another"]
+    assert _saved_model_dir(args, "predict") == ("m", ["a text", "another"])
+    assert _saved_model_dir(parse(["predict", "m", "a text"]), "predict") == ("m", ["a text"])
+    assert args.model_dir == "a text", "the parsed options are left as they were"
     with pytest.raises(InputError, match="Name the saved model: eft predict MODEL_DIR"):
         _saved_model_dir(parse(["predict"]), "predict")
     with pytest.raises(InputError, match="Two models given"):

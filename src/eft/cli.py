@@ -83,6 +83,17 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
         help="layer-wise rate decay in (0, 1]: each encoder block below the top trains at this "
         f"times the rate of the block above (default {defaults.layer_lr_decay:g}: off)",
     )
+    method.add_argument(
+        "--label-smoothing",
+        type=float,
+        help=f"label smoothing of the BP stage's loss (default {defaults.label_smoothing:g})",
+    )
+    method.add_argument(
+        "--contrastive-weight",
+        type=float,
+        help="weight w in [0, 1) of a supervised contrastive loss on the pooled features in "
+        f"the BP stage: (1 - w) CE + w SCL (default {defaults.contrastive_weight:g}: off)",
+    )
     method.add_argument("--pooling", choices=POOLINGS, help=f"default {defaults.pooling}")
     method.add_argument(
         "--n-hidden", type=int, help=f"I-ELM hidden nodes (default {defaults.n_hidden})"
@@ -392,6 +403,8 @@ def _config_from_args(args: argparse.Namespace):
         "max_length": "max_length",
         "warmup_ratio": "warmup_ratio",
         "layer_lr_decay": "layer_lr_decay",
+        "label_smoothing": "label_smoothing",
+        "contrastive_weight": "contrastive_weight",
         "pooling": "pooling",
         "n_hidden": "n_hidden",
         "C": "C",
@@ -591,23 +604,24 @@ def _load_evaluation_data(args: argparse.Namespace):
     )
 
 
-def _saved_model_dir(args: argparse.Namespace, command: str) -> str:
-    """The saved model of ``eft evaluate`` / ``eft predict``: the first argument or
-    ``--model`` (as in ``eft train``). With ``--model``, ``predict``'s first argument is a text."""
+def _saved_model_dir(args: argparse.Namespace, command: str) -> tuple[str, list[str]]:
+    """The saved model of ``eft evaluate`` / ``eft predict`` (the first argument or
+    ``--model``, as in ``eft train``) and ``predict``'s texts: with ``--model``, the first
+    argument is a text."""
+    texts = list(getattr(args, "texts", []))
     if args.model is None:
         if args.model_dir is None:
             raise InputError(
                 f"Name the saved model: eft {command} MODEL_DIR ... (or --model MODEL_DIR)."
             )
-        return args.model_dir
+        return args.model_dir, texts
     if args.model_dir is not None:
         if command != "predict":
             raise InputError(
                 f"Two models given ({args.model_dir!r} and --model {args.model!r}): give one."
             )
-        args.texts = [args.model_dir, *args.texts]
-        args.model_dir = None
-    return args.model
+        texts.insert(0, args.model_dir)
+    return args.model, texts
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
@@ -616,7 +630,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from eft.classifier import EFTClassifier
     from eft.metrics import classification_scores, per_class_scores
 
-    model_dir = _saved_model_dir(args, "evaluate")
+    model_dir, _ = _saved_model_dir(args, "evaluate")
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
     texts, labels = _load_evaluation_data(args)
     known = {str(c) for c in model.classes_}
@@ -666,10 +680,9 @@ def command_predict(args: argparse.Namespace) -> int:
 
     from eft.classifier import EFTClassifier
 
-    model_dir = _saved_model_dir(args, "predict")
-    if bool(args.texts) == bool(args.input):
+    model_dir, texts = _saved_model_dir(args, "predict")
+    if bool(texts) == bool(args.input):
         raise InputError("Give texts as arguments or --input FILE (one of the two).")
-    texts = list(args.texts)
     if args.input:
         from eft.datasets import read_text_file
 
