@@ -2,12 +2,14 @@
 
     python benchmarks/recipe_k1.py --dataset trec [--learning-rates 5e-5 1e-4 2e-4]
         [--poolings cls mean cls_last4] [--batch-sizes 32] [--warmup-ratios 0]
-        [--layer-lr-decays 1] [--head-iterations 2 3 5]
+        [--layer-lr-decays 1] [--label-smoothings 0] [--contrastive-weights 0]
+        [--head-iterations 2 3 5]
         [--seed 42] [--name trec] [--max-train N] [--max-validation N] [--max-test N]
         [--max-length 128]
 
-For every learning rate x pooling x batch size x warm-up ratio x layer-wise rate decay, the
-encoder is fine-tuned for ONE epoch (linear head, ``method="bp"``, the same BP stage as EFT
+For every learning rate x pooling x batch size x warm-up ratio x layer-wise rate decay x
+label smoothing x supervised contrastive weight (``EFTConfig`` fields), the encoder is
+fine-tuned for ONE epoch (linear head, ``method="bp"``, the same BP stage as EFT
 with k = 1), then the train / validation / test features are computed once. On those
 features, for every head variant (feature standardisation on/off x activation), the one-pass
 sweep (``eft.ielm.sweep``) scores n_hidden x C on the validation split. Reported per recipe:
@@ -59,28 +61,36 @@ def _score(truth: Sequence[Any], predicted: Sequence[Any], metric: str) -> float
     return classification_scores(list(truth), list(predicted))[metric]
 
 
+RECIPE_FIELDS = {  # EFTConfig field -> (its option here, its column / label)
+    "learning_rate": ("--learning-rates", "lr"),
+    "pooling": ("--poolings", "pooling"),
+    "batch_size": ("--batch-sizes", "batch"),
+    "warmup_ratio": ("--warmup-ratios", "warm-up"),
+    "layer_lr_decay": ("--layer-lr-decays", "layer decay"),
+    "label_smoothing": ("--label-smoothings", "label smoothing"),
+    "contrastive_weight": ("--contrastive-weights", "SCL weight"),
+}
+
+
+def _recipe_label(recipe: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{label} {recipe[field]:g}"
+        if isinstance(recipe[field], float)
+        else f"{label} {recipe[field]}"
+        for field, (_, label) in RECIPE_FIELDS.items()
+    )
+
+
 def run_recipe(
-    lr: float,
-    pooling: str,
-    batch_size: int,
-    warmup_ratio: float,
-    layer_lr_decay: float,
+    recipe: dict[str, Any],
     data,
     base: dict[str, Any],
     metric: str,
     head_iterations: Sequence[int] = (),
 ) -> dict:
+    """One epoch of BP with ``recipe`` (values of :data:`RECIPE_FIELDS`), then every head."""
     train, validation, test = data
-    config = EFTConfig(
-        **base,
-        method="bp",
-        bp_epochs=1,
-        learning_rate=lr,
-        pooling=pooling,
-        batch_size=batch_size,
-        warmup_ratio=warmup_ratio,
-        layer_lr_decay=layer_lr_decay,
-    )
+    config = EFTConfig(**base, method="bp", bp_epochs=1, **recipe)
     start = time.perf_counter()
     clf = EFTClassifier(config).fit(list(train.texts), list(train.labels))
     bp_seconds = clf.timings_["bp"]
@@ -95,11 +105,7 @@ def run_recipe(
     default = IELMClassifier(n_hidden=1000, C=1.0, random_state=base["seed"])
     default.fit(X["train"], y["train"])
     record: dict[str, Any] = {
-        "learning_rate": lr,
-        "pooling": pooling,
-        "batch_size": batch_size,
-        "warmup_ratio": warmup_ratio,
-        "layer_lr_decay": layer_lr_decay,
+        **recipe,
         "bp_seconds": bp_seconds,
         "linear_head_test": linear_test,
         "default_head_validation": _score(
@@ -136,9 +142,7 @@ def run_recipe(
     record["iterations"] = _iterations(record, X, y, test.labels, metric, base, head_iterations)
     record["seconds"] = time.perf_counter() - start
     print(
-        f"[lr {lr:g}, {pooling}, batch {batch_size}, warm-up {warmup_ratio:g}, "
-        f"layer decay {layer_lr_decay:g}] "
-        f"linear {linear_test:.2f}, default head "
+        f"[{_recipe_label(recipe)}] linear {linear_test:.2f}, default head "
         f"{record['default_head_test']:.2f}, best head {record['best_head']['test']:.2f} "
         f"(val {record['best_head']['validation']:.2f}), {record['seconds']:.0f} s",
         flush=True,
@@ -185,6 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
     parser.add_argument("--warmup-ratios", type=float, nargs="+", default=[0.0])
     parser.add_argument("--layer-lr-decays", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--label-smoothings", type=float, nargs="+", default=[0.0])
+    parser.add_argument(
+        "--contrastive-weights",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="weights of the supervised contrastive loss (EFTConfig.contrastive_weight)",
+    )
     parser.add_argument(
         "--head-iterations",
         type=int,
@@ -206,41 +218,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "grid": {"n_hidden": N_HIDDEN, "C": C_VALUES, "activation": ACTIVATIONS},
         "recipes": [],
     }
-    for lr, pooling, batch_size, warmup_ratio, layer_lr_decay in itertools.product(
-        args.learning_rates,
-        args.poolings,
-        args.batch_sizes,
-        args.warmup_ratios,
-        args.layer_lr_decays,
-    ):
-        record = run_recipe(
-            lr,
-            pooling,
-            batch_size,
-            warmup_ratio,
-            layer_lr_decay,
-            (train, validation, test),
-            base,
-            metric,
-            args.head_iterations,
-        )
+    grids = {
+        field: getattr(args, option.removeprefix("--").replace("-", "_"))
+        for field, (option, _) in RECIPE_FIELDS.items()
+    }
+    for values in itertools.product(*grids.values()):
+        recipe = dict(zip(grids, values, strict=True))
+        record = run_recipe(recipe, (train, validation, test), base, metric, args.head_iterations)
         payload["recipes"].append(record)
     chosen = max(payload["recipes"], key=lambda r: r["best_head"]["validation"])
-    recipe_keys = ("learning_rate", "pooling", "batch_size", "warmup_ratio", "layer_lr_decay")
     defaults = EFTConfig()  # the reference: EFT's default BP stage
     reference = next(
-        (r for r in payload["recipes"] if all(r[k] == getattr(defaults, k) for k in recipe_keys)),
+        (r for r in payload["recipes"] if all(r[k] == getattr(defaults, k) for k in RECIPE_FIELDS)),
         payload["recipes"][0],
     )
     payload["chosen_on_validation"] = {
-        "learning_rate": chosen["learning_rate"],
-        "pooling": chosen["pooling"],
-        "batch_size": chosen["batch_size"],
-        "warmup_ratio": chosen["warmup_ratio"],
-        "layer_lr_decay": chosen["layer_lr_decay"],
+        **{k: chosen[k] for k in RECIPE_FIELDS},
         **{k: chosen["best_head"][k] for k in ("standardize", "activation", "n_hidden", "C")},
         "test": chosen["best_head"]["test"],
-        "reference": {k: reference[k] for k in recipe_keys},
+        "reference": {k: reference[k] for k in RECIPE_FIELDS},
         "reference_default_test": reference["default_head_test"],
     }
     payload["machine"]["load_average_at_end"] = load_average()
@@ -249,11 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         h = r["best_head"]
         rows.append(
             [
-                f"{r['learning_rate']:g}",
-                r["pooling"],
-                r["batch_size"],
-                f"{r['warmup_ratio']:g}",
-                f"{r['layer_lr_decay']:g}",
+                *(f"{r[k]:g}" if isinstance(r[k], float) else r[k] for k in RECIPE_FIELDS),
                 round(r["linear_head_test"], 2),
                 round(r["default_head_test"], 2),
                 f"{'std, ' if h['standardize'] else ''}{h['activation']}, nh {h['n_hidden']}, "
@@ -274,11 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         markdown_table(
             [
-                "lr",
-                "pooling",
-                "batch",
-                "warm-up",
-                "layer decay",
+                *(label for _, label in RECIPE_FIELDS.values()),
                 "linear head",
                 "default I-ELM head",
                 "best head on validation",
@@ -289,21 +277,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows,
         ),
         "",
-        f"Chosen on validation: lr {c['learning_rate']:g}, pooling {c['pooling']}, "
-        f"batch {c['batch_size']}, warm-up {c['warmup_ratio']:g}, "
-        f"layer decay {c['layer_lr_decay']:g}, "
+        f"Chosen on validation: {_recipe_label(c)}, "
         f"{'standardised, ' if c['standardize'] else ''}{c['activation']}, nh {c['n_hidden']}, "
         f"C {c['C']:g}: test {c['test']:.2f} against {c['reference_default_test']:.2f} for "
-        f"lr {reference['learning_rate']:g}, {reference['pooling']}, batch "
-        f"{reference['batch_size']}, warm-up {reference['warmup_ratio']:g}, layer decay "
-        f"{reference['layer_lr_decay']:g} with the default head "
-        "(leaky_relu, nh 1000, C 1).",
+        f"{_recipe_label(reference)} with the default head (leaky_relu, nh 1000, C 1).",
     ]
     shown = len(lines) - len(rows) - 4  # printed from the table on
     iteration_rows = [
         [
-            f"lr {r['learning_rate']:g}, {r['pooling']}, batch {r['batch_size']}, warm-up "
-            f"{r['warmup_ratio']:g}, layer decay {r['layer_lr_decay']:g}",
+            _recipe_label(r),
             f"{i['head']}: {'std, ' if i['standardize'] else ''}{i['activation']}, "
             f"nh {i['n_hidden']}, C {i['C']:g}",
             i["n_iter"],

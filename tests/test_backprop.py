@@ -1,4 +1,4 @@
-"""The BP stage's optimiser (eft.backprop): layer-wise learning-rate decay."""
+"""The BP stage (eft.backprop): layer-wise learning-rate decay, the losses."""
 
 from __future__ import annotations
 
@@ -87,3 +87,62 @@ def test_layer_lr_decay_is_refused_where_the_blocks_have_no_index(tiny_bert_dir)
     for bad in (0, 1.5, -0.1):
         with pytest.raises(InputError, match="layer_lr_decay must be in"):
             _config(tiny_bert_dir, layer_lr_decay=bad)
+
+
+def _contrastive_by_loops(features, labels, temperature):
+    """Khosla et al.'s Eq. 2 written out anchor by anchor."""
+    import math
+
+    z = torch.nn.functional.normalize(features.double(), dim=1)
+    total, anchors = 0.0, 0
+    for i in range(len(labels)):
+        positives = [p for p in range(len(labels)) if p != i and labels[p] == labels[i]]
+        if not positives:
+            continue
+        denominator = sum(
+            math.exp(float(z[i] @ z[a]) / temperature) for a in range(len(labels)) if a != i
+        )
+        total += -sum(
+            math.log(math.exp(float(z[i] @ z[p]) / temperature) / denominator) for p in positives
+        ) / len(positives)
+        anchors += 1
+    return total / anchors
+
+
+def test_supervised_contrastive_loss_is_khosla_eq2_and_rewards_clusters():
+    from eft.backprop import supervised_contrastive_loss
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(12, 8, generator=generator)
+    labels = torch.tensor([0, 1, 2, 0, 1, 0, 2, 2, 1, 0, 3, 1])  # label 3: no positive
+    loss = supervised_contrastive_loss(features, labels, temperature=0.3)
+    assert float(loss) == pytest.approx(_contrastive_by_loops(features, labels, 0.3), rel=1e-5)
+    # features that cluster by label score lower than the same features shuffled
+    centres = torch.randn(4, 8, generator=generator) * 3
+    clustered = centres[labels] + 0.1 * torch.randn(12, 8, generator=generator)
+    assert supervised_contrastive_loss(clustered, labels) < supervised_contrastive_loss(
+        clustered[torch.randperm(12, generator=generator)], labels
+    )
+    # a batch without any pair of one label: 0, and still differentiable
+    alone = torch.randn(3, 8, requires_grad=True)
+    empty = supervised_contrastive_loss(alone, torch.tensor([0, 1, 2]))
+    empty.backward()
+    assert float(empty) == 0.0 and alone.grad is not None
+
+
+def test_label_smoothing_and_contrastive_loss_change_the_bp_stage(tiny_bert_dir):
+    from eft import EFTClassifier
+
+    def train_loss(**options):
+        config = _config(tiny_bert_dir, method="bp", bp_epochs=1, **options)
+        return EFTClassifier(config).fit(TEXTS, LABELS).history_["bp_train_loss"][0]
+
+    plain = train_loss()
+    assert train_loss() == plain  # deterministic, so the differences below are the options'
+    assert train_loss(label_smoothing=0.2) != plain
+    assert train_loss(contrastive_weight=0.5) != plain
+    for bad in ({"label_smoothing": 1.0}, {"contrastive_weight": -0.1}):
+        with pytest.raises(InputError, match="must be in"):
+            _config(tiny_bert_dir, **bad)
+    with pytest.raises(InputError, match="contrastive_temperature must be > 0"):
+        _config(tiny_bert_dir, contrastive_temperature=0.0)

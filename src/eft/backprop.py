@@ -99,6 +99,31 @@ def layer_depths(names: list[str]) -> dict[str, int]:
     return {name: depth(name) for name in names}
 
 
+def supervised_contrastive_loss(
+    features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.3
+) -> torch.Tensor:
+    """Supervised contrastive loss of a batch (Khosla et al. 2020, Eq. 2, "L_out"):
+
+        L = mean over anchors i with a positive of
+            -1/|P(i)| sum_{p in P(i)} log( exp(z_i . z_p / t) / sum_{a != i} exp(z_i . z_a / t) )
+
+    with z the L2-normalised features and P(i) the other samples of i's label. Anchors
+    without a positive in the batch add nothing; a batch without any gives 0."""
+    z = nn.functional.normalize(features, dim=1)
+    logits = z @ z.T / temperature
+    n = len(labels)
+    self_mask = torch.eye(n, dtype=torch.bool, device=features.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    counts = positives.sum(1)
+    anchors = counts > 0
+    if not anchors.any():
+        return features.sum() * 0.0  # keeps the graph
+    mean_log_prob = log_prob.masked_fill(~positives, 0.0).sum(1)[anchors] / counts[anchors]
+    return -mean_log_prob.mean()
+
+
 def _optimizer(model: nn.Module, config: EFTConfig) -> torch.optim.Optimizer:
     """AdamW without weight decay on biases and LayerNorm weights (the usual practice).
 
@@ -220,9 +245,21 @@ def train_backprop(
         source = input_ids
         scheduler = _schedule(optimizer, config, len(source) * epochs, len(source))
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    loss_fn = nn.CrossEntropyLoss(
-        weight=None if class_weights is None else class_weights.to(accelerator.device)
+    cross_entropy = nn.CrossEntropyLoss(
+        weight=None if class_weights is None else class_weights.to(accelerator.device),
+        label_smoothing=config.label_smoothing,
     )
+    weight = config.contrastive_weight
+
+    def loss_fn(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor):
+        loss = cross_entropy(logits.float(), labels)
+        if not weight:
+            return loss
+        contrastive = supervised_contrastive_loss(
+            features.float(), labels, config.contrastive_temperature
+        )
+        return (1 - weight) * loss + weight * contrastive
+
     result = BPResult()
     best_score, best_state, since_best = -np.inf, None, 0
     start_epoch = 0
@@ -268,7 +305,7 @@ def train_backprop(
             index = batch.pop("index", None)
             with accelerator.autocast():
                 logits, features = model(batch["input_ids"], batch["attention_mask"])
-                loss = loss_fn(logits.float(), labels)
+                loss = loss_fn(logits, features, labels)
             accelerator.backward(loss)
             if config.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)

@@ -54,6 +54,16 @@ class EFTConfig:
     """Layer-wise learning-rate decay d in (0, 1]: the head trains at ``learning_rate``, each
     transformer block below the top at d times the rate of the block above, the embeddings
     last (ELECTRA/DeBERTa fine-tuning practice). 1 (off) by default."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the BP stage's cross-entropy (``torch.nn.CrossEntropyLoss``), in
+    [0, 1). 0 (off) by default."""
+    contrastive_weight: float = 0.0
+    """Weight w in [0, 1) of a supervised contrastive loss on the pooled features (the I-ELM's
+    input) in the BP stage: (1 - w) cross-entropy + w SCL (Khosla et al. 2020; Gunel et al.
+    2021 for fine-tuning), pulling each batch's same-label features together. 0 (off) by
+    default."""
+    contrastive_temperature: float = 0.3
+    """Temperature of that loss (Gunel et al.'s 0.3)."""
     lr_schedule: str = "linear"
     """"linear" (decay to 0 over the BP epochs, after warm-up), "constant", or
     "linear_per_epoch" (warm-up and decay to 0 within every epoch, restarting at the peak: the
@@ -134,6 +144,9 @@ class EFTConfig:
                 f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}",
             ),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (0 <= self.contrastive_weight < 1, "contrastive_weight must be in [0, 1)"),
+            (self.contrastive_temperature > 0, "contrastive_temperature must be > 0"),
             (
                 isinstance(self.layer_lr_decay, int | float) and 0 < self.layer_lr_decay <= 1,
                 f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay!r}",
