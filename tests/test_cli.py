@@ -205,6 +205,13 @@ def test_train_options_become_the_configuration():
         ["tune", "--train", "t.csv", "--output", "o", "--layer-lr-decay", "0.8"]
     )
     assert _config_from_args(args).layer_lr_decay == 0.8
+    assert (config.label_smoothing, config.contrastive_weight) == (0.0, 0.0)  # off
+    args = build_parser().parse_args(
+        ["tune", "--train", "t.csv", "--output", "o", "--label-smoothing", "0.1"]
+        + ["--contrastive-weight", "0.5"]
+    )
+    config = _config_from_args(args)
+    assert (config.label_smoothing, config.contrastive_weight) == (0.1, 0.5)
 
 
 @pytest.mark.parametrize(
