@@ -56,12 +56,14 @@ class EFTConfig:
     last (ELECTRA/DeBERTa fine-tuning practice). 1 (off) by default."""
     label_smoothing: float = 0.0
     """Label smoothing of the BP stage's cross-entropy (``torch.nn.CrossEntropyLoss``), in
-    [0, 1). 0 (off) by default."""
+    [0, 1). 0 (off) by default: at k = 1, 0.1 moved the test score by -0.49, -0.10, +0.70 and
+    0.00 on MELD, an IMDb subset (two seeds) and TREC-6 (docs/results.md)."""
     contrastive_weight: float = 0.0
     """Weight w in [0, 1) of a supervised contrastive loss on the pooled features (the I-ELM's
     input) in the BP stage: (1 - w) cross-entropy + w SCL (Khosla et al. 2020; Gunel et al.
     2021 for fine-tuning), pulling each batch's same-label features together. 0 (off) by
-    default."""
+    default: at k = 1, w = 0.5 moved the test score by +0.08, -0.25, +0.95 and -0.80 on MELD,
+    an IMDb subset (two seeds) and TREC-6 (docs/results.md)."""
     contrastive_temperature: float = 0.3
     """Temperature of that loss (Gunel et al.'s 0.3)."""
     lr_schedule: str = "linear"
