@@ -49,7 +49,6 @@ results say (``resumed``). The folder goes when the run finishes; ``--no-checkpo
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -62,7 +61,7 @@ import numpy as np
 
 from eft import datasets
 from eft.atomic import json_default, write_text
-from eft.checkpoint import RunProgress, checkpoint_epoch, json_digest
+from eft.checkpoint import RunProgress, json_digest, resumable_fit
 from eft.classifier import EFTClassifier
 from eft.config import MIXED_PRECISION, EFTConfig
 from eft.errors import InputError
@@ -243,9 +242,7 @@ def _run(
     """Train one method, score it on test; with ``checkpoint``, its BP stage saves there after
     every epoch and continues from there when an earlier run left a checkpoint."""
     with_validation = config.method == "bp"
-    done = checkpoint_epoch(checkpoint)
-    if checkpoint is not None:
-        config = dataclasses.replace(config, checkpoint_dir=str(checkpoint))
+    config, resume, done = resumable_fit(config, checkpoint)
     if done is not None:
         print(f"[{name}] continuing from its checkpoint after BP epoch {done}", flush=True)
     clf = EFTClassifier(config).fit(
@@ -253,7 +250,7 @@ def _run(
         list(train.labels),
         list(validation.texts) if with_validation else None,
         list(validation.labels) if with_validation else None,
-        resume_from=checkpoint if done is not None else None,
+        resume_from=resume,
     )
     predictions = clf.predict(list(test.texts)).tolist()
     scores = classification_scores(list(test.labels), predictions)
@@ -580,7 +577,6 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     stem = f"bench_{title}" + (f"_{args.tag}" if args.tag else "")
     checkpoint = None if args.no_checkpoint else output_dir / f"{stem}.checkpoint"
     progress = RunProgress.open(checkpoint, "bench", _run_digest(args, (train, validation, test)))
-    progress.add_process(machine_info())
     if progress.continued:
         print(
             f"continuing the interrupted bench run in {checkpoint} (finished: "
@@ -666,6 +662,7 @@ def _run_methods(
     if args.baseline_learning_rate is not None:
         baseline["learning_rate"] = args.baseline_learning_rate
     payload = run_header(args, title, metric, splits, dataset_options)
+    progress.add_process(payload["machine"])
     payload["methods"] = {}
     k, n_hidden, C = args.k, args.n_hidden, args.C
     by_selection: dict[str, dict[str, Any]] = {}

@@ -10,6 +10,7 @@ loop draws from Python's or numpy's global generators.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,13 +19,16 @@ import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from eft.atomic import atomic_dir, json_default, write_text
 from eft.errors import InputError
+
+if TYPE_CHECKING:
+    from eft.config import EFTConfig
 
 CHECKPOINT_FORMAT = "eft-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -110,11 +114,18 @@ def read_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def checkpoint_epoch(folder: str | os.PathLike | None) -> int | None:
-    """The finished BP epochs of the checkpoint in ``folder``; None where there is none."""
-    if folder is None or not (Path(folder) / STATE_FILE).is_file():
-        return None
-    return int(read_checkpoint(folder)["epoch"])
+def resumable_fit(
+    config: EFTConfig, folder: Path | None
+) -> tuple[EFTConfig, Path | None, int | None]:
+    """A fit that saves its BP checkpoints to ``folder`` and continues from the one an
+    interrupted fit left there: ``config`` with that ``checkpoint_dir``, the folder to pass as
+    ``resume_from`` (None for a fresh fit) and its finished BP epochs (None likewise)."""
+    if folder is None:
+        return config, None, None
+    config = dataclasses.replace(config, checkpoint_dir=str(folder))
+    if not (folder / STATE_FILE).is_file():
+        return config, None, None
+    return config, folder, int(read_checkpoint(folder)["epoch"])
 
 
 def restore_checkpoint(

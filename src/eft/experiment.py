@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from eft.atomic import json_default, write_text
-from eft.checkpoint import RunProgress, checkpoint_epoch, json_digest
+from eft.checkpoint import RunProgress, json_digest, resumable_fit
 from eft.classifier import EFTClassifier
 from eft.config import EFTConfig
 from eft.errors import InputError
@@ -240,13 +240,9 @@ def _train_and_test(
 ) -> dict[str, Any]:
     """One run of a row: fit (continuing from ``checkpoint`` where an interrupted run left
     one; saving there after every BP epoch), predict the test texts; its record."""
-    done = checkpoint_epoch(checkpoint)
-    if checkpoint is not None:
-        config = dataclasses.replace(config, checkpoint_dir=str(checkpoint))
+    config, resume, done = resumable_fit(config, checkpoint)
     clock = time.perf_counter()
-    clf = EFTClassifier(config).fit(
-        *train_data, resume_from=checkpoint if done is not None else None
-    )
+    clf = EFTClassifier(config).fit(*train_data, resume_from=resume)
     predictions = clf.predict(test_data[0]).tolist()
     run = {
         "seed": config.seed,
