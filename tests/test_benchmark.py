@@ -171,8 +171,9 @@ def test_bench_splits_ag_news_test_file_when_train_is_absent(data_dir):
 def test_interrupted_bench_continues_to_the_results_of_an_uninterrupted_run(
     tiny_bert_dir, tmp_path, monkeypatch, capsys
 ):
-    """Ctrl-C in the baseline's third epoch, then in the probe: the same command continues
-    each time (finished parts are not rerun) and ends with an uninterrupted run's results."""
+    """Ctrl-C in the tuning's second epoch, in the baseline's third, then in the probe: the
+    same command continues each time (finished parts are not rerun) and ends with an
+    uninterrupted run's results."""
     from pathlib import Path
 
     import eft.backprop
@@ -209,13 +210,18 @@ def test_interrupted_bench_continues_to_the_results_of_an_uninterrupted_run(
 
     save_checkpoint = eft.backprop.save_checkpoint
 
+    stop_at = ("checkpoint-0", 2)  # first in the tuning's second epoch, then in the baseline's
+
     def save_then_stop(folder, epoch, *args, **kwargs):
         save_checkpoint(folder, epoch, *args, **kwargs)
-        if Path(folder).name == "bp" and epoch == 2:
-            raise KeyboardInterrupt  # as Ctrl-C after the baseline's second epoch
+        if (Path(folder).name, epoch) == stop_at:
+            raise KeyboardInterrupt  # as Ctrl-C after that epoch
 
     monkeypatch.setattr(eft.backprop, "save_checkpoint", save_then_stop)
     capsys.readouterr()
+    assert bench(out) == 130
+    assert (checkpoint / "tuning").is_dir() and not (checkpoint / "bp").exists()
+    stop_at = ("bp", 2)
     assert bench(out) == 130
     assert "run the same command again to continue" in capsys.readouterr().err
     assert (checkpoint / "bp" / "checkpoint.json").is_file()
@@ -263,16 +269,19 @@ def test_interrupted_bench_continues_to_the_results_of_an_uninterrupted_run(
         "eft_fused",
     ]
     assert resumed["resumed"]["fits_continued_after_epoch"] == {"bp": 2}
-    assert len(resumed["resumed"]["processes"]) == 3 and resumed["resumed"]["same_machine"]
-    assert (
-        "Resumed after an interruption (3 processes, same machine)"
-        in (out / "bench_news.md").read_text()
-    )
+    assert resumed["resumed"]["tuning_continued_after_epochs"] == 1
+    assert len(resumed["resumed"]["processes"]) == 4 and resumed["resumed"]["same_machine"]
+    markdown = (out / "bench_news.md").read_text()
+    assert "Resumed after an interruption (4 processes, same machine)" in markdown
+    assert "tuning epochs 1-1" in markdown
 
     def untimed(tuning):  # the rows without their times
         return [{k: v for k, v in row.items() if "seconds" not in k} for row in tuning["epochs"]]
 
     assert untimed(resumed["tuning"]) == untimed(reference["tuning"])
+    row_seconds = sum(row["seconds"]["total"] for row in resumed["tuning"]["epochs"])
+    assert resumed["tuning"]["epochs_seconds"] == pytest.approx(row_seconds)
+    assert "summed over its rows" in (out / "bench_news.md").read_text()
     for name, method in reference["methods"].items():
         again = resumed["methods"][name]
         assert again["test_score"] == method["test_score"], name

@@ -214,6 +214,29 @@ def test_train_options_become_the_configuration():
     assert (config.label_smoothing, config.contrastive_weight) == (0.1, 0.5)
 
 
+@pytest.mark.parametrize("command", ["experiment", "tune", "bench"])
+def test_single_process_commands_refuse_a_distributed_launch(
+    command, monkeypatch, tmp_path, capsys
+):
+    """Under torchrun every rank would run the whole study and write the same files."""
+    from eft.cli import EXIT_INPUT_ERROR, main
+
+    arguments = {
+        "experiment": ["e.json"],
+        "tune": ["--train", "t.csv", "--output", str(tmp_path / "tuned")],
+        "bench": ["--dataset", "trec", "--output-dir", str(tmp_path / "bench")],
+    }[command]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([command, *arguments]) == EXIT_INPUT_ERROR
+    error = capsys.readouterr().err
+    assert f"`eft {command}` runs in one process" in error and "WORLD_SIZE=2" in error
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    from eft.cli import _refuse_distributed_launch
+
+    _refuse_distributed_launch(command)  # one process: allowed
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [

@@ -462,6 +462,15 @@ def _markdown(payload: dict[str, Any]) -> str:
             f"{m['train_seconds']:.1f} | {cell(m.get('time_ratio_to_bp'), 3)} | "
             f"{cell(m.get('time_ratio_to_bp_best'), 3)} | {cell(m.get('p_value_vs_bp'), 3)} |"
         )
+    if payload.get("tuning"):
+        tuning = payload["tuning"]
+        epochs = sorted({row["epoch"] for row in tuning["epochs"]})
+        lines += [
+            "",
+            f"Tuning (`--tune`, apart from the methods' times): {len(tuning['epochs'])} rows over "
+            f"epochs 1-{max(epochs)}, {tuning['epochs_seconds']:.1f} s summed over its rows "
+            f"({tuning['seconds']:.1f} s in the last process).",
+        ]
     head = payload["methods"]["logreg_head"]
     lines += [
         "",
@@ -682,8 +691,13 @@ def _run_methods(
                 selection=args.tune_selection,
                 checkpoint_dir=folder,
             )
-            record = {**tuned.to_dict(), "seconds": time.perf_counter() - start}
-            if epochs_before:  # "seconds" counts this process only
+            record = {
+                **tuned.to_dict(),
+                "seconds": time.perf_counter() - start,  # this process only
+                # every tuning row's BP epoch, feature pass and sweep, whichever process ran it
+                "epochs_seconds": sum(row["seconds"]["total"] for row in tuned.epochs),
+            }
+            if epochs_before:
                 record["continued_after_epochs"] = epochs_before
             heads_by_selection = _heads_by_selection(tuned, len(validation.texts))
             progress.keep({"tuning": {"record": record, "heads_by_selection": heads_by_selection}})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -904,10 +905,27 @@ COMMANDS = {
 }
 
 
+# Commands that run whole studies in one process: under torchrun every rank would run all of
+# it and write the same files. `eft train` is the command made for several processes.
+SINGLE_PROCESS_COMMANDS = ("experiment", "tune", "bench")
+
+
+def _refuse_distributed_launch(command: str) -> None:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if command in SINGLE_PROCESS_COMMANDS and world_size > 1:
+        raise InputError(
+            f"`eft {command}` runs in one process, but this is a distributed launch "
+            f"(WORLD_SIZE={world_size}): every rank would run all of it and write the same "
+            f"files. Run `eft {command}` without torchrun / accelerate launch; `eft train` is "
+            "the command that trains on several processes."
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _refuse_distributed_launch(args.command)
         return COMMANDS[args.command](args)
     except InputError as error:
         print(f"eft: error: {error}", file=sys.stderr)
