@@ -233,7 +233,7 @@ def seed_rows(selection: str = "one_se") -> list[list[str]]:
     """Every dataset's runs tuned with one rule, averaged over seeds, as the paper averages runs.
 
     Only CPU runs that train in float32 (a bf16 feature pass is allowed: it moves scores by
-    hundredths) on the dataset's usual sizes; the runs of one seed (repeats, float32 or bf16
+    hundredths), one row per dataset and size; the runs of one seed (repeats, float32 or bf16
     feature pass) are averaged first, so every seed weighs the same. Differences are EFT minus
     fine-tuning (positive: better); "seeds met" counts the seeds where the target holds on
     that average (within 1.0 point, or p >= 0.05 in each run; EFT <= 0.30x fine-tuning's
@@ -273,21 +273,19 @@ def seed_rows(selection: str = "one_se") -> list[list[str]]:
                 }
             )
         n = len(per_seed)
-
-        def mean(field: str, rows: list[dict] = per_seed) -> float:
-            return sum(r[field] for r in rows) / len(rows)
+        mean = {f: sum(r[f] for r in per_seed) / n for f in ("bp", "eft", "delta", "ratio")}
 
         out.append(
             [
                 dataset,
                 f"{dict(sizes)['train']:,}",
                 ", ".join(str(r["seed"]) for r in per_seed),
-                f"{mean('bp'):.2f}",
-                f"{mean('eft'):.2f}",
-                f"{mean('delta'):+.2f} ({min(r['delta'] for r in per_seed):+.2f} to "
+                f"{mean['bp']:.2f}",
+                f"{mean['eft']:.2f}",
+                f"{mean['delta']:+.2f} ({min(r['delta'] for r in per_seed):+.2f} to "
                 f"{max(r['delta'] for r in per_seed):+.2f})",
                 f"{sum(r['quality'] for r in per_seed)} of {n}",
-                f"{mean('ratio'):.3f} ({min(r['ratio'] for r in per_seed):.3f} to "
+                f"{mean['ratio']:.3f} ({min(r['ratio'] for r in per_seed):.3f} to "
                 f"{max(r['ratio'] for r in per_seed):.3f})",
                 f"{sum(r['time'] for r in per_seed)} of {n}",
                 ", ".join(f"{r['seed']}: {'/'.join(map(str, r['k']))}" for r in per_seed),
@@ -396,15 +394,15 @@ def main() -> int:
         "so that positive is better); p is the paired-bootstrap p-value of 'EFT is worse'.\n\n"
         + "\n".join(table)
         + "\n\n## Timing noise\n\n"
-        + " ".join(line.strip() for line in noise_rows.__doc__.split("\n\n")[1].splitlines())
+        + " ".join(noise_rows.__doc__.split("\n\n")[1].split())
         + "\n\n"
         + "\n".join(noise)
         + "\n\n## The one-SE rule's runs averaged over seeds\n\n"
-        + " ".join(line.strip() for line in seed_rows.__doc__.split("\n\n")[1].splitlines())
+        + " ".join(seed_rows.__doc__.split("\n\n")[1].split())
         + "\n\n"
         + "\n".join(seeds)
         + "\n\n## What each tuning rule picks on the same validation curves\n\n"
-        + " ".join(line.strip() for line in selection_rows.__doc__.split("\n\n")[1].splitlines())
+        + " ".join(selection_rows.__doc__.split("\n\n")[1].split())
         + "\n\n"
         + "\n".join(selection)
         + "\n"
