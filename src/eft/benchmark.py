@@ -462,14 +462,14 @@ def _markdown(payload: dict[str, Any]) -> str:
             f"{m['train_seconds']:.1f} | {cell(m.get('time_ratio_to_bp'), 3)} | "
             f"{cell(m.get('time_ratio_to_bp_best'), 3)} | {cell(m.get('p_value_vs_bp'), 3)} |"
         )
-    if payload.get("tuning"):
-        tuning = payload["tuning"]
-        epochs = sorted({row["epoch"] for row in tuning["epochs"]})
+    tuning = payload.get("tuning")
+    if tuning and "epochs_seconds" in tuning:  # (a tuning kept by an older eft has none)
+        last = max(row["epoch"] for row in tuning["epochs"])
         lines += [
             "",
             f"Tuning (`--tune`, apart from the methods' times): {len(tuning['epochs'])} rows over "
-            f"epochs 1-{max(epochs)}, {tuning['epochs_seconds']:.1f} s summed over its rows "
-            f"({tuning['seconds']:.1f} s in the last process).",
+            f"epochs 1-{last}, {tuning['epochs_seconds']:.1f} s summed over its rows "
+            f"({tuning['seconds']:.1f} s in the process that finished it).",
         ]
     head = payload["methods"]["logreg_head"]
     lines += [
