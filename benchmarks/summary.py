@@ -77,6 +77,9 @@ def _label(name: str, data: dict) -> str:
     if machine.get("gpu"):
         return f"{name} ({machine['gpu']})"
     cpu = machine.get("cpu_model")
+    isa = machine.get("cpu_instruction_set") or {}  # recorded from December 2026 on
+    if isa.get("native_bf16") is False:  # the same model name, without AVX-512
+        cpu = f"{cpu}, {isa.get('isa')}, no native bf16"
     other = cpu and cpu != USUAL_CPU
     return f"{name} ({cpu}, {machine.get('usable_cores')} cores)" if other else name
 

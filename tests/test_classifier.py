@@ -289,6 +289,26 @@ def test_inference_precision_applies_to_eval_passes_only(tiny_bert_dir, tmp_path
         EFTConfig(inference_precision="half")
 
 
+@pytest.mark.parametrize("native_bf16", [True, False, None])
+def test_bf16_on_a_cpu_without_native_bf16_warns(native_bf16, monkeypatch):
+    """Emulated bf16 made the feature pass 6.4x slower on an AVX2 host: say so, once per
+    place; a CPU with AVX512-BF16 or AMX, or one torch cannot probe, gets no warning."""
+    import warnings
+
+    isa = {"isa": "AVX2", "native_bf16": native_bf16}
+    monkeypatch.setattr(eft.classifier, "cpu_instruction_set", lambda: isa)
+    config = EFTConfig(mixed_precision="no", inference_precision="bf16")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert eft.classifier._autocast_dtype(torch.device("cpu"), config) is torch.bfloat16
+        assert eft.classifier._autocast_dtype(torch.device("cpu"), EFTConfig()) is None
+    emulated = [w for w in caught if "emulated" in str(w.message)]
+    assert len(emulated) == (1 if native_bf16 is False else 0)
+    if emulated:
+        assert emulated[0].category is RuntimeWarning
+        assert "--inference-precision no" in str(emulated[0].message)
+
+
 def test_same_seed_same_model(tiny_bert_dir):
     a = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, seed=3)).fit(TEXTS, LABELS)
     b = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, seed=3)).fit(TEXTS, LABELS)

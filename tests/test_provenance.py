@@ -39,3 +39,9 @@ def test_machine_info_names_machine_versions_and_command():
     assert info["command"] and info["date_utc"].endswith("+00:00")
     text = machine_markdown({**info, "load_average_at_end": [0.0, 0.0, 0.0]})
     assert info["command"] in text and f"torch {info['versions']['torch']}" in text
+    isa = info["cpu_instruction_set"]  # two hosts with one model name can differ here
+    assert isa["isa"] in text and isa["native_bf16"] in (True, False, None)
+    bf16 = {True: "(%s, native bf16)", False: "(%s, no native bf16)"}.get(isa["native_bf16"])
+    assert bf16 is None or bf16 % isa["isa"] in text
+    older = {k: v for k, v in info.items() if k != "cpu_instruction_set"}  # runs before it
+    assert f"- CPU: {info['cpu_model']}; " in machine_markdown(older)

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from eft.encoder import (
 from eft.errors import InputError
 from eft.ielm import IELMClassifier, softmax_keeping_argmax
 from eft.modeling import EFTModel
+from eft.provenance import cpu_instruction_set
 
 MODEL_FORMAT = "eft-model"
 MODEL_FORMAT_VERSION = 1
@@ -95,6 +97,21 @@ def _resolve_precision(precision: str, on_cuda: bool) -> str:
     return "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "no"
 
 
+def _warn_if_emulated_bf16(precision: str, device_type: str) -> None:
+    """bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) runs in emulation."""
+    if precision != "bf16" or device_type != "cpu":
+        return
+    if cpu_instruction_set()["native_bf16"] is False:
+        warnings.warn(
+            "bf16 on this CPU (no AVX512-BF16 or AMX) is emulated and slow: on a 2-core AVX2 "
+            "host the feature pass took 6.4x as long as in float32 "
+            "(benchmarks/results/bf16_pass_trec_1000_avx2_host.md). Use mixed_precision / "
+            "inference_precision 'no' (--mixed-precision no, --inference-precision no) here.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def _accelerator(config: EFTConfig):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
@@ -105,6 +122,7 @@ def _accelerator(config: EFTConfig):
     elif device.startswith("cuda"):
         _select_cuda_device(device)
     precision = _resolve_precision(config.mixed_precision, device.startswith("cuda"))
+    _warn_if_emulated_bf16(precision, "cpu" if device == "cpu" else "cuda")
     # accelerate keeps one process-wide state, which refuses another device or precision; one
     # process may train several models, or load on the CPU a model it trained on a GPU.
     current = PartialState._shared_state.get("device")
@@ -1035,7 +1053,8 @@ def _autocast_dtype(device: torch.device, config: EFTConfig) -> torch.dtype | No
     on a CUDA GPU that supports it and float32 elsewhere. An explicit "bf16" also applies on
     CPU: on a CPU with AVX512-BF16 it made the feature pass 1.8x faster (1,500 AG News texts,
     MiniLM-L6, features within 0.4 %), so it is worth opting into there; CPUs without native
-    bf16 emulate it and can be slower (not measured here). fp16 autocast is for CUDA only.
+    bf16 emulate it (6.4x slower on an AVX2 host: a warning says so). fp16 autocast is for
+    CUDA only.
     """
     precision = config.inference_precision
     if precision == "same":
@@ -1043,6 +1062,7 @@ def _autocast_dtype(device: torch.device, config: EFTConfig) -> torch.dtype | No
     precision = _resolve_precision(precision, device.type == "cuda")
     if device.type == "cuda":
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    _warn_if_emulated_bf16(precision, device.type)
     return torch.bfloat16 if precision == "bf16" else None
 
 

@@ -108,6 +108,22 @@ def load_average() -> list[float] | None:
         return None
 
 
+def cpu_instruction_set() -> dict[str, Any]:
+    """The vector instructions torch uses on this CPU ("AVX2", "AVX512", ...) and whether the
+    CPU has native bf16 (AVX512-BF16 or AMX): two hosts with the same model name may differ."""
+    import torch
+
+    def has(name: str) -> bool | None:  # private torch probes; None where a build lacks one
+        probe = getattr(torch.cpu, name, None)
+        return bool(probe()) if probe is not None else None
+
+    bf16 = [has("_is_avx512_bf16_supported"), has("_is_amx_tile_supported")]
+    return {
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": None if None in bf16 else any(bf16),
+    }
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, GPU, cores, RAM, library versions, torch threads, command line, commit, date, load."""
     import torch
@@ -120,6 +136,7 @@ def machine_info() -> dict[str, Any]:
         usable_cores = os.cpu_count()
     return {
         "cpu_model": _read_proc("/proc/cpuinfo", "model name") or platform.processor() or None,
+        "cpu_instruction_set": cpu_instruction_set(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores,
@@ -146,11 +163,15 @@ def machine_markdown(info: dict[str, Any]) -> str:
         for p in info["threadpools"]
     )
     gpu = f"; GPU {info['gpu']}" if info.get("gpu") else ""
+    isa = info.get("cpu_instruction_set") or {}
+    bf16 = {True: "native bf16", False: "no native bf16"}.get(isa.get("native_bf16"))
+    features = ", ".join(x for x in (isa.get("isa"), bf16) if x)
     lines = [
         f"- Date (UTC): {info['date_utc']}",
         f"- Command: `{info['command']}` (in `{info['cwd']}`)",
         f"- Commit: {info['git_commit'] or 'unknown'}",
-        f"- CPU: {info['cpu_model']}; {info['usable_cores']} usable of {info['logical_cores']} "
+        f"- CPU: {info['cpu_model']}{f' ({features})' if features else ''}; "
+        f"{info['usable_cores']} usable of {info['logical_cores']} "
         f"logical cores; torch threads {info['torch_num_threads']}; RAM {info['ram_gib']} GiB"
         f"{gpu}",
         f"- Load average (1, 5, 15 min) at start: {info['load_average_at_start']}"
