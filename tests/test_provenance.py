@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from eft.provenance import git_commit, machine_info, machine_markdown
+import platform
+
+import pytest
+
+from eft.provenance import cpu_instruction_set, git_commit, machine_info, machine_markdown
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "fedcba9876543210fedcba9876543210fedcba98"
@@ -45,3 +49,14 @@ def test_machine_info_names_machine_versions_and_command():
     assert bf16 is None or bf16 % isa["isa"] in text
     older = {k: v for k, v in info.items() if k != "cpu_instruction_set"}  # runs before it
     assert f"- CPU: {info['cpu_model']}; " in machine_markdown(older)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 CPU probes")
+def test_cpu_instruction_set_probes_exist_in_the_pinned_torch():
+    # cpu_instruction_set reads private torch probes and answers None where a build lacks them,
+    # which silences the bf16 RuntimeWarning: a torch upgrade that renames them must show here.
+    import torch
+
+    assert callable(torch.cpu._is_avx512_bf16_supported)
+    assert callable(torch.cpu._is_amx_tile_supported)
+    assert cpu_instruction_set()["native_bf16"] in (True, False)
