@@ -227,6 +227,43 @@ def test_validation_score_of_the_trained_model_is_the_i_elm_heads(tiny_bert_dir)
     assert probe.timings_["evaluation"] > 0
 
 
+def test_validation_data_calibrates_the_softmax_and_the_save_keeps_it(tiny_bert_dir, tmp_path):
+    from scipy.special import softmax
+
+    from eft.calibration import negative_log_likelihood
+
+    texts, labels = TEXTS[8:40], LABELS[8:40]
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1)).fit(TEXTS, LABELS, texts, labels)
+    calibration = clf.history_["calibration"]
+    assert calibration["temperature"] == clf.temperature_ and 0 < clf.temperature_ != 1.0
+    assert calibration["validation_nll"] <= calibration["validation_nll_uncalibrated"]
+    scores, index = clf.decision_function(texts), np.searchsorted(clf.classes_, labels)
+    assert calibration["validation_nll"] == pytest.approx(
+        negative_log_likelihood(scores, index, clf.temperature_)
+    )
+    proba = clf.predict_proba(texts)  # softmax(scores / T), the same predictions
+    np.testing.assert_allclose(proba, softmax(scores / clf.temperature_, axis=1), rtol=1e-5)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(1)], clf.predict(texts))
+    loaded = EFTClassifier.from_pretrained(clf.save_pretrained(tmp_path / "m"), device="cpu")
+    assert loaded.temperature_ == clf.temperature_
+    np.testing.assert_allclose(loaded.predict_proba(texts), proba, rtol=1e-5, atol=1e-7)
+    # without validation data nothing is fitted: the plain softmax, as for an older save
+    plain = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1)).fit(TEXTS, LABELS)
+    assert plain.temperature_ == 1.0 and "calibration" not in plain.history_
+    np.testing.assert_allclose(
+        plain.predict_proba(texts), softmax(plain.decision_function(texts), axis=1), rtol=1e-5
+    )
+    meta_file = tmp_path / "m" / "eft_config.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["temperature"]
+    meta_file.write_text(json.dumps(meta))
+    assert EFTClassifier.from_pretrained(tmp_path / "m").temperature_ == 1.0
+    for bad in (0, -1.0, "0.2", None):
+        meta_file.write_text(json.dumps({**meta, "temperature": bad}))
+        with pytest.raises(InputError, match="'temperature'.*positive number"):
+            EFTClassifier.from_pretrained(tmp_path / "m")
+
+
 def test_standard_fine_tuning_baseline(tiny_bert_dir, tmp_path):
     config = _config(tiny_bert_dir, method="bp", bp_epochs=3, early_stopping_patience=1)
     clf = EFTClassifier(config).fit(TEXTS, LABELS, TEXTS[:16], LABELS[:16])
@@ -237,6 +274,7 @@ def test_standard_fine_tuning_baseline(tiny_bert_dir, tmp_path):
     best = clf.history_["bp_validation_accuracy"][clf.history_["bp_best_epoch"] - 1]
     assert clf.history_["validation_accuracy"] == best == clf.score(TEXTS[:16], LABELS[:16])
     assert clf.timings_["elm"] == 0.0 and clf.timings_["feedforward"] == 0.0
+    assert clf.temperature_ == 1.0  # cross-entropy logits: their softmax as they are
     out = clf.save_pretrained(tmp_path / "bp")
     assert (out / "linear_head.safetensors").is_file()
     loaded = EFTClassifier.from_pretrained(out)

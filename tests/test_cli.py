@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from eft import InputError
 from tests.test_classifier import LABELS, TEXTS
 
 
@@ -69,6 +70,30 @@ def test_train_prints_timing_table_and_saves(trained):
     for phase in ("BP (steps 4-5)", "feedforward (steps 6-7)", "I-ELM (steps 8-9)", "total"):
         assert phase in result.stdout
     assert (out / "eft_config.json").is_file() and (out / "elm_head.safetensors").is_file()
+    assert "not calibrated: train with validation data (--validation FILE" in result.stdout
+
+
+def test_train_with_validation_prints_the_models_score_and_its_calibration(
+    tiny_bert_dir, tmp_path, capsys
+):
+    from eft.cli import main
+
+    train = _write_csv(tmp_path / "train.csv", list(zip(TEXTS, LABELS, strict=True)))
+    dev = _write_csv(tmp_path / "dev.csv", list(zip(TEXTS[8:40], LABELS[8:40], strict=True)))
+    arguments = ["--train", str(train), "--validation", str(dev), "--model", str(tiny_bert_dir)]
+    options = ["--bp-epochs", "1", "--n-hidden", "32", "--batch-size", "8", "--device", "cpu"]
+    assert main(["train", *arguments, *options, "--output", str(tmp_path / "m")]) == 0
+    printed = capsys.readouterr().out
+    meta = json.loads((tmp_path / "m" / "eft_config.json").read_text())
+    calibration = meta["history"]["calibration"]
+    assert meta["temperature"] == calibration["temperature"]
+    accuracy = 100 * meta["history"]["validation_accuracy"]
+    assert f"validation accuracy of the model (I-ELM head): {accuracy:.2f}" in printed
+    assert (
+        f"softmax temperature {calibration['temperature']:.4g}, fitted on the validation data "
+        f"(log-loss {calibration['validation_nll_uncalibrated']:.4f} -> "
+        f"{calibration['validation_nll']:.4f})"
+    ) in printed
 
 
 def test_evaluate_writes_predictions_and_metrics(trained):
@@ -105,6 +130,31 @@ def test_evaluate_writes_predictions_and_metrics(trained):
     same = run_eft("compare", str(preds), str(preds), "--samples", "200")
     assert same.returncode == 0, same.stderr
     assert "difference +0.00" in same.stdout and "yes" in same.stdout
+
+
+def test_validation_fraction_holds_out_training_rows(tiny_bert_dir, tmp_path):
+    from eft.cli import _load_training_data, build_parser
+
+    train = _write_csv(tmp_path / "train.csv", list(zip(TEXTS, LABELS, strict=True)))
+    dev = _write_csv(tmp_path / "dev.csv", list(zip(TEXTS[:8], LABELS[:8], strict=True)))
+
+    def load(*options: str, seed: int = 42):
+        args = build_parser().parse_args(["train", "--train", str(train), *options])
+        return _load_training_data(args, seed)
+
+    texts, labels, eval_texts, eval_labels = load("--validation-fraction", "0.25")
+    assert (len(texts), len(eval_texts)) == (48, 16) and len(eval_labels) == 16
+    rows = sorted(zip(texts + eval_texts, labels + eval_labels, strict=True))
+    assert rows == sorted(zip(TEXTS, LABELS, strict=True))  # every row once, either side
+    assert load("--validation-fraction", "0.25")[2] == eval_texts  # the seed decides
+    assert load("--validation-fraction", "0.25", seed=7)[2] != eval_texts
+    assert len(load("--max-train", "40", "--validation-fraction", "0.1")[2]) == 4
+    with pytest.raises(InputError, match="validation data already .--validation FILE"):
+        load("--validation", str(dev), "--validation-fraction", "0.1")
+    with pytest.raises(InputError, match="fraction 0.001 of 64 rows holds out no row"):
+        load("--validation-fraction", "0.001")
+    with pytest.raises(InputError, match=r"in \[0, 1\)"):
+        load("--validation-fraction", "1.5")
 
 
 def test_predict_texts_and_files(trained):

@@ -28,6 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from eft.atomic import atomic_dir, json_default
 from eft.backprop import EncoderWithLinearHead, train_backprop
+from eft.calibration import fit_temperature, negative_log_likelihood
 from eft.config import EFTConfig
 from eft.encoder import (
     TextEncoder,
@@ -307,7 +308,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
     ``tokenizer_``, ``head_`` (the :class:`IELMClassifier`, None for ``method="bp"``),
     ``timings_`` (seconds per phase), ``flops_`` (with ``flops=True``), ``history_`` (per BP
     epoch: loss, seconds and, with validation data, the linear head's accuracy; then the
-    trained model's ``validation_accuracy``), ``n_train_`` (training rows).
+    trained model's ``validation_accuracy`` and ``calibration``), ``n_train_`` (training
+    rows), ``temperature_`` (the softmax temperature of :meth:`predict_proba`, fitted on the
+    validation data for ``method="eft"``; 1 without validation data and for ``method="bp"``).
     """
 
     def __init__(self, config: EFTConfig | None = None, **overrides: Any) -> None:
@@ -578,10 +581,17 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             self.model_ = EFTModel(encoder, linear)
         self.head_ = head
         self.model_.eval()
+        self.temperature_ = 1.0
         if eval_ids is not None and head is not None:  # the trained model's, I-ELM head
             clock = time.perf_counter()
             scores = self._scores(self.model_, eval_ids)
             history["validation_accuracy"] = float((scores.argmax(1) == eval_index).mean())
+            self.temperature_ = fit_temperature(scores, eval_index)
+            history["calibration"] = {
+                "temperature": self.temperature_,
+                "validation_nll_uncalibrated": negative_log_likelihood(scores, eval_index),
+                "validation_nll": negative_log_likelihood(scores, eval_index, self.temperature_),
+            }
             timings["evaluation"] = timings.get("evaluation", 0.0) + time.perf_counter() - clock
         elif eval_ids is not None:  # method="bp": the kept epoch's (the best, with patience)
             stopping = cfg.early_stopping_patience is not None  # as train_backprop decides
@@ -741,8 +751,15 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[scores.argmax(1)]
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Softmax of the scores; same argmax as :meth:`predict` (not calibrated)."""
-        return softmax_keeping_argmax(torch.from_numpy(self.decision_function(texts))).numpy()
+        """``softmax(scores / temperature_)``; same argmax as :meth:`predict`.
+
+        With validation data the I-ELM's outputs are temperature-scaled (``temperature_``,
+        fitted on the validation texts: :mod:`eft.calibration`), so that the scores can be
+        read and thresholded as the softmax of a fine-tuned head; without, ``temperature_`` is
+        1 and the plain softmax of the ridge outputs is far too flat (not calibrated).
+        """
+        scores = torch.from_numpy(self.decision_function(texts))
+        return softmax_keeping_argmax(scores, getattr(self, "temperature_", 1.0)).numpy()
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Pooled features of the (fine-tuned) encoder, as the head sees them."""
@@ -800,6 +817,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             "labels": self.classes_.tolist(),
             "label_type": "int" if self.classes_.dtype.kind in "iu" else "str",
             "feature_dim": self.model_.encoder.feature_dim,
+            "temperature": getattr(self, "temperature_", 1.0),
             "timings": getattr(self, "timings_", {}),
             "flops": getattr(self, "flops_", None),
             "history": getattr(self, "history_", {}),
@@ -852,6 +870,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         model.classes_ = np.asarray(meta["labels"], dtype=dtype)
         model.device_ = accelerator_device
         model._autocast = _autocast_dtype(accelerator_device, config)
+        model.temperature_ = _temperature(folder, meta.get("temperature", 1.0))  # older saves: 1
         model.timings_ = meta.get("timings", {})
         model.flops_ = meta.get("flops")
         model.history_ = meta.get("history", {})
@@ -1017,6 +1036,16 @@ def elm_flops(
     solve = 2.0 / 3.0 * n_hidden**3 + 2.0 * n_outputs * n_hidden**2
     extra = (n_solves - 1) * (one_pass + 2.0 * n_samples * n_outputs * n_hidden)
     return one_pass + statistics + n_solves * solve + extra
+
+
+def _temperature(folder: Path, value: Any) -> float:
+    """The saved softmax temperature, checked: a positive finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < np.inf:
+        raise InputError(
+            f"{folder / CONFIG_FILE}: field 'temperature' is {value!r}; it must be a positive "
+            f"number (1 for no calibration). Fix the file or retrain."
+        )
+    return float(value)
 
 
 def read_model_metadata(folder: Path) -> dict[str, Any]:

@@ -46,6 +46,15 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_validation_fraction(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        help="hold out this fraction of the training rows (random, --seed) as validation data, "
+        "for data without a validation file or split, e.g. 0.1 as the paper (4.1)",
+    )
+
+
 def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
     """EFTConfig options shared by `eft train` and `eft tune`."""
     from eft.config import METHODS, MIXED_PRECISION, POOLINGS
@@ -184,13 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = train.add_argument_group("data")
     source.add_argument("--train", help="training file (.csv, .tsv, .jsonl, optionally .gz)")
-    source.add_argument("--validation", help="validation file (early stopping for --method bp)")
+    source.add_argument(
+        "--validation",
+        help="validation file (the model's validation score and the calibration of its scores; "
+        "early stopping for --method bp)",
+    )
     source.add_argument(
         "--dataset",
         help="a named dataset instead of --train: meld, iemocap, imdb, ag_news, trec, "
         "sst2 (see `eft data`)",
     )
     source.add_argument("--max-train", type=int, help="use a random subset of N training rows")
+    _add_validation_fraction(source)
     source.add_argument(
         "--stream",
         action="store_true",
@@ -263,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help='add every label\'s score to each line ("scores": [{"label", "score"}, ...], '
         "highest first, as a transformers pipeline with top_k=None): the softmax of the "
-        'head\'s outputs, whose first is "score" (not calibrated)',
+        "head's outputs (temperature-scaled if the model was trained with validation data), "
+        'whose first is "score"',
     )
     predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
 
@@ -301,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune_data.add_argument("--validation", help="validation file (required with --train)")
     tune_data.add_argument("--dataset", help="a named dataset with a validation split")
     tune_data.add_argument("--max-train", type=int, help="use a random subset of N training rows")
+    _add_validation_fraction(tune_data)
     tune_data.set_defaults(context_past=0, context_future=0)
     _add_data_options(tune_data)
     _add_method_options(tune, defaults)
@@ -431,7 +447,9 @@ def _config_from_args(args: argparse.Namespace):
     return EFTConfig.from_dict(values)
 
 
-def _load_training_data(args: argparse.Namespace):
+def _load_training_data(args: argparse.Namespace, seed: int):
+    """Training texts and labels, and the validation ones (or None); ``seed`` draws the rows
+    that ``--validation-fraction`` holds out."""
     from eft import datasets
 
     if bool(args.train) == bool(args.dataset):
@@ -473,6 +491,21 @@ def _load_training_data(args: argparse.Namespace):
 
         keep = np.sort(np.random.default_rng(0).permutation(len(texts))[: args.max_train])
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    fraction = getattr(args, "validation_fraction", None)  # checkpoints of older runs lack it
+    if fraction is not None:
+        if eval_texts is not None:
+            where = "--validation FILE" if args.train else f"the {args.dataset} validation split"
+            raise InputError(
+                f"--validation-fraction holds out training rows for validation, but there is "
+                f"validation data already ({where}); drop one of the two."
+            )
+        kept, held = datasets.hold_out(datasets.Split(texts, labels), fraction, seed)
+        if held is None:
+            raise InputError(
+                f"--validation-fraction {fraction} of {len(texts)} rows holds out no row; "
+                f"use a larger fraction."
+            )
+        texts, labels, eval_texts, eval_labels = kept.texts, kept.labels, held.texts, held.labels
     return texts, labels, eval_texts, eval_labels
 
 
@@ -522,15 +555,18 @@ def command_train(args: argparse.Namespace) -> int:
     _check_output_dir(output)  # fail before hours of training, not after
     stream = getattr(args, "stream", False)  # checkpoints of older runs lack it
     if stream:
-        if not args.train or args.dataset or args.max_train:
-            raise InputError("--stream reads a --train FILE (no --dataset, no --max-train).")
+        if not args.train or args.dataset or args.max_train or args.validation_fraction:
+            raise InputError(
+                "--stream reads a --train FILE (no --dataset, --max-train or "
+                "--validation-fraction; give --validation FILE)."
+            )
         eval_texts = eval_labels = None
         if args.validation:
             eval_texts, eval_labels = datasets.read_labeled_file(
                 args.validation, args.text_column, args.label_column, bad_rows=args.bad_rows
             )
     else:
-        texts, labels, eval_texts, eval_labels = _load_training_data(args)
+        texts, labels, eval_texts, eval_labels = _load_training_data(args, config.seed)
     cli_args = {k: v for k, v in vars(args).items() if k not in ("resume", "command")}
     try:
         classifier = EFTClassifier(config)
@@ -579,6 +615,18 @@ def command_train(args: argparse.Namespace) -> int:
             kept = "I-ELM head" if config.method == "eft" else "the kept epoch"
             score = 100 * history["validation_accuracy"]
             print(f"validation accuracy of the model ({kept}): {score:.2f}")
+        if "calibration" in history:
+            calibration = history["calibration"]
+            print(
+                f"softmax temperature {calibration['temperature']:.4g}, fitted on the validation "
+                f"data (log-loss {calibration['validation_nll_uncalibrated']:.4f} -> "
+                f"{calibration['validation_nll']:.4f})"
+            )
+        elif config.method == "eft":
+            print(
+                "predicted scores are not calibrated: train with validation data "
+                "(--validation FILE or --validation-fraction 0.1) to calibrate them"
+            )
         print(format_timings(classifier.timings_))
         if classifier.flops_:
             for name, value in classifier.flops_.items():
@@ -772,7 +820,7 @@ def command_tune(args: argparse.Namespace) -> int:
     from eft.tuning import finished_epochs, tune, write_tuning
 
     config = _config_from_args(args)
-    texts, labels, eval_texts, eval_labels = _load_training_data(args)
+    texts, labels, eval_texts, eval_labels = _load_training_data(args, config.seed)
     if eval_texts is None:
         raise InputError("Tuning needs validation data: --validation FILE, or a dataset with one.")
     try:

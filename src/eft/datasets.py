@@ -509,9 +509,9 @@ def _first_existing(candidates: Sequence[Path]) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def _hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
+def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
     """Split off ``round(fraction * n)`` random rows (numpy ``default_rng(seed)``) for
-    validation; both parts keep the original row order."""
+    validation (None where that is no row); both parts keep the original row order."""
     if not 0.0 <= fraction < 1.0:
         raise InputError(f"validation_fraction must be in [0, 1), got {fraction}")
     n_val = int(round(len(split) * fraction))
@@ -522,7 +522,7 @@ def _hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split | 
 
 
 def _with_validation(train: Split, fraction: float, seed: int) -> dict[str, Split]:
-    train, validation = _hold_out(train, fraction, seed)
+    train, validation = hold_out(train, fraction, seed)
     return {"train": train} if validation is None else {"train": train, "validation": validation}
 
 
@@ -816,7 +816,7 @@ def load_ag_news(
             )
         if not 0.0 < test_fraction < 1.0:
             raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
-        train, test = _hold_out(_read_ag_news(test_path), test_fraction, seed)
+        train, test = hold_out(_read_ag_news(test_path), test_fraction, seed)
         assert test is not None
         return Dataset(
             "ag_news",

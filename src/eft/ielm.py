@@ -265,14 +265,14 @@ def _eigen_solve(system: torch.Tensor, lambda_: torch.Tensor, warn: bool) -> tor
     return ((lambda_ @ vectors) * inverse_values) @ vectors.T
 
 
-def softmax_keeping_argmax(scores: torch.Tensor) -> torch.Tensor:
-    """Row-wise softmax whose argmax is always the scores' argmax.
+def softmax_keeping_argmax(scores: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Row-wise ``softmax(scores / temperature)`` whose argmax is always the scores' argmax.
 
-    Scores closer than the rounding of ``exp`` give equal probabilities, and ``argmax`` would
-    then pick the first; the top class is raised by one ulp there, so that ``predict_proba``
-    and ``predict`` agree in every case.
+    Scores closer than the rounding of ``exp`` (or of the division) give equal probabilities,
+    and ``argmax`` would then pick the first; the top class is raised by one ulp there, so
+    that ``predict_proba`` and ``predict`` agree in every case.
     """
-    proba = torch.softmax(scores, dim=1)
+    proba = torch.softmax(scores / temperature if temperature != 1.0 else scores, dim=1)
     top = scores.argmax(1)
     rows = torch.nonzero(proba.argmax(1) != top).flatten()
     if len(rows):

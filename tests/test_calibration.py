@@ -1,0 +1,62 @@
+"""Tests for eft.calibration: temperature scaling of the head's outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from eft.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+)
+
+
+def _sampled(temperature: float, n: int = 20_000, classes: int = 5, seed: int = 0):
+    """Scores and labels drawn from softmax(scores / temperature): a known right answer."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(n, classes))
+    proba = softmax(scores / temperature, axis=1)
+    labels = (proba.cumsum(1) > rng.random((n, 1))).argmax(1)
+    return scores, labels
+
+
+@pytest.mark.parametrize("temperature", [0.1, 1.0, 4.0])
+def test_fit_temperature_recovers_the_temperature_that_generated_the_labels(temperature):
+    scores, labels = _sampled(temperature)
+    fitted = fit_temperature(scores, labels)
+    assert fitted == pytest.approx(temperature, rel=0.08)
+    best = negative_log_likelihood(scores, labels, fitted)
+    for other in (fitted * 0.8, fitted * 1.25):  # a minimum, not just a point near it
+        assert best < negative_log_likelihood(scores, labels, other)
+
+
+def test_ridge_like_outputs_get_a_small_temperature_and_a_lower_nll():
+    # one-hot ridge targets: outputs near 1 for the right class, near 0 elsewhere
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 6, size=3000)
+    scores = np.eye(6)[labels] * 0.8 + rng.normal(scale=0.25, size=(3000, 6))
+    fitted = fit_temperature(scores, labels)
+    assert 0.02 < fitted < 0.5
+    plain, scaled = softmax(scores, axis=1), softmax(scores / fitted, axis=1)
+    assert plain.max(1).mean() < 0.4  # the flat softmax the scaling is for
+    assert negative_log_likelihood(scores, labels, fitted) < negative_log_likelihood(scores, labels)
+    assert expected_calibration_error(scaled, labels) < expected_calibration_error(plain, labels)
+    np.testing.assert_array_equal(scaled.argmax(1), scores.argmax(1))
+
+
+def test_expected_calibration_error_by_hand():
+    proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    labels = np.array([0, 1, 0, 1])
+    # bins (1/15 wide): {0.9, 0.9} accuracy 0.5 -> |0.5 - 0.9| x 2/4; {0.6} 1 -> 0.4 x 1/4;
+    # {0.7} 1 -> 0.3 x 1/4
+    assert expected_calibration_error(proba, labels) == pytest.approx(0.2 + 0.1 + 0.075)
+    assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0
+
+
+def test_fit_temperature_refuses_mismatched_input():
+    with pytest.raises(ValueError, match="one label per row"):
+        fit_temperature(np.zeros((3, 2)), np.zeros(2, dtype=int))
+    with pytest.raises(ValueError, match="one label per row"):
+        fit_temperature(np.zeros(3), np.zeros(3, dtype=int))
