@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from eft import InputError
@@ -117,10 +118,22 @@ def test_evaluate_writes_predictions_and_metrics(trained):
     for name in ("accuracy", "weighted_f1", "macro_f1", "precision", "recall", "support"):
         assert name in result.stdout
     lines = [json.loads(line) for line in preds.read_text().splitlines()]
-    assert len(lines) == 16 and {"id", "text", "label", "prediction"} <= set(lines[0])
+    assert len(lines) == 16 and {"id", "text", "label", "prediction", "score"} <= set(lines[0])
     scores = json.loads(metrics.read_text())
     accuracy = 100 * sum(x["label"] == x["prediction"] for x in lines) / 16
     assert scores["accuracy"] == pytest.approx(accuracy)
+    # probability metrics from predict_proba (this model has no validation data: T = 1)
+    from eft import EFTClassifier
+    from eft.calibration import expected_calibration_error
+
+    proba = EFTClassifier.from_pretrained(out, device="cpu").predict_proba(TEXTS[:16])
+    truth = [["neg", "pos"].index(label) for label in LABELS[:16]]
+    log_loss = -np.log(proba[np.arange(16), truth]).mean()
+    assert scores["log_loss"] == pytest.approx(log_loss, rel=1e-5)
+    assert f"log_loss    {log_loss:>8.4f}" in result.stdout
+    assert scores["ece"] == pytest.approx(100 * expected_calibration_error(proba, truth))
+    assert [x["score"] for x in lines] == pytest.approx(proba.max(1), abs=1e-6)
+    assert "scores not calibrated: the model was trained without validation data" in result.stdout
     per_class = scores["per_class"]  # what the --per-class table printed
     assert sum(row["support"] for row in per_class.values()) == 16
     for label, row in per_class.items():

@@ -676,6 +676,7 @@ def _saved_model_dir(args: argparse.Namespace, command: str) -> tuple[str, list[
 def command_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from eft.calibration import expected_calibration_error
     from eft.classifier import EFTClassifier
     from eft.metrics import classification_scores, per_class_scores
 
@@ -689,13 +690,20 @@ def command_evaluate(args: argparse.Namespace) -> int:
             f"The evaluation data has labels the model does not know: {unknown[:10]}; the model "
             f"was trained on {sorted(known)[:20]}."
         )
-    predictions = model.predict(texts)
+    proba = model.predict_proba(texts)  # its argmax is predict's
     truth = np.asarray([str(label) for label in labels])
-    predicted = np.asarray([str(p) for p in predictions])
+    predicted = np.asarray([str(c) for c in model.classes_[proba.argmax(1)]])
     scores = classification_scores(truth, predicted)
-    for name in ("accuracy", "weighted_f1", "macro_f1"):
+    column = {str(c): i for i, c in enumerate(model.classes_)}
+    truth_proba = proba[np.arange(len(truth)), [column[label] for label in truth]]
+    scores["log_loss"] = float(-np.log(np.clip(truth_proba, 1e-15, 1.0)).mean())
+    scores["ece"] = 100 * expected_calibration_error(proba, [column[label] for label in truth])
+    for name in ("accuracy", "weighted_f1", "macro_f1", "ece"):
         print(f"{name:<12}{scores[name]:>8.2f}")
+    print(f"{'log_loss':<12}{scores['log_loss']:>8.4f}")
     print(f"{'examples':<12}{len(texts):>8d}")
+    if model.temperature_ == 1.0 and model.head_ is not None:
+        print("(scores not calibrated: the model was trained without validation data)")
     per_class = per_class_scores(truth, predicted)
     if args.per_class:
         width = max(12, *(len(label) + 2 for label in per_class))
@@ -707,9 +715,12 @@ def command_evaluate(args: argparse.Namespace) -> int:
             )
     if args.predictions:
         lines = (
-            json.dumps({"id": i, "text": t, "label": y, "prediction": p}, ensure_ascii=False)
-            for i, (t, y, p) in enumerate(
-                zip(texts, truth.tolist(), predicted.tolist(), strict=True)
+            json.dumps(
+                {"id": i, "text": t, "label": y, "prediction": p, "score": round(float(q), 6)},
+                ensure_ascii=False,
+            )
+            for i, (t, y, p, q) in enumerate(
+                zip(texts, truth.tolist(), predicted.tolist(), proba.max(1), strict=True)
             )
         )
         write_text(args.predictions, "\n".join(lines) + "\n")
