@@ -152,6 +152,41 @@ def test_feature_pass_yields_compact_features(tiny_bert_dir, pooling):
     assert seen == len(TEXTS)
 
 
+def test_inference_passes_show_a_bar_only_when_they_take_a_while(
+    tiny_bert_dir, monkeypatch, capsys
+):
+    from eft.encoder import TextEncoder, extract_features, load_backbone, tokenize
+
+    backbone, tokenizer, _ = load_backbone(str(tiny_bert_dir))
+    ids = tokenize(tokenizer, TEXTS, 32)
+
+    def bar_text(delay: float) -> str:
+        encoder, cpu = TextEncoder(backbone), torch.device("cpu")
+        for _ in extract_features(encoder, ids, 0, 8, cpu, None, None, True, "scoring", delay):
+            pass
+        return capsys.readouterr().err
+
+    assert "scoring" in bar_text(0.0) and bar_text(60.0) == ""  # tqdm's delay
+    # predict, validation and features ask for a bar after 2 s, on the main process only
+    calls = []
+
+    def spy(*args, **kwargs):
+        if "progress_delay" in kwargs:  # the inference passes (not the training feature pass)
+            calls.append(kwargs)
+        return extract_features(*args, **kwargs)
+
+    monkeypatch.setattr(eft.classifier, "extract_features", spy)
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS, TEXTS, LABELS)
+    assert [c["description"] for c in calls] == ["validation"]
+    clf.set_params(progress=True).predict(TEXTS[:2])
+    clf.features(TEXTS[:2])
+    monkeypatch.setenv("RANK", "1")
+    clf.predict(TEXTS[:2])
+    shown = [(c["description"], c["progress"], c["progress_delay"]) for c in calls[1:]]
+    assert shown == [("predict", True, 2.0), ("features", True, 2.0), ("predict", False, 2.0)]
+    assert calls[0]["progress"] is False  # progress=False in the fit's config
+
+
 def test_head_feeder_joins_batches_and_copies_views(monkeypatch):
     """Fused mode's sink and partial pass add to the head in chunks of its batch_size rows,
     from copies: a pooled feature may be a view of a buffer that changes afterwards."""

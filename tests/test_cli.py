@@ -180,7 +180,9 @@ def test_predict_texts_and_files(trained):
     source = folder / "input.txt"
     source.write_text("great film\nawful book\n", encoding="utf-8")
     target = folder / "out.jsonl"
-    result = run_eft("predict", str(out), "--input", str(source), "--output", str(target))
+    result = run_eft(
+        "predict", str(out), "--input", str(source), "--output", str(target), "--quiet"
+    )
     assert result.returncode == 0, result.stderr
     assert [json.loads(x)["prediction"] for x in target.read_text().splitlines()] == [
         r["prediction"] for r in rows

@@ -503,7 +503,8 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             if eval_ids is not None:
 
                 def evaluate(model: torch.nn.Module) -> float:
-                    scores = self._scores(EFTModel(model.encoder, model.classifier), eval_ids)
+                    linear = EFTModel(model.encoder, model.classifier)
+                    scores = self._scores(linear, eval_ids, "validation")
                     return float((scores.argmax(1) == eval_index).mean())
 
             weights = None
@@ -584,7 +585,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         self.temperature_ = 1.0
         if eval_ids is not None and head is not None:  # the trained model's, I-ELM head
             clock = time.perf_counter()
-            scores = self._scores(self.model_, eval_ids)
+            scores = self._scores(self.model_, eval_ids, "validation")
             history["validation_accuracy"] = float((scores.argmax(1) == eval_index).mean())
             self.temperature_ = fit_temperature(scores, eval_index)
             history["calibration"] = {
@@ -724,7 +725,11 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "model_"):
             raise InputError("This EFTClassifier is not fitted; call fit() or from_pretrained().")
 
-    def _scores(self, model: torch.nn.Module, input_ids: list[list[int]]) -> np.ndarray:
+    def _scores(
+        self, model: torch.nn.Module, input_ids: list[list[int]], description: str = "predict"
+    ) -> np.ndarray:
+        """``model``'s outputs for every text, in eval mode; a progress bar (with
+        ``config.progress``, on the main process) for a pass that takes over 2 seconds."""
         out = np.zeros((len(input_ids), 0), dtype=np.float32)
         for rows, scores in extract_features(
             model,
@@ -733,6 +738,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             self.config.eval_batch_size,
             self.device_,
             self._autocast,
+            progress=self.config.progress and os.environ.get("RANK", "0") == "0",
+            description=description,
+            progress_delay=2.0,
         ):
             if out.shape[1] == 0:
                 out = np.zeros((len(input_ids), scores.shape[1]), dtype=np.float32)
@@ -766,7 +774,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         texts, _ = check_texts_and_labels(texts, None, "input")
         ids = tokenize(self.tokenizer_, texts, self.max_length_)
-        return self._scores(self.model_.encoder, ids)
+        return self._scores(self.model_.encoder, ids, "features")
 
     def score(self, texts: Sequence[str], labels: Sequence[Any]) -> float:
         """Accuracy on ``texts``."""

@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-class", action="store_true", help="also print precision, recall, F1 per label"
     )
     evaluate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
 
     predict = commands.add_parser(
         "predict", help="label texts with a saved model", formatter_class=_Formatter
@@ -281,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         'whose first is "score"',
     )
     predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
 
     data = commands.add_parser(
         "data", help="show a named dataset's splits and label counts", formatter_class=_Formatter
@@ -682,6 +684,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
     model_dir, _ = _saved_model_dir(args, "evaluate")
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
+    model.set_params(progress=not args.quiet)  # a bar for a pass over 2 s, on stderr
     texts, labels = _load_evaluation_data(args)
     known = {str(c) for c in model.classes_}
     unknown = sorted({str(label) for label in labels} - known)
@@ -748,6 +751,7 @@ def command_predict(args: argparse.Namespace) -> int:
 
         texts = read_text_file(args.input, args.text_column)
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
+    model.set_params(progress=not args.quiet)  # a bar for a pass over 2 s, on stderr
     proba = model.predict_proba(texts)
     labels = model.classes_[proba.argmax(1)]
     classes = model.classes_.tolist()  # Python ints and strings, as JSON writes them

@@ -293,11 +293,13 @@ def extract_features(
     indices: np.ndarray | None = None,
     progress: bool = False,
     description: str = "feedforward",
+    progress_delay: float = 0.0,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Stream ``(indices, features)`` batch by batch in eval mode (paper steps 6-7).
 
     Dropout is off (the authors' code left it on). Batches are length-sorted; ``indices``
-    restricts the pass to a subset (a rank's shard). Features stay on ``device``.
+    restricts the pass to a subset (a rank's shard). Features stay on ``device``. With
+    ``progress``, a bar appears after ``progress_delay`` seconds (tqdm's ``delay``).
     """
     from tqdm.auto import tqdm
 
@@ -307,7 +309,10 @@ def extract_features(
     lengths = [len(input_ids[i]) for i in subset]
     batches = sorted_batches(lengths, batch_size)
     try:
-        for batch in tqdm(batches, desc=description, disable=not progress, leave=False):
+        bar = tqdm(
+            batches, desc=description, disable=not progress, leave=False, delay=progress_delay
+        )
+        for batch in bar:
             rows = subset[batch]
             padded = pad_batch([input_ids[i] for i in rows], pad_id)
             padded = {k: v.to(device, non_blocking=True) for k, v in padded.items()}
