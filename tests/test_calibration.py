@@ -55,6 +55,15 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0
 
 
+def test_a_temperature_at_the_end_of_its_range_warns():
+    labels = np.array([0, 1, 2, 0])  # every text right, with a margin: T falls to its bound
+    with pytest.warns(RuntimeWarning, match="unreliable: every one is classified right"):
+        assert fit_temperature(np.eye(3)[labels], labels) < 0.05
+    rng = np.random.default_rng(2)  # outputs unrelated to the labels: T rises to its bound
+    with pytest.warns(RuntimeWarning, match="almost no information"):
+        fit_temperature(rng.normal(size=(500, 3)) * 1e-3, rng.integers(0, 3, 500))
+
+
 def test_fit_temperature_refuses_mismatched_input():
     with pytest.raises(ValueError, match="one label per row"):
         fit_temperature(np.zeros((3, 2)), np.zeros(2, dtype=int))

@@ -17,6 +17,8 @@ optimistic, and T fitted on them would be too small.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
@@ -39,7 +41,8 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
 
     ``scores``: (n, n_classes) outputs on held-out data; ``labels``: their column indices.
     A bounded search over log10(T) in :data:`LOG10_TEMPERATURE_BOUNDS` (the NLL is smooth in
-    log T; where every held-out text is right and one class, it falls towards the lower bound).
+    log T). Where every held-out text is classified right with a margin the NLL keeps falling
+    with T towards 0, and T is unreliable: a RuntimeWarning says so.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
@@ -54,6 +57,24 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
         method="bounded",
         options={"xatol": 1e-4},
     )
+    low, high = LOG10_TEMPERATURE_BOUNDS
+    if result.x <= low + 0.01 or result.fun < 1e-4:  # the NLL still falls, or is spent
+        warnings.warn(
+            f"The softmax temperature fitted on {len(labels)} held-out texts (T = "
+            f"{10.0**result.x:.3g}) is unreliable: every one is classified right with a clear "
+            f"margin, so the probabilities will be close to 0 and 1. Calibrate on more (or "
+            f"harder) validation data.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    elif result.x >= high - 0.01:
+        warnings.warn(
+            f"The softmax temperature reached the top of its range (T = {10.0**result.x:.3g}) "
+            f"on {len(labels)} held-out texts: the outputs carry almost no information about "
+            f"the labels.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return float(10.0**result.x)
 
 
