@@ -80,6 +80,11 @@ def test_killed_run_resumes_to_the_uninterrupted_model(method, tiny_bert_dir, tm
     state = read_checkpoint(checkpoint)
     assert 1 <= state["epoch"] < 3, "the run must be killed between its first and last epoch"
     assert not out.exists()
+    state_file = checkpoint / "checkpoint.json"  # as an older eft wrote it: newer options absent
+    older = json.loads(state_file.read_text())
+    for option in ("validation_fraction", "stream"):
+        del older["cli_args"][option]
+    state_file.write_text(json.dumps(older))
 
     resumed = run_eft("train", "--resume", str(checkpoint), "--quiet")
     assert resumed.returncode == 0, resumed.stderr

@@ -557,7 +557,8 @@ def command_train(args: argparse.Namespace) -> int:
     _check_output_dir(output)  # fail before hours of training, not after
     stream = getattr(args, "stream", False)  # checkpoints of older runs lack it
     if stream:
-        if not args.train or args.dataset or args.max_train or args.validation_fraction:
+        held_out = getattr(args, "validation_fraction", None)  # and this
+        if not args.train or args.dataset or args.max_train or held_out:
             raise InputError(
                 "--stream reads a --train FILE (no --dataset, --max-train or "
                 "--validation-fraction; give --validation FILE)."
