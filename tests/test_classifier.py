@@ -180,7 +180,7 @@ def test_inference_passes_show_a_bar_only_when_they_take_a_while(
     assert [c["description"] for c in calls] == ["validation"]
     clf.set_params(progress=True).predict(TEXTS[:2])
     clf.features(TEXTS[:2])
-    monkeypatch.setenv("RANK", "1")
+    clf.is_main_process_ = False  # as on another rank of a distributed run
     clf.predict(TEXTS[:2])
     shown = [(c["description"], c["progress"], c["progress_delay"]) for c in calls[1:]]
     assert shown == [("predict", True, 2.0), ("features", True, 2.0), ("predict", False, 2.0)]

@@ -469,6 +469,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         head_weights = self._class_weights(counts, classes)
 
         self.tokenizer_, self.classes_, self.device_ = tokenizer, classes, device
+        self.is_main_process_ = accelerator.is_main_process
         self._autocast = _autocast_dtype(device, cfg)
         head = None
         fused = cfg.method == "eft" and cfg.elm_from_last_epoch
@@ -605,7 +606,6 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = history
         self.model_name_ = name
         self.n_train_ = len(data)
-        self.is_main_process_ = accelerator.is_main_process
         return self
 
     def _class_weights(self, counts: np.ndarray, classes: np.ndarray) -> dict[int, float] | None:
@@ -738,7 +738,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             self.config.eval_batch_size,
             self.device_,
             self._autocast,
-            progress=self.config.progress and os.environ.get("RANK", "0") == "0",
+            progress=self.config.progress and self.is_main_process_,
             description=description,
             progress_delay=2.0,
         ):
