@@ -420,8 +420,9 @@ def test_input_errors(tiny_bert_dir, tmp_path):
     for eval_texts, eval_labels in ((["so so"], None), (None, ["pos"])):
         with pytest.raises(InputError, match="eval_texts and eval_labels go together"):
             clf.fit(TEXTS, LABELS, eval_texts, eval_labels)
-    with pytest.raises(InputError, match="not fitted"):
-        clf.predict(["x"])
+    for unfitted in (clf.predict, clf.features):
+        with pytest.raises(InputError, match="not fitted"):
+            unfitted(["x"])
     with pytest.raises(InputError, match="not one string"):
         clf.fit("one long text", ["pos"])
     fitted = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
@@ -533,3 +534,92 @@ def test_device_side_checks_and_timers_give_the_same_model(tiny_bert_dir, monkey
         )
         np.testing.assert_array_equal(deferred.predict(TEXTS), reference.predict(TEXTS))
         assert deferred.timings_["elm"] > 0 and deferred.timings_["feedforward"] >= 0
+
+
+# -- text pairs (sentence-pair tasks) ---------------------------------------------------------
+
+PREMISES = ["i love this movie", "the team won the game", "the stock price rise", "a big city"]
+PAIR_TEXTS = [(p, p) for p in PREMISES] + [
+    ("i love this movie", "i hate this movie"),
+    ("the team won the game", "the team lost the game"),
+    ("the stock price rise", "the stock price fall"),
+    ("a big city", "a small city"),
+]
+PAIR_LABELS = ["same"] * 4 + ["different"] * 4
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert_dir", "tiny_roberta_dir"])
+def test_text_pairs_are_encoded_as_the_tokenizer_encodes_them(fixture, request):
+    from transformers import AutoModel, AutoTokenizer
+
+    from eft.encoder import TextEncoder, pad_batch, token_types, tokenize
+
+    model_dir = request.getfixturevalue(fixture)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    firsts, seconds = zip(*PAIR_TEXTS, strict=True)
+    reference = tokenizer(list(firsts), list(seconds), truncation=True, max_length=9)
+    ids = tokenize(tokenizer, PAIR_TEXTS, 9)
+    assert ids == [list(x) for x in reference["input_ids"]]
+    assert max(len(x) for x in ids) == 9  # truncated, longest segment first
+    batch = pad_batch(ids, tokenizer.pad_token_id)
+    backbone = AutoModel.from_pretrained(model_dir)
+    encoder = TextEncoder(backbone, "cls", tokenizer.sep_token_id)
+    if "token_type_ids" in reference:
+        padded = tokenizer.pad(dict(reference), padding=True, return_tensors="pt")
+        derived = token_types(batch["input_ids"], batch["attention_mask"], tokenizer.sep_token_id)
+        assert torch.equal(derived, padded["token_type_ids"] * batch["attention_mask"])
+        assert derived.sum() > 0  # segment B is there
+    if backbone.config.type_vocab_size > 1:  # BERT: segment B gets its own embedding
+        assert encoder.pair_separator_id == tokenizer.sep_token_id
+        backbone.eval()
+        with torch.no_grad():
+            ours = encoder(**batch)
+            plain = TextEncoder(backbone, "cls")(**batch)
+            expected = backbone(
+                **batch,
+                token_type_ids=token_types(
+                    batch["input_ids"], batch["attention_mask"], tokenizer.sep_token_id
+                ),
+            ).last_hidden_state[:, 0]
+        torch.testing.assert_close(ours, expected)
+        assert not torch.allclose(ours, plain)
+    else:  # RoBERTa: one token type, nothing to set
+        assert encoder.pair_separator_id is None
+
+
+@pytest.mark.filterwarnings("ignore:The softmax temperature fitted on 8")  # tiny, all right
+def test_text_pairs_fit_save_load_and_refuse_the_other_kind(tiny_bert_dir, tmp_path):
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1)).fit(
+        PAIR_TEXTS * 4, PAIR_LABELS * 4, PAIR_TEXTS, PAIR_LABELS
+    )
+    assert clf.text_pairs_ is True
+    assert clf.model_.encoder.pair_separator_id is not None
+    as_lists = [list(pair) for pair in PAIR_TEXTS]  # lists work as tuples
+    np.testing.assert_array_equal(clf.predict(as_lists), clf.predict(PAIR_TEXTS))
+    assert clf.features(PAIR_TEXTS).shape == (len(PAIR_TEXTS), 32)
+    out = clf.save_pretrained(tmp_path / "pairs")
+    assert json.loads((out / "eft_config.json").read_text())["text_pairs"] is True
+    loaded = EFTClassifier.from_pretrained(out, device="cpu")
+    assert loaded.text_pairs_ is True
+    np.testing.assert_allclose(
+        loaded.decision_function(PAIR_TEXTS),
+        clf.decision_function(PAIR_TEXTS),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(InputError, match="trained on text pairs.*one string per text|pass \\(text"):
+        loaded.predict(["i love this movie"])
+    single = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    assert single.text_pairs_ is False and single.model_.encoder.pair_separator_id is None
+    with pytest.raises(InputError, match="trained on single texts"):
+        single.predict(PAIR_TEXTS)
+    with pytest.raises(InputError, match="both be text pairs or both single texts"):
+        EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(
+            TEXTS, LABELS, PAIR_TEXTS, PAIR_LABELS
+        )
+    with pytest.raises(InputError, match="1 training text pair.*first at row 2"):
+        EFTClassifier(_config(tiny_bert_dir)).fit(
+            PAIR_TEXTS[:2] + ["one text"] + PAIR_TEXTS[3:], PAIR_LABELS
+        )
+    with pytest.raises(InputError, match="1 training text pair"):
+        EFTClassifier(_config(tiny_bert_dir)).fit(PAIR_TEXTS[:7] + [("a text", " ")], PAIR_LABELS)

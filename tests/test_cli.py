@@ -200,6 +200,53 @@ def test_predict_texts_and_files(trained):
         assert r["scores"][0]["score"] >= r["scores"][1]["score"]
 
 
+def test_text_pairs_from_two_columns_train_evaluate_and_predict(tiny_bert_dir, tmp_path, capsys):
+    from eft import EFTClassifier
+    from eft.cli import main
+    from tests.test_classifier import PAIR_LABELS, PAIR_TEXTS
+
+    header = ("premise", "hypothesis", "label")
+    rows = [(a, b, y) for (a, b), y in zip(PAIR_TEXTS, PAIR_LABELS, strict=True)]
+    train = _write_csv(tmp_path / "train.csv", rows * 4, header=header)
+    dev = _write_csv(tmp_path / "dev.csv", rows, header=header)
+    columns = ["--text-column", "premise", "--text-pair-column", "hypothesis"]
+    options = ["--model", str(tiny_bert_dir), "--bp-epochs", "1", "--n-hidden", "32"]
+    options += ["--batch-size", "8", "--device", "cpu", "--quiet"]
+    out = tmp_path / "model"
+    arguments = ["train", "--train", str(train), "--validation", str(dev), *columns, *options]
+    assert main([*arguments, "--output", str(out)]) == 0
+    model = EFTClassifier.from_pretrained(out, device="cpu")
+    assert model.text_pairs_
+    expected = model.predict(PAIR_TEXTS).tolist()
+
+    predictions = tmp_path / "preds.jsonl"
+    evaluate = ["evaluate", str(out), "--data", str(dev), *columns, "--quiet"]
+    assert main([*evaluate, "--predictions", str(predictions)]) == 0
+    lines = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert [(r["text"], r["text_pair"]) for r in lines] == PAIR_TEXTS
+    assert [r["prediction"] for r in lines] == expected
+
+    target = tmp_path / "out.jsonl"
+    assert main(["predict", str(out), "--input", str(dev), *columns, "--output", str(target)]) == 0
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [(r["text"], r["text_pair"], r["prediction"]) for r in lines] == [
+        (a, b, y) for (a, b), y in zip(PAIR_TEXTS, expected, strict=True)
+    ]
+    capsys.readouterr()
+    refusals = [
+        (["predict", str(out), "two words"], "trained on text pairs: give them in --input"),
+        (["predict", str(out), "two words", *columns], "names a column of --input FILE"),
+        ([*arguments, "--stream", "--output", str(tmp_path / "s")], "--stream reads single"),
+        (
+            ["train", "--dataset", "trec", *columns, *options, "--output", str(tmp_path / "d")],
+            "the trec dataset holds single",
+        ),
+    ]
+    for argv, message in refusals:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_predict_keeps_integer_labels_integers_in_every_field(tiny_bert_dir, tmp_path):
     from eft import EFTClassifier
     from tests.test_classifier import LABELS, TEXTS, _config

@@ -372,6 +372,34 @@ def test_read_csv_tsv_jsonl_and_gzip(tmp_path):
     assert read_labeled_file(tmp_path / "a.jsonl.gz", "review", "y") == (texts, labels)
 
 
+def test_text_pair_columns_give_text_pairs(tmp_path):
+    from eft.benchmark import load_file_splits
+
+    tsv = "sentence1\tsentence2\tlabel\na man sleeps\ta person rests\t1\nit rains\tit is dry\t0\n"
+    (tmp_path / "pairs.tsv").write_text(tsv, encoding="utf-8")
+    pairs = [("a man sleeps", "a person rests"), ("it rains", "it is dry")]
+    read = read_labeled_file(tmp_path / "pairs.tsv", "sentence1", text_pair_column="sentence2")
+    assert read == (pairs, ["1", "0"])
+    assert (
+        read_text_file(tmp_path / "pairs.tsv", "sentence1", text_pair_column="sentence2") == pairs
+    )
+    splits = load_file_splits(*[tmp_path / "pairs.tsv"] * 3, "sentence1", "label", "sentence2")
+    assert [split.texts for split in splits] == [pairs] * 3
+    with pytest.raises(InputError, match="column 'hypothesis' not found.*sentence2"):
+        read_labeled_file(tmp_path / "pairs.tsv", "sentence1", text_pair_column="hypothesis")
+    (tmp_path / "gap.tsv").write_text(tsv + "it snows\t\t1\n", encoding="utf-8")
+    with pytest.raises(InputError, match="1 bad row.*data row 3.*empty 'sentence2'"):
+        read_labeled_file(tmp_path / "gap.tsv", "sentence1", text_pair_column="sentence2")
+    with pytest.warns(UserWarning, match="skipped 1 bad row"):
+        kept = read_labeled_file(
+            tmp_path / "gap.tsv", "sentence1", text_pair_column="sentence2", bad_rows="skip"
+        )
+    assert kept == (pairs, ["1", "0"])
+    (tmp_path / "lines.txt").write_text("a man sleeps\n", encoding="utf-8")
+    with pytest.raises(InputError, match="text pairs need a .csv, .tsv or .jsonl file"):
+        read_text_file(tmp_path / "lines.txt", text_pair_column="sentence2")
+
+
 def test_read_csv_with_bom_and_crlf(tmp_path):
     (tmp_path / "b.csv").write_bytes(b"\xef\xbb\xbftext,label\r\nh\xc3\xa9llo,x\r\n")
     assert read_labeled_file(tmp_path / "b.csv") == (["héllo"], ["x"])

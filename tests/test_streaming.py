@@ -72,6 +72,8 @@ def test_as_row_stream_accepts_reiterables_and_refuses_generators():
         list(as_row_stream(dicts, "sentence"))
     with pytest.raises(InputError, match="mix types"):
         scan_rows(as_row_stream([("a", 1), ("b", "1")]))
+    with pytest.raises(InputError, match="row 2 of the stream holds a text pair; streams read"):
+        list(as_row_stream([("a text", "x"), (("a text", "its pair"), "y")]))
 
 
 def test_bp_batches_in_one_chunk_follow_the_in_memory_sampler():

@@ -117,10 +117,16 @@ def load_file_splits(
     test: str | Path,
     text_column: str = "text",
     label_column: str = "label",
+    text_pair_column: str | None = None,
 ) -> tuple[datasets.Split, datasets.Split, datasets.Split]:
-    """Your own train, validation and test files (CSV, TSV or JSONL, optionally ``.gz``)."""
+    """Your own train, validation and test files (CSV, TSV or JSONL, optionally ``.gz``);
+    with ``text_pair_column``, every text is a ``(text, text_pair)`` pair."""
     return tuple(
-        datasets.Split(*datasets.read_labeled_file(path, text_column, label_column))
+        datasets.Split(
+            *datasets.read_labeled_file(
+                path, text_column, label_column, text_pair_column=text_pair_column
+            )
+        )
         for path in (train, validation, test)
     )
 
@@ -146,6 +152,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     files.add_argument("--validation", help="validation file (early stopping and --tune)")
     files.add_argument("--test", help="test file")
     files.add_argument("--text-column", default="text", help="column (or JSON key) of the text")
+    files.add_argument(
+        "--text-pair-column",
+        help="second text column for sentence-pair tasks (NLI, paraphrase): each example is "
+        "the pair, encoded as tokenizer(text, text_pair) encodes it",
+    )
     files.add_argument("--label-column", default="label", help="column (or JSON key) of the label")
     files.add_argument("--name", help="name in the results (default: the train file's folder)")
     parser.add_argument(
@@ -539,7 +550,8 @@ def _splits_from_args(args: argparse.Namespace):
         return load_splits(
             args.dataset, args.data_dir, args.max_train, args.max_validation, args.max_test
         )
-    splits = load_file_splits(*files, args.text_column, args.label_column)
+    pair_column = getattr(args, "text_pair_column", None)  # benches of older runs lack it
+    splits = load_file_splits(*files, args.text_column, args.label_column, pair_column)
     limits = (args.max_train, args.max_validation, args.max_test)
     return (*_subsample(splits, limits), {"files": [str(Path(f)) for f in files]})
 

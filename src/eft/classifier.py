@@ -34,6 +34,7 @@ from eft.encoder import (
     TextEncoder,
     check_model_dir,
     extract_features,
+    is_text_pair,
     load_backbone,
     model_max_length,
     quiet_transformers,
@@ -53,8 +54,9 @@ LINEAR_HEAD_FILE = "linear_head.safetensors"
 
 def check_texts_and_labels(
     texts: Sequence[Any], labels: Sequence[Any] | None, what: str = "training"
-) -> tuple[list[str], np.ndarray | None]:
-    """Texts must be non-empty strings; labels all ints or all strings, one per text."""
+) -> tuple[list[Any], np.ndarray | None]:
+    """Texts must be non-empty strings, or all ``(text, text_pair)`` pairs of them; labels all
+    ints or all strings, one per text."""
     if isinstance(texts, (str, bytes)):  # else one text becomes a list of characters
         raise InputError(
             f"The {what} texts must be a list of strings, not one string: pass [text]."
@@ -62,12 +64,29 @@ def check_texts_and_labels(
     texts = list(texts)
     if not texts:
         raise InputError(f"No {what} texts were given.")
+    if is_text_pair(texts[0]):
+        texts = [tuple(t) if is_text_pair(t) else t for t in texts]
+        bad = [
+            i for i, t in enumerate(texts) if not is_text_pair(t) or not all(p.strip() for p in t)
+        ]
+        if bad:
+            raise InputError(
+                f"{len(bad)} {what} text pair(s) are not two non-empty strings (first at row "
+                f"{bad[0]}; the first row is a pair, so every row must be one); drop or fill them."
+            )
+        return _checked_labels(texts, labels, what)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad:
         raise InputError(
             f"{len(bad)} {what} text(s) are empty or not strings (first at row {bad[0]}); "
             f"drop or fill them."
         )
+    return _checked_labels(texts, labels, what)
+
+
+def _checked_labels(
+    texts: list[Any], labels: Sequence[Any] | None, what: str
+) -> tuple[list[Any], np.ndarray | None]:
     if labels is None:
         return texts, None
     labels = list(labels.tolist() if hasattr(labels, "tolist") else labels)
@@ -344,17 +363,20 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(
         self,
-        texts: Sequence[str],
+        texts: Sequence[Any],
         labels: Sequence[Any],
-        eval_texts: Sequence[str] | None = None,
+        eval_texts: Sequence[Any] | None = None,
         eval_labels: Sequence[Any] | None = None,
         resume_from: str | os.PathLike | None = None,
         checkpoint_metadata: dict[str, Any] | None = None,
     ) -> EFTClassifier:
         """Run the BP stage, the feedforward pass and the I-ELM solve (or the baseline).
 
-        ``resume_from`` continues from a checkpoint written to ``config.checkpoint_dir`` by an
-        interrupted run with the same configuration and data.
+        ``texts`` are strings or, for sentence-pair tasks (NLI, paraphrase), ``(text,
+        text_pair)`` tuples, encoded as ``tokenizer(text, text_pair)`` encodes them; the fitted
+        model then takes pairs (``text_pairs_``). ``resume_from`` continues from a checkpoint
+        written to ``config.checkpoint_dir`` by an interrupted run with the same configuration
+        and data.
         """
         texts, labels = check_texts_and_labels(texts, labels)
         classes, label_index = np.unique(labels, return_inverse=True)
@@ -367,7 +389,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
     def fit_stream(
         self,
         train: Any,
-        eval_texts: Sequence[str] | None = None,
+        eval_texts: Sequence[Any] | None = None,
         eval_labels: Sequence[Any] | None = None,
         *,
         text_column: str = "text",
@@ -407,7 +429,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         data: _TextsInMemory | _TextStream,
         classes: np.ndarray,
         counts: np.ndarray,
-        eval_texts: Sequence[str] | None,
+        eval_texts: Sequence[Any] | None,
         eval_labels: Sequence[Any] | None,
         resume_from: str | os.PathLike | None,
         checkpoint_metadata: dict[str, Any] | None,
@@ -425,6 +447,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             )
         if eval_texts is not None:
             eval_texts, eval_labels = check_texts_and_labels(eval_texts, eval_labels, "evaluation")
+            if is_text_pair(eval_texts[0]) != data.text_pairs:
+                raise InputError(
+                    "The training and validation data must both be text pairs or both single "
+                    f"texts; the training data holds {_kind(data.text_pairs)} and the "
+                    f"validation data {_kind(not data.text_pairs)}."
+                )
             unknown = sorted(set(eval_labels.tolist()) - set(classes.tolist()))
             if unknown:
                 raise InputError(
@@ -453,7 +481,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
         set_seed(cfg.seed)
         backbone, tokenizer, name = load_backbone(cfg.model, cfg.trust_remote_code)
-        encoder = TextEncoder(backbone, cfg.pooling).to(device)
+        self.text_pairs_ = data.text_pairs
+        encoder = TextEncoder(backbone, cfg.pooling, _separator_id(tokenizer, data.text_pairs))
+        encoder = encoder.to(device)
         flops = _FlopCounter(cfg.flops)
         timings: dict[str, float] = {"bp": 0.0, "feedforward": 0.0, "elm": 0.0}
         history: dict[str, Any] = {}
@@ -747,18 +777,29 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             out[rows] = scores.cpu().numpy()
         return out
 
-    def decision_function(self, texts: Sequence[str]) -> np.ndarray:
-        """Class scores (n, n_classes): I-ELM outputs, or the baseline's logits."""
+    def _input_ids(self, texts: Sequence[Any]) -> list[list[int]]:
         self._check_fitted()
         texts, _ = check_texts_and_labels(texts, None, "input")
-        return self._scores(self.model_, tokenize(self.tokenizer_, texts, self.max_length_))
+        pairs = getattr(self, "text_pairs_", False)
+        if is_text_pair(texts[0]) != pairs:
+            raise InputError(
+                f"This model was trained on {_kind(pairs)}, but the input holds "
+                f"{_kind(not pairs)}; pass "
+                + ("(text, text_pair) tuples." if pairs else "one string per text.")
+            )
+        return tokenize(self.tokenizer_, texts, self.max_length_)
 
-    def predict(self, texts: Sequence[str]) -> np.ndarray:
+    def decision_function(self, texts: Sequence[Any]) -> np.ndarray:
+        """Class scores (n, n_classes): I-ELM outputs, or the baseline's logits."""
+        input_ids = self._input_ids(texts)  # checks that the model is fitted first
+        return self._scores(self.model_, input_ids)
+
+    def predict(self, texts: Sequence[Any]) -> np.ndarray:
         """Predicted label of every text."""
         scores = self.decision_function(texts)
         return self.classes_[scores.argmax(1)]
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+    def predict_proba(self, texts: Sequence[Any]) -> np.ndarray:
         """``softmax(scores / temperature_)``; same argmax as :meth:`predict`.
 
         With validation data the I-ELM's outputs are temperature-scaled (``temperature_``,
@@ -769,14 +810,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         scores = torch.from_numpy(self.decision_function(texts))
         return softmax_keeping_argmax(scores, getattr(self, "temperature_", 1.0)).numpy()
 
-    def features(self, texts: Sequence[str]) -> np.ndarray:
+    def features(self, texts: Sequence[Any]) -> np.ndarray:
         """Pooled features of the (fine-tuned) encoder, as the head sees them."""
-        self._check_fitted()
-        texts, _ = check_texts_and_labels(texts, None, "input")
-        ids = tokenize(self.tokenizer_, texts, self.max_length_)
-        return self._scores(self.model_.encoder, ids, "features")
+        input_ids = self._input_ids(texts)
+        return self._scores(self.model_.encoder, input_ids, "features")
 
-    def score(self, texts: Sequence[str], labels: Sequence[Any]) -> float:
+    def score(self, texts: Sequence[Any], labels: Sequence[Any]) -> float:
         """Accuracy on ``texts``."""
         return float(np.mean(self.predict(texts) == np.asarray(labels)))
 
@@ -825,6 +864,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             "labels": self.classes_.tolist(),
             "label_type": "int" if self.classes_.dtype.kind in "iu" else "str",
             "feature_dim": self.model_.encoder.feature_dim,
+            "text_pairs": getattr(self, "text_pairs_", False),
             "temperature": getattr(self, "temperature_", 1.0),
             "timings": getattr(self, "timings_", {}),
             "flops": getattr(self, "flops_", None),
@@ -861,8 +901,13 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 )
         except (OSError, ValueError) as error:
             raise InputError(f"{folder} is incomplete or damaged: {error}") from error
-        encoder = TextEncoder(backbone, config.pooling).to(accelerator_device)
+        text_pairs = meta.get("text_pairs", False)  # older saves: single texts
+        if not isinstance(text_pairs, bool):
+            raise InputError(f"{folder / CONFIG_FILE}: 'text_pairs' must be true or false.")
+        encoder = TextEncoder(backbone, config.pooling, _separator_id(tokenizer, text_pairs))
+        encoder = encoder.to(accelerator_device)
         model = cls(config)
+        model.text_pairs_ = text_pairs
         if config.method == "eft":
             model.head_ = IELMClassifier.load(folder / head_file, device=str(accelerator_device))
             head = model.head_.to_module()
@@ -892,9 +937,10 @@ class _TextsInMemory:
 
     cacheable = True  # the features of further I-ELM passes may be kept in memory
 
-    def __init__(self, texts: Sequence[str], label_index: np.ndarray) -> None:
+    def __init__(self, texts: Sequence[Any], label_index: np.ndarray) -> None:
         self.texts = texts
         self.label_index = label_index
+        self.text_pairs = is_text_pair(texts[0])
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -938,6 +984,7 @@ class _TextStream:
     :mod:`eft.streaming`)."""
 
     cacheable = False  # a stream may not fit in memory, nor its features: read it again
+    text_pairs = False  # streams read single texts (eft.streaming)
 
     def __init__(self, rows, n_rows: int, classes: np.ndarray, chunk_rows: int) -> None:
         self.rows = rows
@@ -1011,6 +1058,15 @@ class _StreamBatches:
             batch = pad_batch(ids, self.data.pad_id)
             batch["labels"] = torch.tensor(labels, dtype=torch.long)
             yield batch
+
+
+def _kind(text_pairs: bool) -> str:
+    return "text pairs" if text_pairs else "single texts"
+
+
+def _separator_id(tokenizer: Any, text_pairs: bool) -> int | None:
+    """The separator that ends a pair's first segment (token types; see ``TextEncoder``)."""
+    return getattr(tokenizer, "sep_token_id", None) if text_pairs else None
 
 
 def _check_finite(features: torch.Tensor, config: EFTConfig) -> None:

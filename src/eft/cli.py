@@ -30,8 +30,17 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+def _add_text_pair_column(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--text-pair-column",
+        help="second text column for sentence-pair tasks (NLI, paraphrase): each example is "
+        "the pair, encoded as tokenizer(text, text_pair) encodes it",
+    )
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-column", default="text", help="column (or JSON key) of the text")
+    _add_text_pair_column(parser)
     parser.add_argument("--label-column", default="label", help="column (or JSON key) of the label")
     parser.add_argument(
         "--bad-rows",
@@ -272,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="texts to label (or use --input)")
     predict.add_argument("--input", help="file of texts: .txt (one per line), .csv, .tsv, .jsonl")
     predict.add_argument("--text-column", default="text", help="text column of --input")
+    _add_text_pair_column(predict)
     predict.add_argument("--output", help="write JSONL predictions here (default: stdout)")
     predict.add_argument(
         "--all-scores",
@@ -459,6 +469,12 @@ def _load_training_data(args: argparse.Namespace, seed: int):
     if args.context_past or args.context_future:
         if not args.dataset:
             raise InputError("--context-past/--context-future need --dataset (dialogue data).")
+    pair_column = _text_pair_column(args)
+    if pair_column and args.dataset:
+        raise InputError(
+            "--text-pair-column reads a second text column of --train/--validation files; the "
+            f"{args.dataset} dataset holds single texts."
+        )
     if args.dataset:
         dataset = datasets.load(args.dataset, data_dir=args.data_dir)
         train = dataset.splits["train"]
@@ -481,12 +497,20 @@ def _load_training_data(args: argparse.Namespace, seed: int):
         eval_labels = list(validation.labels) if validation else None
     else:
         texts, labels = datasets.read_labeled_file(
-            args.train, args.text_column, args.label_column, bad_rows=args.bad_rows
+            args.train,
+            args.text_column,
+            args.label_column,
+            bad_rows=args.bad_rows,
+            text_pair_column=pair_column,
         )
         eval_texts = eval_labels = None
         if args.validation:
             eval_texts, eval_labels = datasets.read_labeled_file(
-                args.validation, args.text_column, args.label_column, bad_rows=args.bad_rows
+                args.validation,
+                args.text_column,
+                args.label_column,
+                bad_rows=args.bad_rows,
+                text_pair_column=pair_column,
             )
     if args.max_train and args.max_train < len(texts):
         import numpy as np
@@ -509,6 +533,17 @@ def _load_training_data(args: argparse.Namespace, seed: int):
             )
         texts, labels, eval_texts, eval_labels = kept.texts, kept.labels, held.texts, held.labels
     return texts, labels, eval_texts, eval_labels
+
+
+def _text_pair_column(args: argparse.Namespace) -> str | None:
+    return getattr(args, "text_pair_column", None)  # checkpoints of older runs lack it
+
+
+def _text_fields(text: str | tuple[str, str]) -> dict[str, str]:
+    """A JSONL line's text fields: ``text``, and ``text_pair`` for a pair."""
+    if isinstance(text, tuple):
+        return {"text": text[0], "text_pair": text[1]}
+    return {"text": text}
 
 
 def format_timings(timings: dict[str, float]) -> str:
@@ -562,6 +597,11 @@ def command_train(args: argparse.Namespace) -> int:
             raise InputError(
                 "--stream reads a --train FILE (no --dataset, --max-train or "
                 "--validation-fraction; give --validation FILE)."
+            )
+        if _text_pair_column(args):
+            raise InputError(
+                "--stream reads single texts; train on text pairs (--text-pair-column) "
+                "without --stream."
             )
         eval_texts = eval_labels = None
         if args.validation:
@@ -652,7 +692,11 @@ def _load_evaluation_data(args: argparse.Namespace):
         split = dataset.splits[args.split]
         return list(split.texts), list(split.labels)
     return datasets.read_labeled_file(
-        args.data, args.text_column, args.label_column, bad_rows=args.bad_rows
+        args.data,
+        args.text_column,
+        args.label_column,
+        bad_rows=args.bad_rows,
+        text_pair_column=args.text_pair_column,
     )
 
 
@@ -720,7 +764,13 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if args.predictions:
         lines = (
             json.dumps(
-                {"id": i, "text": t, "label": y, "prediction": p, "score": round(float(q), 6)},
+                {
+                    "id": i,
+                    **_text_fields(t),
+                    "label": y,
+                    "prediction": p,
+                    "score": round(float(q), 6),
+                },
                 ensure_ascii=False,
             )
             for i, (t, y, p, q) in enumerate(
@@ -747,19 +797,29 @@ def command_predict(args: argparse.Namespace) -> int:
     model_dir, texts = _saved_model_dir(args, "predict")
     if bool(texts) == bool(args.input):
         raise InputError("Give texts as arguments or --input FILE (one of the two).")
+    if args.text_pair_column and not args.input:
+        raise InputError(
+            "--text-pair-column names a column of --input FILE; give the text pairs in a "
+            ".csv, .tsv or .jsonl file."
+        )
     if args.input:
         from eft.datasets import read_text_file
 
-        texts = read_text_file(args.input, args.text_column)
+        texts = read_text_file(args.input, args.text_column, text_pair_column=args.text_pair_column)
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
+    if model.text_pairs_ and not args.text_pair_column:
+        raise InputError(
+            f"{model_dir} was trained on text pairs: give them in --input FILE with "
+            "--text-column and --text-pair-column."
+        )
     model.set_params(progress=not args.quiet)  # a bar for a pass over 2 s, on stderr
     proba = model.predict_proba(texts)
     labels = model.classes_[proba.argmax(1)]
     classes = model.classes_.tolist()  # Python ints and strings, as JSON writes them
 
-    def line(text: str, label: Any, p: np.ndarray) -> str:
+    def line(text: str | tuple[str, str], label: Any, p: np.ndarray) -> str:
         row = {
-            "text": text,
+            **_text_fields(text),
             "prediction": label.item() if hasattr(label, "item") else label,
             "score": round(float(p.max()), 6),
         }

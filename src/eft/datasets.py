@@ -367,18 +367,21 @@ def _require_column(table: _Table, column: str, option: str = "") -> None:
     )
 
 
-def _row_problem(record: dict[str, Any], text_column: str, label_column: str | None) -> str:
+def _row_problem(
+    record: dict[str, Any], text_column: str, label_column: str | None, pair_column: str = ""
+) -> str:
     """Why a record is unusable ('' when it is fine)."""
     extra = record.get(_EXTRA)
     if extra:
         return f"{len(extra)} more field(s) than the header"
-    text = record.get(text_column)
-    if text is None:
-        return f"missing '{text_column}'"
-    if not isinstance(text, str):
-        return f"'{text_column}' is a {type(text).__name__}, not a string"
-    if not text.strip():
-        return f"empty '{text_column}'"
+    for column in (text_column, pair_column) if pair_column else (text_column,):
+        text = record.get(column)
+        if text is None:
+            return f"missing '{column}'"
+        if not isinstance(text, str):
+            return f"'{column}' is a {type(text).__name__}, not a string"
+        if not text.strip():
+            return f"empty '{column}'"
     if label_column is not None:
         label = record.get(label_column)
         if label is None or (isinstance(label, str) and not label.strip()):
@@ -389,7 +392,7 @@ def _row_problem(record: dict[str, Any], text_column: str, label_column: str | N
 
 
 def _filter_rows(
-    table: _Table, text_column: str, label_column: str | None, bad_rows: str
+    table: _Table, text_column: str, label_column: str | None, bad_rows: str, pair_column: str = ""
 ) -> list[dict[str, Any]]:
     if bad_rows not in ("error", "skip"):
         raise InputError(f"bad_rows must be 'error' or 'skip', not {bad_rows!r}")
@@ -397,7 +400,7 @@ def _filter_rows(
     first: tuple[int, int, str] | None = None
     n_bad = 0
     for row_no, (line_no, record) in enumerate(table.rows, 1):
-        problem = _row_problem(record, text_column, label_column)
+        problem = _row_problem(record, text_column, label_column, pair_column)
         if problem:
             n_bad += 1
             if first is None:
@@ -434,7 +437,8 @@ def read_labeled_file(
     label_column: str = "label",
     *,
     bad_rows: str = "error",
-) -> tuple[list[str], list[str]]:
+    text_pair_column: str | None = None,
+) -> tuple[list[Any], list[str]]:
     """Read texts and labels from a ``.csv``, ``.tsv`` or ``.jsonl`` file (optionally ``.gz``).
 
     CSV and TSV files need a header row (TSV is read without quote processing, as in GLUE);
@@ -442,23 +446,45 @@ def read_labeled_file(
     ``"1"``); texts are returned unchanged. Rows with an empty/missing/non-string text, a
     missing label or a wrong number of fields are "bad": ``bad_rows="error"`` raises
     :class:`InputError` naming the first one and the count, ``bad_rows="skip"`` drops them
-    with a warning.
+    with a warning. With ``text_pair_column`` every text is a ``(text, text_pair)`` pair of the
+    two columns (sentence-pair tasks: NLI, paraphrase), both required.
     """
     table = _read_table(Path(path))
     _require_column(table, text_column, "text_column")
+    if text_pair_column:
+        _require_column(table, text_pair_column, "text_pair_column")
     _require_column(table, label_column, "label_column")
-    records = _filter_rows(table, text_column, label_column, bad_rows)
-    return [r[text_column] for r in records], [_label_str(r[label_column]) for r in records]
+    records = _filter_rows(table, text_column, label_column, bad_rows, text_pair_column or "")
+    labels = [_label_str(r[label_column]) for r in records]
+    return _texts_of(records, text_column, text_pair_column), labels
+
+
+def _texts_of(
+    records: list[dict[str, Any]], text_column: str, text_pair_column: str | None
+) -> list[Any]:
+    if text_pair_column:
+        return [(r[text_column], r[text_pair_column]) for r in records]
+    return [r[text_column] for r in records]
 
 
 def read_text_file(
-    path: str | os.PathLike[str], text_column: str = "text", *, bad_rows: str = "error"
-) -> list[str]:
+    path: str | os.PathLike[str],
+    text_column: str = "text",
+    *,
+    bad_rows: str = "error",
+    text_pair_column: str | None = None,
+) -> list[Any]:
     """Read unlabelled texts: ``.txt`` (one text per line; blank lines are ignored) or a
-    ``.csv``/``.tsv``/``.jsonl`` file with a ``text_column`` (optionally gzipped)."""
+    ``.csv``/``.tsv``/``.jsonl`` file with a ``text_column`` (optionally gzipped); with
+    ``text_pair_column``, ``(text, text_pair)`` pairs of a table's two columns."""
     path = Path(path)
     _check_readable(path)
     kind = _file_kind(path, _TEXT_KINDS)
+    if kind == "txt" and text_pair_column:
+        raise InputError(
+            f"{path} is a .txt file, one text per line; text pairs need a .csv, .tsv or .jsonl "
+            f"file with the columns {text_column!r} and {text_pair_column!r}"
+        )
     if kind == "txt":
         texts = [line for line in _read_lines(path) if line.strip()]
         if not texts:
@@ -466,7 +492,10 @@ def read_text_file(
         return texts
     table = _read_table(path, kind)
     _require_column(table, text_column, "text_column")
-    return [r[text_column] for r in _filter_rows(table, text_column, None, bad_rows)]
+    if text_pair_column:
+        _require_column(table, text_pair_column, "text_pair_column")
+    records = _filter_rows(table, text_column, None, bad_rows, text_pair_column or "")
+    return _texts_of(records, text_column, text_pair_column)
 
 
 # --------------------------------------------------------------------------------------------

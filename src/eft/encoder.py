@@ -132,10 +132,17 @@ def load_backbone(
 class TextEncoder(nn.Module):
     """Backbone + pooling: token ids -> one feature vector per text."""
 
-    def __init__(self, backbone: nn.Module, pooling: str = "cls") -> None:
+    def __init__(
+        self, backbone: nn.Module, pooling: str = "cls", pair_separator_id: int | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.pooling = pooling
+        # Text pairs on a model with segment embeddings (BERT: type_vocab_size 2): the token
+        # types are derived from the token ids (see token_types), so every stage keeps passing
+        # token ids alone. RoBERTa-style models (type_vocab_size 1) have none to set.
+        has_segments = int(getattr(backbone.config, "type_vocab_size", 0) or 0) > 1
+        self.pair_separator_id = pair_separator_id if has_segments else None
         # BERT-style poolers are unused by every pooling here; frozen, they get no gradient,
         # which DistributedDataParallel requires of trainable parameters.
         pooler = getattr(backbone, "pooler", None)
@@ -152,10 +159,14 @@ class TextEncoder(nn.Module):
         return min(4, int(self.backbone.config.num_hidden_layers) + 1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        extra = {}
+        if self.pair_separator_id is not None:
+            extra["token_type_ids"] = token_types(input_ids, attention_mask, self.pair_separator_id)
         outputs = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
             output_hidden_states=self.pooling == "cls_last4",
+            **extra,
         )
         if self.pooling == "cls":
             return outputs.last_hidden_state[:, 0]
@@ -190,13 +201,46 @@ def model_max_length(requested: int, backbone: nn.Module, tokenizer) -> int:
     return requested
 
 
-def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids of every text, truncated to ``max_length``, unpadded."""
+def token_types(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, separator_id: int
+) -> torch.Tensor:
+    """Segment ids of padded text-pair batches: 0 up to and including the first separator,
+    1 after it, 0 on padding, as BERT's pair template ``[CLS] A [SEP] B [SEP]`` sets them.
+
+    A separator token written inside the first text itself ends its segment early (the
+    tokenizer would have kept counting it as segment 0).
+    """
+    is_separator = (input_ids == separator_id).long()
+    after_first = (is_separator.cumsum(1) - is_separator) > 0
+    return after_first.long() * attention_mask.long()
+
+
+def is_text_pair(text: object) -> bool:
+    """``(text, text_pair)``: a tuple or list of two strings (sentence-pair tasks, e.g. NLI)."""
+    return (
+        isinstance(text, (tuple, list))
+        and len(text) == 2
+        and all(isinstance(part, str) for part in text)
+    )
+
+
+def tokenize(tokenizer, texts: Sequence[str | tuple[str, str]], max_length: int) -> list[list[int]]:
+    """Token ids of every text, truncated to ``max_length``, unpadded.
+
+    Texts are strings or, all of them, ``(text, text_pair)`` pairs, encoded with the
+    tokenizer's pair template and truncated longest segment first, as ``tokenizer(a, b)`` does.
+    """
     if not len(texts):
         return []
-    encoded = tokenizer(
-        list(texts), truncation=True, max_length=max_length, padding=False, verbose=False
-    )
+    if is_text_pair(texts[0]):
+        first, second = [t[0] for t in texts], [t[1] for t in texts]
+        encoded = tokenizer(
+            first, second, truncation=True, max_length=max_length, padding=False, verbose=False
+        )
+    else:
+        encoded = tokenizer(
+            list(texts), truncation=True, max_length=max_length, padding=False, verbose=False
+        )
     return [list(ids) for ids in encoded["input_ids"]]
 
 

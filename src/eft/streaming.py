@@ -111,6 +111,11 @@ class _IterableRows:
                         f"row {number} of the stream is {type(row).__name__}; a stream yields "
                         "(text, label) pairs or dicts with the text and label columns"
                     ) from None
+            if isinstance(text, (tuple, list)):
+                raise InputError(
+                    f"row {number} of the stream holds a text pair; streams read single texts, "
+                    "so train on text pairs in memory (fit, or eft train without --stream)"
+                )
             if not isinstance(text, str) or not text.strip():
                 raise InputError(f"row {number} of the stream has an empty or non-string text")
             if label is None:
