@@ -247,6 +247,26 @@ def test_text_pairs_from_two_columns_train_evaluate_and_predict(tiny_bert_dir, t
         assert message in capsys.readouterr().err
 
 
+def test_predict_reads_stdin_with_input_dash(trained, monkeypatch, capsys):
+    import io
+
+    from eft.cli import main
+
+    _, out, _ = trained
+    capsys.readouterr()
+    assert main(["predict", str(out), "great film", "awful book", "--quiet"]) == 0
+    expected = capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("great film\n\nawful book\r\n"))
+    assert main(["predict", str(out), "--input", "-", "--quiet"]) == 0
+    assert capsys.readouterr().out == expected  # blank lines skipped, line ends dropped
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["predict", str(out), "--input", "-"]) == 2
+    assert "read no text from stdin" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("great film\n"))
+    assert main(["predict", str(out), "--input", "-", "--text-pair-column", "b"]) == 2
+    assert "text pairs need a .csv" in capsys.readouterr().err
+
+
 def test_predict_keeps_integer_labels_integers_in_every_field(tiny_bert_dir, tmp_path):
     from eft import EFTClassifier
     from tests.test_classifier import LABELS, TEXTS, _config

@@ -279,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model_dir", nargs="?", help="folder written by `eft train`")
     predict.add_argument("--model", help="the same folder, as an option instead")
     predict.add_argument("texts", nargs="*", help="texts to label (or use --input)")
-    predict.add_argument("--input", help="file of texts: .txt (one per line), .csv, .tsv, .jsonl")
+    predict.add_argument(
+        "--input",
+        help="file of texts: .txt (one per line), .csv, .tsv, .jsonl; - reads one text per line "
+        "from stdin",
+    )
     predict.add_argument("--text-column", default="text", help="text column of --input")
     _add_text_pair_column(predict)
     predict.add_argument("--output", help="write JSONL predictions here (default: stdout)")
@@ -802,7 +806,9 @@ def command_predict(args: argparse.Namespace) -> int:
             "--text-pair-column names a column of --input FILE; give the text pairs in a "
             ".csv, .tsv or .jsonl file."
         )
-    if args.input:
+    if args.input == "-":
+        texts = _stdin_texts(args)
+    elif args.input:
         from eft.datasets import read_text_file
 
         texts = read_text_file(args.input, args.text_column, text_pair_column=args.text_pair_column)
@@ -836,6 +842,19 @@ def command_predict(args: argparse.Namespace) -> int:
     else:
         print("\n".join(lines))
     return 0
+
+
+def _stdin_texts(args: argparse.Namespace) -> list[str]:
+    """``--input -``: one text per line from stdin (blank lines ignored), as a .txt file."""
+    if args.text_pair_column:
+        raise InputError(
+            "--input - reads one text per line from stdin; text pairs need a .csv, .tsv or "
+            ".jsonl file with --text-pair-column."
+        )
+    texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise InputError("--input - read no text from stdin: pipe one text per line.")
+    return texts
 
 
 def command_data(args: argparse.Namespace) -> int:
