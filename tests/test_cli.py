@@ -232,11 +232,17 @@ def test_text_pairs_from_two_columns_train_evaluate_and_predict(tiny_bert_dir, t
     assert [(r["text"], r["text_pair"], r["prediction"]) for r in lines] == [
         (a, b, y) for (a, b), y in zip(PAIR_TEXTS, expected, strict=True)
     ]
+    # streamed, the same pairs give the same model (one chunk: the same batches)
+    assert main([*arguments, "--stream", "--output", str(tmp_path / "streamed")]) == 0
+    streamed = EFTClassifier.from_pretrained(tmp_path / "streamed", device="cpu")
+    assert streamed.text_pairs_
+    np.testing.assert_allclose(
+        streamed.decision_function(PAIR_TEXTS), model.decision_function(PAIR_TEXTS), atol=1e-5
+    )
     capsys.readouterr()
     refusals = [
         (["predict", str(out), "two words"], "trained on text pairs: give them in --input"),
         (["predict", str(out), "two words", *columns], "names a column of --input FILE"),
-        ([*arguments, "--stream", "--output", str(tmp_path / "s")], "--stream reads single"),
         (
             ["train", "--dataset", "trec", *columns, *options, "--output", str(tmp_path / "d")],
             "the trec dataset holds single",

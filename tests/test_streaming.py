@@ -72,8 +72,25 @@ def test_as_row_stream_accepts_reiterables_and_refuses_generators():
         list(as_row_stream(dicts, "sentence"))
     with pytest.raises(InputError, match="mix types"):
         scan_rows(as_row_stream([("a", 1), ("b", "1")]))
-    with pytest.raises(InputError, match="row 2 of the stream holds a text pair; streams read"):
+    pairs = [(("a text", "its pair"), "x"), (["b text", "its pair"], "y")]
+    assert list(as_row_stream(pairs)) == [
+        (("a text", "its pair"), "x"),
+        (("b text", "its pair"), "y"),
+    ]
+    assert (
+        scan_rows(as_row_stream(pairs)).text_pairs
+        and not scan_rows(as_row_stream(dicts, "sentence", "y")).text_pairs
+    )
+    columns = as_row_stream(dicts, "sentence", "y", text_pair_column="sentence")
+    assert list(columns)[0] == (("a text", "a text"), 1)
+    with pytest.raises(InputError, match="no \\['other'\\] field.*/text_pair_column"):
+        list(as_row_stream(dicts, "sentence", "y", text_pair_column="other"))
+    with pytest.raises(
+        InputError, match="row 2 of the stream holds a text pair but row 1 a single"
+    ):
         list(as_row_stream([("a text", "x"), (("a text", "its pair"), "y")]))
+    with pytest.raises(InputError, match="row 1 of the stream has an empty text in its pair"):
+        list(as_row_stream([(("a text", " "), "x")]))
 
 
 def test_bp_batches_in_one_chunk_follow_the_in_memory_sampler():
@@ -176,6 +193,33 @@ def test_fit_stream_equals_fit(tiny_bert_dir, tmp_path):
     # float32 features of differently padded batches: equal to ~1e-7, the sums in float64
     np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
     np.testing.assert_array_equal(chunked.predict(TEXTS), whole.predict(TEXTS))
+
+
+def test_fit_stream_of_text_pairs_equals_fit(tiny_bert_dir, tmp_path):
+    from tests.test_classifier import PAIR_LABELS, PAIR_TEXTS
+
+    path = tmp_path / "pairs.jsonl"
+    with open(path, "w", encoding="utf-8") as handle:
+        for (a, b), label in zip(PAIR_TEXTS * 4, PAIR_LABELS * 4, strict=True):
+            handle.write(json.dumps({"premise": a, "hypothesis": b, "label": label}) + "\n")
+    stream = LabeledFileStream(path, "premise", text_pair_column="hypothesis")
+    assert list(stream)[:8] == list(zip(PAIR_TEXTS, PAIR_LABELS, strict=True))
+    config = _config(tiny_bert_dir, bp_epochs=1)
+    in_memory = EFTClassifier(config).fit(PAIR_TEXTS * 4, PAIR_LABELS * 4)
+    streamed = EFTClassifier(config).fit_stream(
+        path, text_column="premise", text_pair_column="hypothesis", chunk_rows=1000
+    )
+    assert streamed.text_pairs_ and streamed.model_.encoder.pair_separator_id is not None
+    np.testing.assert_allclose(
+        streamed.decision_function(PAIR_TEXTS),
+        in_memory.decision_function(PAIR_TEXTS),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    with pytest.raises(InputError, match="both be text pairs or both single texts"):
+        EFTClassifier(config).fit_stream(
+            path, TEXTS, LABELS, text_column="premise", text_pair_column="hypothesis"
+        )
 
 
 def test_fused_fraction_below_one_is_refused_for_a_stream(tiny_bert_dir, tmp_path):

@@ -398,22 +398,26 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         chunk_rows: int = 50_000,
         resume_from: str | os.PathLike | None = None,
         checkpoint_metadata: dict[str, Any] | None = None,
+        text_pair_column: str | None = None,
     ) -> EFTClassifier:
         """Like :meth:`fit`, from a training set read as a stream (larger than memory).
 
         ``train`` is a ``.csv``/``.tsv``/``.jsonl`` path (``.gz`` too), or a re-iterable of
-        ``(text, label)`` pairs or dicts (e.g. a streaming ``datasets.IterableDataset``); see
-        :mod:`eft.streaming`. At most ``chunk_rows`` texts and their token ids are in memory;
-        the BP stage shuffles within chunks. The validation data (``eval_texts``) is held in
-        memory. Timings include tokenising, done on the fly.
+        ``(text, label)`` rows or dicts (e.g. a streaming ``datasets.IterableDataset``); see
+        :mod:`eft.streaming`. ``text_pair_column`` makes each text the pair of that column and
+        ``text_column`` (sentence-pair tasks); tuple rows may hold pairs as they are. At most
+        ``chunk_rows`` texts and their token ids are in memory; the BP stage shuffles within
+        chunks. The validation data (``eval_texts``) is held in memory. Timings include
+        tokenising, done on the fly.
         """
         from eft.streaming import as_row_stream, scan_rows
 
         if int(chunk_rows) != chunk_rows or chunk_rows < 1:
             raise InputError(f"chunk_rows must be a positive integer, got {chunk_rows}")
-        rows = as_row_stream(train, text_column, label_column, bad_rows)
+        rows = as_row_stream(train, text_column, label_column, bad_rows, text_pair_column)
         summary = scan_rows(rows)
         data = _TextStream(rows, summary.n_rows, summary.classes, int(chunk_rows))
+        data.text_pairs = summary.text_pairs
         return self._fit(
             data,
             summary.classes,
@@ -984,7 +988,7 @@ class _TextStream:
     :mod:`eft.streaming`)."""
 
     cacheable = False  # a stream may not fit in memory, nor its features: read it again
-    text_pairs = False  # streams read single texts (eft.streaming)
+    text_pairs = False  # set from the stream's first pass (eft.streaming.scan_rows)
 
     def __init__(self, rows, n_rows: int, classes: np.ndarray, chunk_rows: int) -> None:
         self.rows = rows

@@ -602,15 +602,14 @@ def command_train(args: argparse.Namespace) -> int:
                 "--stream reads a --train FILE (no --dataset, --max-train or "
                 "--validation-fraction; give --validation FILE)."
             )
-        if _text_pair_column(args):
-            raise InputError(
-                "--stream reads single texts; train on text pairs (--text-pair-column) "
-                "without --stream."
-            )
         eval_texts = eval_labels = None
         if args.validation:
             eval_texts, eval_labels = datasets.read_labeled_file(
-                args.validation, args.text_column, args.label_column, bad_rows=args.bad_rows
+                args.validation,
+                args.text_column,
+                args.label_column,
+                bad_rows=args.bad_rows,
+                text_pair_column=_text_pair_column(args),
             )
     else:
         texts, labels, eval_texts, eval_labels = _load_training_data(args, config.seed)
@@ -628,6 +627,7 @@ def command_train(args: argparse.Namespace) -> int:
                 chunk_rows=args.chunk_rows,
                 resume_from=resume,
                 checkpoint_metadata={"cli_args": cli_args},
+                text_pair_column=_text_pair_column(args),
             )
         else:
             classifier.fit(

@@ -1,9 +1,11 @@
 """Training data read as a stream, for datasets larger than memory.
 
 A *row stream* is re-iterable: every ``iter()`` starts the source over and yields
-``(text, label)`` pairs. :class:`LabeledFileStream` reads a CSV/TSV/JSONL file (optionally
-gzipped) lazily; :func:`as_row_stream` also accepts a list of pairs or of dicts, or any object
-whose ``__iter__`` starts over (e.g. a Hugging Face ``datasets.IterableDataset`` from
+``(text, label)`` rows, where a text is a string or, for sentence-pair tasks, a
+``(text, text_pair)`` tuple (``text_pair_column`` of a file or of dict rows).
+:class:`LabeledFileStream` reads a CSV/TSV/JSONL file (optionally gzipped) lazily;
+:func:`as_row_stream` also accepts a list of rows or of dicts, or any object whose
+``__iter__`` starts over (e.g. a Hugging Face ``datasets.IterableDataset`` from
 ``load_dataset(..., streaming=True)``, whose rows are dicts).
 
 :meth:`eft.EFTClassifier.fit_stream` reads the stream ``bp_epochs + 2`` times (one pass that
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from eft.datasets import _iter_records, _label_str, _require_column, _row_problem, _Table
+from eft.encoder import is_text_pair
 from eft.errors import InputError
 
 
@@ -50,16 +53,19 @@ class LabeledFileStream:
         text_column: str = "text",
         label_column: str = "label",
         bad_rows: str = "error",
+        text_pair_column: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.text_column = text_column
         self.label_column = label_column
         self.bad_rows = bad_rows
+        self.text_pair_column = text_pair_column
 
     def __repr__(self) -> str:
         return f"LabeledFileStream({str(self.path)!r})"
 
-    def __iter__(self) -> Iterator[tuple[str, str]]:
+    def __iter__(self) -> Iterator[tuple[Any, str]]:
+        pair_column = self.text_pair_column or ""
         if self.bad_rows not in ("error", "skip"):
             raise InputError(f"bad_rows must be 'error' or 'skip', not {self.bad_rows!r}")
         columns: list[str] = []
@@ -69,9 +75,11 @@ class LabeledFileStream:
             if not checked:
                 table = _Table(self.path, columns, [])
                 _require_column(table, self.text_column, "text_column")
+                if pair_column:
+                    _require_column(table, pair_column, "text_pair_column")
                 _require_column(table, self.label_column, "label_column")
                 checked = True
-            problem = _row_problem(record, self.text_column, self.label_column)
+            problem = _row_problem(record, self.text_column, self.label_column, pair_column)
             if problem:
                 if self.bad_rows == "error":
                     raise InputError(
@@ -80,7 +88,9 @@ class LabeledFileStream:
                     )
                 self.skipped_ += 1
                 continue
-            yield record[self.text_column], _label_str(record[self.label_column])
+            text = record[self.text_column]
+            label = _label_str(record[self.label_column])
+            yield ((text, record[pair_column]) if pair_column else text), label
         if not checked:
             raise InputError(f"{self.path} has no data rows; add some examples")
 
@@ -88,21 +98,35 @@ class LabeledFileStream:
 class _IterableRows:
     """Rows of a re-iterable source of pairs or dicts, as ``(text, label)``."""
 
-    def __init__(self, source: Iterable[Any], text_column: str, label_column: str) -> None:
+    def __init__(
+        self,
+        source: Iterable[Any],
+        text_column: str,
+        label_column: str,
+        text_pair_column: str | None = None,
+    ) -> None:
         self.source = source
         self.text_column = text_column
         self.label_column = label_column
+        self.text_pair_column = text_pair_column
 
-    def __iter__(self) -> Iterator[tuple[str, Any]]:
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        columns = [self.text_column, self.label_column]
+        if self.text_pair_column:
+            columns.insert(1, self.text_pair_column)
+        first_kind = None
         for number, row in enumerate(self.source, 1):
             if isinstance(row, dict):
-                missing = [c for c in (self.text_column, self.label_column) if c not in row]
+                missing = [c for c in columns if c not in row]
                 if missing:
                     raise InputError(
                         f"row {number} of the stream has no {missing} field; its fields are "
-                        f"{sorted(row)[:10]} (choose them with text_column/label_column)"
+                        f"{sorted(row)[:10]} (choose them with text_column/label_column"
+                        + ("/text_pair_column)" if self.text_pair_column else ")")
                     )
                 text, label = row[self.text_column], row[self.label_column]
+                if self.text_pair_column:
+                    text = (text, row[self.text_pair_column])
             else:
                 try:
                     text, label = row
@@ -111,25 +135,44 @@ class _IterableRows:
                         f"row {number} of the stream is {type(row).__name__}; a stream yields "
                         "(text, label) pairs or dicts with the text and label columns"
                     ) from None
-            if isinstance(text, (tuple, list)):
+            if is_text_pair(text):
+                text = tuple(text)
+                if not all(part.strip() for part in text):
+                    raise InputError(f"row {number} of the stream has an empty text in its pair")
+            elif not isinstance(text, str) or not text.strip():
                 raise InputError(
-                    f"row {number} of the stream holds a text pair; streams read single texts, "
-                    "so train on text pairs in memory (fit, or eft train without --stream)"
+                    f"row {number} of the stream has an empty or non-string text (a text is a "
+                    "string or a (text, text_pair) tuple of two)"
                 )
-            if not isinstance(text, str) or not text.strip():
-                raise InputError(f"row {number} of the stream has an empty or non-string text")
+            kind = isinstance(text, tuple)
+            if first_kind is None:
+                first_kind = kind
+            elif kind != first_kind:
+                raise InputError(
+                    f"row {number} of the stream holds "
+                    + ("a text pair" if kind else "a single text")
+                    + " but row 1 "
+                    + ("a single text" if kind else "a text pair")
+                    + "; every row must be one kind"
+                )
             if label is None:
                 raise InputError(f"row {number} of the stream has no label")
             yield text, label
 
 
 def as_row_stream(
-    source: Any, text_column: str = "text", label_column: str = "label", bad_rows: str = "error"
-) -> Iterable[tuple[str, Any]]:
-    """A path becomes a :class:`LabeledFileStream`; a re-iterable of pairs or dicts is
-    wrapped. A one-shot iterator (a generator) is refused: the stream is read several times."""
+    source: Any,
+    text_column: str = "text",
+    label_column: str = "label",
+    bad_rows: str = "error",
+    text_pair_column: str | None = None,
+) -> Iterable[tuple[Any, Any]]:
+    """A path becomes a :class:`LabeledFileStream`; a re-iterable of ``(text, label)`` rows
+    or dicts is wrapped. A one-shot iterator (a generator) is refused: the stream is read
+    several times. ``text_pair_column`` makes every text a pair (of a file's or dict's
+    columns); tuple rows may hold ``((text, text_pair), label)`` as they are."""
     if isinstance(source, (str, os.PathLike)):
-        return LabeledFileStream(source, text_column, label_column, bad_rows)
+        return LabeledFileStream(source, text_column, label_column, bad_rows, text_pair_column)
     if isinstance(source, LabeledFileStream):
         return source
     if not isinstance(source, Iterable) or iter(source) is source:
@@ -138,22 +181,27 @@ def as_row_stream(
             "path, a list, or an object whose __iter__ starts over (e.g. a datasets."
             "IterableDataset), not a generator"
         )
-    return _IterableRows(source, text_column, label_column)
+    return _IterableRows(source, text_column, label_column, text_pair_column)
 
 
 @dataclass
 class StreamSummary:
-    """What one pass over a stream found: its size and classes (sorted) with their counts."""
+    """What one pass over a stream found: its size and classes (sorted) with their counts,
+    and whether its texts are ``(text, text_pair)`` pairs."""
 
     n_rows: int
     classes: np.ndarray
     counts: np.ndarray
+    text_pairs: bool = False
 
 
 def scan_rows(rows: Iterable[tuple[str, Any]]) -> StreamSummary:
     """One pass: count the rows and collect the classes (checks every row on the way)."""
     counts: Counter[Any] = Counter()
-    for _, label in rows:
+    text_pairs = False
+    for text, label in rows:
+        if not counts:
+            text_pairs = isinstance(text, tuple)
         counts[label] += 1
     if not counts:
         raise InputError("the training stream holds no rows")
@@ -176,6 +224,7 @@ def scan_rows(rows: Iterable[tuple[str, Any]]) -> StreamSummary:
         n_rows=sum(counts.values()),
         classes=np.asarray(classes),
         counts=np.asarray([counts[c] for c in classes]),
+        text_pairs=text_pairs,
     )
 
 
