@@ -28,8 +28,11 @@ def main() -> None:
     parser.add_argument("--fused-fraction", type=float, help="fused mode with this fraction")
     parser.add_argument("--stream", help="train with fit_stream on this file")
     parser.add_argument("--chunk-rows", type=int, default=10)
+    parser.add_argument("--pairs", action="store_true", help="(text, reversed text) pairs")
     args = parser.parse_args()
     texts, labels = TEXTS[: args.n_texts], LABELS[: args.n_texts]
+    if args.pairs:
+        texts = [(text, " ".join(reversed(text.split()))) for text in texts]
     config = EFTConfig(
         model=args.model,
         bp_epochs=args.bp_epochs,
@@ -57,6 +60,7 @@ def main() -> None:
                     "world_size": world,
                     "predictions": clf.predict(texts).tolist(),
                     "n_samples_seen": clf.head_.n_samples_seen_,
+                    "text_pairs": clf.text_pairs_,
                     "timings": clf.timings_,
                 }
             )

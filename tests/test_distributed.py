@@ -58,12 +58,15 @@ def test_two_ranks_give_the_single_process_head(tiny_bert_dir, tmp_path, n_texts
     assert results[0]["predictions"] == results[1]["predictions"]
 
 
-def test_two_ranks_with_backprop_and_iterations_run(tiny_bert_dir, tmp_path):
-    """DDP BP epoch + Eq. 8-9 iterations with all-reduced statistics complete on 2 ranks."""
+@pytest.mark.parametrize("pairs", [False, True])
+def test_two_ranks_with_backprop_and_iterations_run(tiny_bert_dir, tmp_path, pairs):
+    """DDP BP epoch + Eq. 8-9 iterations with all-reduced statistics complete on 2 ranks
+    (with text pairs too: the segment ids are derived on each rank)."""
     args = ["--model", str(tiny_bert_dir), "--n-texts", "33", "--bp-epochs", "1", "--n-iter", "2"]
-    _run([*args, "--out", str(tmp_path / "ddp")], nproc=2)
+    _run([*args, *(["--pairs"] if pairs else []), "--out", str(tmp_path / "ddp")], nproc=2)
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert result["n_samples_seen"] >= 33 and len(result["predictions"]) == 33
+    assert result["text_pairs"] is pairs
 
 
 def test_two_ranks_in_fused_mode_with_a_feature_pass_see_every_text(tiny_bert_dir, tmp_path):
