@@ -243,6 +243,7 @@ def test_text_pairs_from_two_columns_train_evaluate_and_predict(tiny_bert_dir, t
     refusals = [
         (["predict", str(out), "two words"], "trained on text pairs: give them in --input"),
         (["predict", str(out), "two words", *columns], "names a column of --input FILE"),
+        (["evaluate", str(out), "--data", str(dev)], "trained on text pairs: give them in --data"),
         (
             ["train", "--dataset", "trec", *columns, *options, "--output", str(tmp_path / "d")],
             "the trec dataset holds single",
@@ -271,6 +272,12 @@ def test_predict_reads_stdin_with_input_dash(trained, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("great film\n"))
     assert main(["predict", str(out), "--input", "-", "--text-pair-column", "b"]) == 2
     assert "text pairs need a .csv" in capsys.readouterr().err
+    pairs = _write_csv(
+        out.parent / "pairs.csv", [("great film", "a b", "pos")], ("text", "b", "label")
+    )
+    for command in (["predict", str(out), "--input"], ["evaluate", str(out), "--data"]):
+        assert main([*command, str(pairs), "--text-pair-column", "b"]) == 2
+        assert "trained on single texts: drop --text-pair-column b" in capsys.readouterr().err
 
 
 def test_predict_keeps_integer_labels_integers_in_every_field(tiny_bert_dir, tmp_path):

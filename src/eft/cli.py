@@ -733,6 +733,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
     model_dir, _ = _saved_model_dir(args, "evaluate")
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
+    _check_input_kind(model, model_dir, args, "--data FILE")
     model.set_params(progress=not args.quiet)  # a bar for a pass over 2 s, on stderr
     texts, labels = _load_evaluation_data(args)
     known = {str(c) for c in model.classes_}
@@ -813,11 +814,7 @@ def command_predict(args: argparse.Namespace) -> int:
 
         texts = read_text_file(args.input, args.text_column, text_pair_column=args.text_pair_column)
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
-    if model.text_pairs_ and not args.text_pair_column:
-        raise InputError(
-            f"{model_dir} was trained on text pairs: give them in --input FILE with "
-            "--text-column and --text-pair-column."
-        )
+    _check_input_kind(model, model_dir, args, "--input FILE")
     model.set_params(progress=not args.quiet)  # a bar for a pass over 2 s, on stderr
     proba = model.predict_proba(texts)
     labels = model.classes_[proba.argmax(1)]
@@ -842,6 +839,20 @@ def command_predict(args: argparse.Namespace) -> int:
     else:
         print("\n".join(lines))
     return 0
+
+
+def _check_input_kind(model: Any, model_dir: str, args: argparse.Namespace, where: str) -> None:
+    """A model trained on text pairs reads two columns; one trained on single texts, one."""
+    if model.text_pairs_ and not args.text_pair_column:
+        raise InputError(
+            f"{model_dir} was trained on text pairs: give them in {where} with --text-column "
+            "and --text-pair-column."
+        )
+    if args.text_pair_column and not model.text_pairs_:
+        raise InputError(
+            f"{model_dir} was trained on single texts: drop --text-pair-column "
+            f"{args.text_pair_column}."
+        )
 
 
 def _stdin_texts(args: argparse.Namespace) -> list[str]:
