@@ -156,6 +156,8 @@ def test_bench_on_your_own_files_and_bad_data_options(tiny_bert_dir, tmp_path):
     assert missing.returncode == 2 and "--test" in missing.stderr
     both = run_eft("bench", "--dataset", "trec", *files, "--test", "t.csv")
     assert both.returncode == 2 and "not both" in both.stderr
+    pairs = run_eft("bench", "--dataset", "trec", "--text-pair-column", "b")
+    assert pairs.returncode == 2 and "the trec dataset holds single texts" in pairs.stderr
 
 
 def test_bench_splits_ag_news_test_file_when_train_is_absent(data_dir):

@@ -546,11 +546,16 @@ def _splits_from_args(args: argparse.Namespace):
             "Give --dataset NAME, or all of --train, --validation and --test (the baseline "
             "stops early on validation; every method is scored on test)."
         )
+    pair_column = getattr(args, "text_pair_column", None)  # benches of older runs lack it
+    if args.dataset and pair_column:
+        raise InputError(
+            "--text-pair-column reads a second text column of --train/--validation/--test "
+            f"files; the {args.dataset} dataset holds single texts."
+        )
     if args.dataset:
         return load_splits(
             args.dataset, args.data_dir, args.max_train, args.max_validation, args.max_test
         )
-    pair_column = getattr(args, "text_pair_column", None)  # benches of older runs lack it
     splits = load_file_splits(*files, args.text_column, args.label_column, pair_column)
     limits = (args.max_train, args.max_validation, args.max_test)
     return (*_subsample(splits, limits), {"files": [str(Path(f)) for f in files]})
