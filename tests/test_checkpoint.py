@@ -152,7 +152,7 @@ def test_run_progress_keeps_parts_and_tells_a_run_continued_on_another_machine(t
         RunProgress.open(folder, "experiment", "digest")
     assert again.part_folder("row a/seed42").parent == folder  # one folder per part
     (folder / "run_state.json").write_text("{")
-    with pytest.raises(InputError, match="Cannot read the run checkpoint"):
+    with pytest.raises(InputError, match="Cannot read the checkpoint .* of an interrupted `eft"):
         RunProgress.open(folder, "bench", "digest")
     again.finish()
     assert not folder.exists()

@@ -49,6 +49,25 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
 
 
+def read_run_state(path: Path, expected: dict[str, Any], what: str) -> dict[str, Any]:
+    """The JSON state of an interrupted run kept at ``path``, whose ``expected`` fields (format,
+    digest of data and options) must match this run's; ``what`` names the run in errors."""
+    folder = path.parent
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"Cannot read the checkpoint {path} of an interrupted {what}: {error}. Delete "
+            f"{folder} to start over."
+        ) from error
+    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in expected.items()):
+        raise InputError(
+            f"{folder} holds an interrupted {what} with other data or options. Run that "
+            f"command again to finish it, or delete {folder} to start over."
+        )
+    return saved
+
+
 def save_checkpoint(
     folder: Path,
     epoch: int,
@@ -211,18 +230,8 @@ class RunProgress:
             progress = cls(folder, command, state)
             progress.save()
             return progress
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise InputError(
-                f"Cannot read the run checkpoint {path}: {error}. Delete {folder} to start the "
-                "run over."
-            ) from error
-        if any(saved.get(key) != state[key] for key in ("format", "format_version", "fingerprint")):
-            raise InputError(
-                f"{folder} holds an interrupted `eft {command}` run with other data or options. "
-                f"Run that command again to finish it, or delete {folder} to start over."
-            )
+        expected = {key: state[key] for key in ("format", "format_version", "fingerprint")}
+        saved = read_run_state(path, expected, f"`eft {command}` run")
         return cls(folder, command, saved)
 
     @property

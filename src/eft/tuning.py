@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from eft.atomic import atomic_file, json_default, write_text
-from eft.checkpoint import STATE_FILE, json_digest
+from eft.checkpoint import STATE_FILE, json_digest, read_run_state
 from eft.classifier import EFTClassifier, check_texts_and_labels
 from eft.config import EFTConfig
 from eft.errors import InputError
@@ -312,19 +312,8 @@ def _saved_rows(checkpoint_dir: Path, fingerprint: str) -> list[dict[str, Any]]:
     path = checkpoint_dir / TUNING_STATE_FILE
     if not path.is_file():
         return []
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise InputError(
-            f"Cannot read the tuning checkpoint {path}: {error}. Delete {checkpoint_dir} to "
-            "start the tuning over."
-        ) from error
-    if state.get("format") != TUNING_STATE_FORMAT or state.get("fingerprint") != fingerprint:
-        raise InputError(
-            f"{checkpoint_dir} holds an interrupted tuning run with other data or options. Run "
-            f"that command again to finish it, or delete {checkpoint_dir} to start over."
-        )
-    return list(state["rows"])
+    expected = {"format": TUNING_STATE_FORMAT, "fingerprint": fingerprint}
+    return list(read_run_state(path, expected, "`eft tune` run")["rows"])
 
 
 def _choices(values: Sequence[Any] | None, default: Any, name: str) -> list[Any]:
