@@ -244,6 +244,7 @@ def test_text_pairs_from_two_columns_train_evaluate_and_predict(tiny_bert_dir, t
         (["predict", str(out), "two words"], "trained on text pairs: give them in --input"),
         (["predict", str(out), "two words", *columns], "names a column of --input FILE"),
         (["evaluate", str(out), "--data", str(dev)], "trained on text pairs: give them in --data"),
+        (["evaluate", str(out), "--dataset", "trec", *columns], "trec dataset holds single"),
         (
             ["train", "--dataset", "trec", *columns, *options, "--output", str(tmp_path / "d")],
             "the trec dataset holds single",

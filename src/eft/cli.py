@@ -686,6 +686,11 @@ def _load_evaluation_data(args: argparse.Namespace):
 
     if bool(args.data) == bool(args.dataset):
         raise InputError("Give exactly one of --data FILE or --dataset NAME.")
+    if args.dataset and args.text_pair_column:
+        raise InputError(
+            "--text-pair-column reads a second text column of --data FILE; the "
+            f"{args.dataset} dataset holds single texts."
+        )
     if args.dataset:
         dataset = datasets.load(args.dataset, data_dir=args.data_dir)
         if args.split not in dataset.splits:
