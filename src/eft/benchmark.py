@@ -131,6 +131,26 @@ def load_file_splits(
     )
 
 
+def add_text_pair_column(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--text-pair-column``, shared by ``eft bench`` and the other commands that read files."""
+    parser.add_argument(
+        "--text-pair-column",
+        help="second text column for sentence-pair tasks (NLI, paraphrase): each example is "
+        "the pair, encoded as tokenizer(text, text_pair) encodes it",
+    )
+
+
+def refuse_text_pairs_of_dataset(
+    dataset: str | None, text_pair_column: str | None, files: str
+) -> None:
+    """``--text-pair-column`` names a column of ``files``; a named dataset holds single texts."""
+    if dataset and text_pair_column:
+        raise InputError(
+            f"--text-pair-column reads a second text column of {files}; the {dataset} dataset "
+            "holds single texts."
+        )
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset, model and size options that :func:`load_splits` reads."""
     parser.add_argument("--dataset", help="meld, trec, sst2, imdb, ag_news, ...")
@@ -152,11 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     files.add_argument("--validation", help="validation file (early stopping and --tune)")
     files.add_argument("--test", help="test file")
     files.add_argument("--text-column", default="text", help="column (or JSON key) of the text")
-    files.add_argument(
-        "--text-pair-column",
-        help="second text column for sentence-pair tasks (NLI, paraphrase): each example is "
-        "the pair, encoded as tokenizer(text, text_pair) encodes it",
-    )
+    add_text_pair_column(files)
     files.add_argument("--label-column", default="label", help="column (or JSON key) of the label")
     files.add_argument("--name", help="name in the results (default: the train file's folder)")
     parser.add_argument(
@@ -547,11 +563,7 @@ def _splits_from_args(args: argparse.Namespace):
             "stops early on validation; every method is scored on test)."
         )
     pair_column = getattr(args, "text_pair_column", None)  # benches of older runs lack it
-    if args.dataset and pair_column:
-        raise InputError(
-            "--text-pair-column reads a second text column of --train/--validation/--test "
-            f"files; the {args.dataset} dataset holds single texts."
-        )
+    refuse_text_pairs_of_dataset(args.dataset, pair_column, "--train/--validation/--test files")
     if args.dataset:
         return load_splits(
             args.dataset, args.data_dir, args.max_train, args.max_validation, args.max_test

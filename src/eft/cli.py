@@ -30,17 +30,11 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
-def _add_text_pair_column(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--text-pair-column",
-        help="second text column for sentence-pair tasks (NLI, paraphrase): each example is "
-        "the pair, encoded as tokenizer(text, text_pair) encodes it",
-    )
-
-
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    from eft.benchmark import add_text_pair_column
+
     parser.add_argument("--text-column", default="text", help="column (or JSON key) of the text")
-    _add_text_pair_column(parser)
+    add_text_pair_column(parser)
     parser.add_argument("--label-column", default="label", help="column (or JSON key) of the label")
     parser.add_argument(
         "--bad-rows",
@@ -181,6 +175,7 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from eft import __version__
+    from eft.benchmark import add_text_pair_column
     from eft.config import EFTConfig
     from eft.tuning import SELECTIONS
 
@@ -285,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from stdin",
     )
     predict.add_argument("--text-column", default="text", help="text column of --input")
-    _add_text_pair_column(predict)
+    add_text_pair_column(predict)
     predict.add_argument("--output", help="write JSONL predictions here (default: stdout)")
     predict.add_argument(
         "--all-scores",
@@ -467,6 +462,7 @@ def _load_training_data(args: argparse.Namespace, seed: int):
     """Training texts and labels, and the validation ones (or None); ``seed`` draws the rows
     that ``--validation-fraction`` holds out."""
     from eft import datasets
+    from eft.benchmark import refuse_text_pairs_of_dataset
 
     if bool(args.train) == bool(args.dataset):
         raise InputError("Give exactly one of --train FILE or --dataset NAME.")
@@ -474,11 +470,7 @@ def _load_training_data(args: argparse.Namespace, seed: int):
         if not args.dataset:
             raise InputError("--context-past/--context-future need --dataset (dialogue data).")
     pair_column = _text_pair_column(args)
-    if pair_column and args.dataset:
-        raise InputError(
-            "--text-pair-column reads a second text column of --train/--validation files; the "
-            f"{args.dataset} dataset holds single texts."
-        )
+    refuse_text_pairs_of_dataset(args.dataset, pair_column, "--train/--validation files")
     if args.dataset:
         dataset = datasets.load(args.dataset, data_dir=args.data_dir)
         train = dataset.splits["train"]
@@ -683,14 +675,11 @@ def command_train(args: argparse.Namespace) -> int:
 
 def _load_evaluation_data(args: argparse.Namespace):
     from eft import datasets
+    from eft.benchmark import refuse_text_pairs_of_dataset
 
     if bool(args.data) == bool(args.dataset):
         raise InputError("Give exactly one of --data FILE or --dataset NAME.")
-    if args.dataset and args.text_pair_column:
-        raise InputError(
-            "--text-pair-column reads a second text column of --data FILE; the "
-            f"{args.dataset} dataset holds single texts."
-        )
+    refuse_text_pairs_of_dataset(args.dataset, args.text_pair_column, "--data FILE")
     if args.dataset:
         dataset = datasets.load(args.dataset, data_dir=args.data_dir)
         if args.split not in dataset.splits:
