@@ -74,3 +74,30 @@ def tuned_apart(name: str) -> tuple[dict[str, Any], str | None]:
         if path.is_file() and (tuning := json.loads(path.read_text("utf-8")).get("tuning")):
             return tuning, path.name
     return {}, None
+
+
+def tuning_record(
+    task: str, args: argparse.Namespace, data: dict[str, Any], options: dict, result: Any
+) -> dict[str, Any]:
+    """The JSON record of a ``--tune`` run of a script with its own task (``data``: split ->
+    ``(texts, labels)``): the task, the options, the sizes, the machine and ``eft tune``'s
+    ``result`` with its seconds."""
+    return {
+        "task": task,
+        "model": "all-MiniLM-L6-v2 (embedded)",
+        "seed": args.seed,
+        "command_options": vars(args),
+        "sizes": {name: len(labels) for name, (_, labels) in data.items()},
+        "dataset_options": options,
+        "machine": machine_info(),
+        "tuning": result.to_dict(),
+        "tuning_seconds": sum(row["seconds"]["total"] for row in result.epochs),
+    }
+
+
+def tuning_curve(result: Any) -> list[list[float]]:
+    """Rows ``[k, best I-ELM validation score, linear head's]`` (percent) of a tuning run."""
+    return [
+        [row["epoch"], 100 * row["best_score"], 100 * row["linear_head_accuracy"]]
+        for row in result.epochs
+    ]

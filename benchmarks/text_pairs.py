@@ -47,6 +47,8 @@ from _common import (  # noqa: E402
     machine_info,
     machine_markdown,
     markdown_table,
+    tuning_curve,
+    tuning_record,
     write_results,
 )
 
@@ -55,6 +57,8 @@ from eft.benchmark import load_splits  # noqa: E402
 from eft.datasets import Split  # noqa: E402
 from eft.encoder import load_tokenizer  # noqa: E402
 from eft.metrics import paired_bootstrap  # noqa: E402
+
+TASK = "TREC-6 question pairs: same coarse answer type or not (balanced)"
 
 
 def question_pairs(
@@ -84,22 +88,9 @@ def tuned_run(data: dict, options: dict, args: argparse.Namespace) -> int:
     clf = EFTClassifier(result.best_config).fit(*data["train"], *data["validation"])
     test_texts, test_labels = data["test"]
     accuracy = 100 * float(np.mean(clf.predict(test_texts) == np.asarray(test_labels)))
-    curve = [
-        [row["epoch"], 100 * row["best_score"], 100 * row["linear_head_accuracy"]]
-        for row in result.epochs
-    ]
-    payload = {
-        "task": "TREC-6 question pairs: same coarse answer type or not (balanced)",
-        "model": "all-MiniLM-L6-v2 (embedded)",
-        "seed": args.seed,
-        "command_options": vars(args),
-        "sizes": {name: len(labels) for name, (_, labels) in data.items()},
-        "dataset_options": options,
-        "machine": machine_info(),
-        "tuning": result.to_dict(),
-        "tuning_seconds": sum(row["seconds"]["total"] for row in result.epochs),
-        "eft_tuned": {"test_accuracy": accuracy, "train_seconds": clf.timings_["train"]},
-    }
+    curve = tuning_curve(result)
+    payload = tuning_record(TASK, args, data, options, result)
+    payload["eft_tuned"] = {"test_accuracy": accuracy, "train_seconds": clf.timings_["train"]}
     payload["machine"]["load_average_at_end"] = load_average()
     chosen = result.best_config
     lines = [
@@ -171,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["p_value_vs_bp"] = test["p_value_worse"]
     sizes = {name: len(labels) for name, (_, labels) in data.items()}
     payload = {
-        "task": "TREC-6 question pairs: same coarse answer type or not (balanced)",
+        "task": TASK,
         "model": "all-MiniLM-L6-v2 (embedded)",
         "seed": args.seed,
         "command_options": vars(args),

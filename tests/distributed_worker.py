@@ -29,10 +29,14 @@ def main() -> None:
     parser.add_argument("--stream", help="train with fit_stream on this file")
     parser.add_argument("--chunk-rows", type=int, default=10)
     parser.add_argument("--pairs", action="store_true", help="(text, reversed text) pairs")
+    parser.add_argument("--multi-label", action="store_true", help="label sets: + 'long'")
     args = parser.parse_args()
     texts, labels = TEXTS[: args.n_texts], LABELS[: args.n_texts]
     if args.pairs:
         texts = [(text, " ".join(reversed(text.split()))) for text in texts]
+    if args.multi_label:
+        long = [len(text.split()) > 3 for text in texts]
+        labels = [[y, "long"] if is_long else [y] for y, is_long in zip(labels, long, strict=True)]
     config = EFTConfig(
         model=args.model,
         bp_epochs=args.bp_epochs,
@@ -61,6 +65,7 @@ def main() -> None:
                     "predictions": clf.predict(texts).tolist(),
                     "n_samples_seen": clf.head_.n_samples_seen_,
                     "text_pairs": clf.text_pairs_,
+                    "multi_label": clf.multi_label_,
                     "timings": clf.timings_,
                 }
             )

@@ -7,6 +7,7 @@ import pytest
 from scipy.special import softmax
 
 from eft.calibration import (
+    binary_negative_log_likelihood,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
@@ -69,3 +70,22 @@ def test_fit_temperature_refuses_mismatched_input():
         fit_temperature(np.zeros((3, 2)), np.zeros(2, dtype=int))
     with pytest.raises(ValueError, match="one label per row"):
         fit_temperature(np.zeros(3), np.zeros(3, dtype=int))
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.3])
+def test_multi_label_temperature_recovers_the_one_that_generated_the_labels(temperature):
+    """Multi-label: each label is 1 with probability sigmoid((score - 0.5) / T)."""
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(-0.5, 1.5, size=(8000, 4))
+    targets = (rng.random(scores.shape) < 1 / (1 + np.exp(-(scores - 0.5) / temperature))) * 1
+    fitted = fit_temperature(scores, targets, threshold=0.5)
+    assert fitted == pytest.approx(temperature, rel=0.08)
+    best = binary_negative_log_likelihood(scores, targets, fitted, 0.5)
+    assert best < binary_negative_log_likelihood(scores, targets, 2 * fitted, 0.5)
+    assert best < binary_negative_log_likelihood(scores, targets, fitted / 2, 0.5)
+    # by hand: one label, score at the threshold, T = 1: -log(1/2)
+    assert binary_negative_log_likelihood(np.array([[0.5]]), np.array([[1]]), 1.0, 0.5) == (
+        pytest.approx(np.log(2))
+    )
+    with pytest.raises(ValueError, match="a 0/1 row and a threshold"):
+        fit_temperature(scores, targets)  # a 0/1 matrix needs the threshold

@@ -623,3 +623,129 @@ def test_text_pairs_fit_save_load_and_refuse_the_other_kind(tiny_bert_dir, tmp_p
         )
     with pytest.raises(InputError, match="1 training text pair"):
         EFTClassifier(_config(tiny_bert_dir)).fit(PAIR_TEXTS[:7] + [("a text", " ")], PAIR_LABELS)
+
+
+def _multi_label_data(n: int = 300, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    """Texts made of the words of 0-3 topics; their labels are those topics."""
+    rng = np.random.default_rng(seed)
+    topics = {
+        "sports": "team game won lost",
+        "money": "stock market price rise",
+        "war": "war peace president country",
+    }
+    texts, labels = [], []
+    for _ in range(n):
+        chosen = [topic for topic in topics if rng.random() < 0.5]
+        words = [w for t in chosen for w in rng.choice(topics[t].split(), 2)]
+        texts.append(" ".join(words) or "the movie")
+        labels.append(chosen)
+    return texts, labels
+
+
+def _multi_label_config(model_dir, **overrides) -> EFTConfig:
+    values = dict(bp_epochs=1, n_hidden=500, C=100.0, learning_rate=1e-3)
+    return _config(model_dir, **{**values, **overrides})
+
+
+def test_multi_label_fit_predict_save_load(tiny_bert_dir, tmp_path):
+    texts, labels = _multi_label_data()
+    clf = EFTClassifier(_multi_label_config(tiny_bert_dir))
+    clf.fit(texts[:240], labels[:240], texts[240:], labels[240:])
+    assert clf.multi_label_ is True
+    assert clf.classes_.tolist() == ["money", "sports", "war"]
+    predicted = clf.predict(texts[240:])
+    proba = clf.predict_proba(texts[240:])
+    assert predicted.shape == proba.shape == (60, 3)
+    np.testing.assert_array_equal(predicted, (proba > 0.5).astype(int))
+    threshold, temperature = 0.5, clf.temperature_  # I-ELM outputs onto 0/1 rows
+    np.testing.assert_allclose(
+        proba,
+        1 / (1 + np.exp(-(clf.decision_function(texts[240:]) - threshold) / temperature)),
+        rtol=1e-5,
+    )
+    # 8 label sets, 1/8 by chance and 0 for "no label ever" (the BP stage's linear head
+    # after one epoch): the head learns the topics
+    accuracy = clf.score(texts[240:], labels[240:])
+    assert accuracy > 0.7
+    assert clf.history_["validation_accuracy"] == pytest.approx(accuracy)
+    assert clf.history_["calibration"]["validation_nll"] < 0.3  # mean binary log-loss
+    assert clf.history_["calibration"]["validation_nll_uncalibrated"] > 0.5
+    as_sets = [clf.classes_[row == 1].tolist() for row in predicted]
+    assert as_sets[:5] == [sorted(s) for s in as_sets[:5]]
+    out = clf.save_pretrained(tmp_path / "multi")
+    assert json.loads((out / "eft_config.json").read_text())["multi_label"] is True
+    loaded = EFTClassifier.from_pretrained(out, device="cpu")
+    assert loaded.multi_label_ is True
+    np.testing.assert_allclose(loaded.predict_proba(texts[240:]), proba, rtol=1e-5, atol=1e-6)
+    assert loaded.score(texts[240:], labels[240:]) == accuracy
+    # a 0/1 matrix trains the same model, its columns named 0..L-1
+    matrix = np.array([[int(c in row) for c in ["money", "sports", "war"]] for row in labels])
+    by_matrix = EFTClassifier(_multi_label_config(tiny_bert_dir)).fit(texts[:240], matrix[:240])
+    assert by_matrix.classes_.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(
+        by_matrix.predict(texts[240:]),
+        EFTClassifier(_multi_label_config(tiny_bert_dir))
+        .fit(texts[:240], labels[:240])
+        .predict(texts[240:]),
+    )
+    assert by_matrix.score(texts[240:], matrix[240:]) == pytest.approx(
+        float((by_matrix.predict(texts[240:]) == matrix[240:]).all(1).mean())
+    )
+
+
+@pytest.mark.parametrize("method,fused", [("eft", True), ("bp", False)])
+def test_multi_label_fused_mode_and_the_baseline(tiny_bert_dir, method, fused):
+    texts, labels = _multi_label_data()
+    clf = EFTClassifier(
+        _multi_label_config(
+            tiny_bert_dir, method=method, elm_from_last_epoch=fused, bp_epochs=2, n_iter=1
+        )
+    ).fit(texts[:240], labels[:240], texts[240:], labels[240:])
+    proba = clf.predict_proba(texts[240:])
+    np.testing.assert_array_equal(clf.predict(texts[240:]), (proba > 0.5).astype(int))
+    assert len(clf.history_["bp_train_loss"]) == 2
+    if method == "bp":  # the linear head's logits, a sigmoid each (BCE in the BP stage)
+        assert clf.head_ is None and clf.temperature_ == 1.0
+        logits = clf.decision_function(texts[240:])
+        np.testing.assert_allclose(proba, 1 / (1 + np.exp(-logits)), rtol=1e-5)
+        assert clf.history_["bp_train_loss"][1] < clf.history_["bp_train_loss"][0]
+    else:  # fused: the head's statistics come from the BP epoch's features
+        assert clf.timings_["feedforward"] == 0.0
+        assert clf.score(texts[240:], labels[240:]) > 0.5
+
+
+def test_multi_label_refusals(tiny_bert_dir):
+    texts, labels = _multi_label_data(40)
+    with pytest.raises(InputError, match="mix label sets.*first at row 3"):
+        EFTClassifier(_multi_label_config(tiny_bert_dir)).fit(
+            texts[:6], [["a"], ["b"], [], "a", ["a", "b"], ["b"]]
+        )
+    with pytest.raises(InputError, match="must hold only 0 and 1"):
+        EFTClassifier(_multi_label_config(tiny_bert_dir)).fit(texts[:4], np.full((4, 2), 2))
+    with pytest.raises(InputError, match="class_weight='balanced' is for single-label data"):
+        EFTClassifier(_multi_label_config(tiny_bert_dir, class_weight="balanced")).fit(
+            texts, labels
+        )
+    with pytest.raises(InputError, match="label_smoothing=0.1 is for single-label"):
+        EFTClassifier(_multi_label_config(tiny_bert_dir, label_smoothing=0.1)).fit(texts, labels)
+    with pytest.raises(InputError, match="validation labels are one label per text.*multi-label"):
+        EFTClassifier(_multi_label_config(tiny_bert_dir)).fit(
+            texts, labels, texts[:4], ["war", "war", "money", "war"]
+        )
+    with pytest.raises(InputError, match="Evaluation labels not seen in training: \\['art'\\]"):
+        EFTClassifier(_multi_label_config(tiny_bert_dir)).fit(
+            texts, labels, texts[:2], [["war", "art"], []]
+        )
+    clf = EFTClassifier(_multi_label_config(tiny_bert_dir, bp_epochs=0)).fit(texts, labels)
+    with pytest.raises(InputError, match="scoring labels are one label per text"):
+        clf.score(texts[:2], ["war", "money"])
+    single = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    with pytest.raises(InputError, match="validation labels are label sets.*single-label"):
+        EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(
+            TEXTS, LABELS, TEXTS[:2], [["pos"], ["neg"]]
+        )
+    assert single.multi_label_ is False
+    with pytest.raises(InputError, match="row 1 of the stream holds a set of labels"):
+        EFTClassifier(_multi_label_config(tiny_bert_dir)).fit_stream(
+            list(zip(texts, labels, strict=True))
+        )

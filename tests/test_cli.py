@@ -255,6 +255,86 @@ def test_text_pairs_from_two_columns_train_evaluate_and_predict(tiny_bert_dir, t
         assert message in capsys.readouterr().err
 
 
+def test_multi_label_train_evaluate_predict_and_compare(tiny_bert_dir, tmp_path, capsys):
+    from eft import EFTClassifier
+    from eft.cli import main
+    from tests.test_classifier import _multi_label_data
+
+    texts, labels = _multi_label_data()
+    train = tmp_path / "train.jsonl"  # JSON lists
+    train.write_text(
+        "".join(
+            json.dumps({"text": t, "label": y}) + "\n"
+            for t, y in zip(texts[:240], labels[:240], strict=True)
+        )
+    )
+    dev = _write_csv(
+        tmp_path / "dev.csv", [(t, "|".join(y)) for t, y in zip(texts, labels, strict=True)][240:]
+    )
+    options = ["--model", str(tiny_bert_dir), "--bp-epochs", "1", "--n-hidden", "500"]
+    options += ["--C", "100", "--learning-rate", "1e-3", "--device", "cpu", "--quiet"]
+    out = tmp_path / "model"
+    arguments = ["train", "--train", str(train), "--validation", str(dev), "--multi-label"]
+    assert main([*arguments, "--label-separator", "|", *options, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 labels (multi-label)" in printed and "validation subset accuracy" in printed
+    model = EFTClassifier.from_pretrained(out, device="cpu")
+    assert model.multi_label_ and model.classes_.tolist() == ["money", "sports", "war"]
+    expected = [model.classes_[row == 1].tolist() for row in model.predict(texts[240:])]
+
+    predictions, metrics = tmp_path / "preds.jsonl", tmp_path / "metrics.json"
+    evaluate = ["evaluate", str(out), "--data", str(dev), "--label-separator", "|", "--quiet"]
+    assert main([*evaluate, "--predictions", str(predictions), "--metrics", str(metrics)]) == 0
+    lines = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert [r["prediction"] for r in lines] == expected
+    assert [r["label"] for r in lines] == [sorted(y) for y in labels[240:]]
+    assert all(len(r["score"]) == len(r["prediction"]) for r in lines)
+    assert all(0.5 < v <= 1 for r in lines for v in r["score"])
+    scores = json.loads(metrics.read_text())
+    subset = np.mean([r["label"] == r["prediction"] for r in lines])
+    assert scores["subset_accuracy"] == pytest.approx(100 * subset)
+    assert scores["subset_accuracy"] == pytest.approx(100 * model.score(texts[240:], labels[240:]))
+    assert scores["micro_f1"] >= scores["subset_accuracy"] > 70
+    assert set(scores["per_class"]) == {"money", "sports", "war"}
+
+    target = tmp_path / "out.jsonl"
+    predict = ["predict", str(out), *texts[240:245], "--all-scores", "--quiet"]
+    assert main([*predict, "--output", str(target)]) == 0
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [r["prediction"] for r in lines] == expected[:5]
+    assert all(len(r["scores"]) == 3 for r in lines)
+
+    assert main(["compare", str(predictions), str(predictions), "--metric", "accuracy"]) == 0
+    capsys.readouterr()
+    refusals = [
+        (["compare", str(predictions), str(predictions)], "subset accuracy only"),
+        (
+            [*arguments, "--stream", *options, "--output", str(tmp_path / "s")],
+            "multi-label training (--multi-label) needs",
+        ),
+        (
+            [
+                "train",
+                "--dataset",
+                "trec",
+                "--multi-label",
+                *options,
+                "--output",
+                str(tmp_path / "d"),
+            ],
+            "the dataset trec has one label per text",
+        ),
+        (["evaluate", str(out), "--dataset", "trec"], "The model is multi-label"),
+        (  # JSON lists without --multi-label
+            ["train", "--train", str(train), *options, "--output", str(tmp_path / "x")],
+            "not a single label (multi-label data: `eft train --multi-label`)",
+        ),
+    ]
+    for argv, message in refusals:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_predict_reads_stdin_with_input_dash(trained, monkeypatch, capsys):
     import io
 

@@ -372,6 +372,26 @@ def test_read_csv_tsv_jsonl_and_gzip(tmp_path):
     assert read_labeled_file(tmp_path / "a.jsonl.gz", "review", "y") == (texts, labels)
 
 
+def test_multi_label_files_give_label_sets(tmp_path):
+    rows = [("a goal", "sports|money"), ("a poem", ""), ("the market", " money | money ")]
+    with open(tmp_path / "a.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "label"), *rows])
+    texts, labels = read_labeled_file(tmp_path / "a.csv", label_separator="|")
+    assert texts == ["a goal", "a poem", "the market"]
+    assert labels == [("sports", "money"), (), ("money",)]  # blank: no label; repeats once
+    lines = [{"text": "a goal", "label": ["sports", 3]}, {"text": "a poem", "label": []}]
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    assert read_labeled_file(path, label_separator=",")[1] == [("sports", "3"), ()]
+    with pytest.raises(InputError, match="JSON list, not a single label.*--multi-label"):
+        read_labeled_file(path)
+    path.write_text(json.dumps({"text": "x", "label": {"a": 1}}) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="'label' is not a list of labels"):
+        read_labeled_file(path, label_separator=",")
+    with pytest.raises(InputError, match="non-empty string"):
+        read_labeled_file(path, label_separator="")
+
+
 def test_text_pair_columns_give_text_pairs(tmp_path):
     from eft.benchmark import load_file_splits
 

@@ -58,15 +58,20 @@ def test_two_ranks_give_the_single_process_head(tiny_bert_dir, tmp_path, n_texts
     assert results[0]["predictions"] == results[1]["predictions"]
 
 
-@pytest.mark.parametrize("pairs", [False, True])
-def test_two_ranks_with_backprop_and_iterations_run(tiny_bert_dir, tmp_path, pairs):
+@pytest.mark.parametrize("kind", ["single", "pairs", "multi-label"])
+def test_two_ranks_with_backprop_and_iterations_run(tiny_bert_dir, tmp_path, kind):
     """DDP BP epoch + Eq. 8-9 iterations with all-reduced statistics complete on 2 ranks
-    (with text pairs too: the segment ids are derived on each rank)."""
+    (with text pairs too: the segment ids are derived on each rank; and with label sets: 0/1
+    label rows in the batches and the head's statistics)."""
     args = ["--model", str(tiny_bert_dir), "--n-texts", "33", "--bp-epochs", "1", "--n-iter", "2"]
-    _run([*args, *(["--pairs"] if pairs else []), "--out", str(tmp_path / "ddp")], nproc=2)
+    option = [] if kind == "single" else [f"--{kind}"]
+    _run([*args, *option, "--out", str(tmp_path / "ddp")], nproc=2)
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert result["n_samples_seen"] >= 33 and len(result["predictions"]) == 33
-    assert result["text_pairs"] is pairs
+    assert result["text_pairs"] is (kind == "pairs")
+    assert result["multi_label"] is (kind == "multi-label")
+    if kind == "multi-label":  # a 0/1 row per text, two labels plus "long"
+        assert np.asarray(result["predictions"]).shape == (33, 3)
 
 
 def test_two_ranks_in_fused_mode_with_a_feature_pass_see_every_text(tiny_bert_dir, tmp_path):

@@ -16,7 +16,9 @@ from eft.metrics import (
     classification_scores,
     compare_prediction_files,
     mean_std,
+    multi_label_scores,
     paired_bootstrap,
+    per_label_scores,
     read_predictions,
 )
 
@@ -45,6 +47,24 @@ def test_classification_scores():
         classification_scores([1, 2], [1])
     with pytest.raises(InputError, match="empty"):
         classification_scores([], [])
+
+
+def test_multi_label_scores_by_hand():
+    y_true = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
+    y_pred = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 0], [0, 0, 0]])
+    scores = multi_label_scores(y_true, y_pred)
+    assert scores["subset_accuracy"] == scores["accuracy"] == pytest.approx(50.0)  # rows 0, 3
+    assert scores["hamming_loss"] == pytest.approx(100 * 2 / 12)
+    # micro: tp 4, fp 1, fn 1 -> F1 = 8 / 10
+    assert scores["micro_f1"] == pytest.approx(80.0)
+    # per label F1: a 1, b 2/3 (tp 1, fn 1), c 2/3 (tp 1, fp 1)
+    assert scores["macro_f1"] == pytest.approx(100 * (1 + 2 / 3 + 2 / 3) / 3)
+    per_label = per_label_scores(y_true, y_pred, ["a", "b", "c"])
+    assert per_label["b"] == pytest.approx(
+        {"precision": 100.0, "recall": 50.0, "f1": 100 * 2 / 3, "support": 2}
+    )
+    with pytest.raises(InputError, match="one shape"):
+        multi_label_scores(y_true, y_pred[:, :2])
 
 
 def test_mean_std():

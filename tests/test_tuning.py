@@ -117,6 +117,63 @@ def test_epochs_resumed_one_at_a_time_with_warm_up_equal_one_run(tiny_bert_dir, 
     assert np.abs(one_run.features(TEXTS) - one_epoch.features(TEXTS)).max() > 1e-3
 
 
+def test_tune_on_label_sets_scores_subset_accuracy(tiny_bert_dir, tmp_path):
+    from tests.test_classifier import _multi_label_config, _multi_label_data
+
+    texts, labels = _multi_label_data()
+    config = _multi_label_config(tiny_bert_dir)
+    result = tune(
+        texts[:240],
+        labels[:240],
+        texts[240:],
+        labels[240:],
+        config,
+        max_epochs=2,
+        n_hidden=[100, 500],
+        C=[10.0, 100.0],
+    )
+    for epoch in result.epochs:  # subset accuracies: 1/8 by chance with 3 labels
+        assert epoch["best_score"] == max(r["accuracy"] for r in epoch["table"]) > 0.5
+        assert 0 <= epoch["linear_head_accuracy"] <= 1
+    tuned = EFTClassifier(result.best_config).fit(texts[:240], labels[:240])
+    assert tuned.multi_label_ and tuned.score(texts[240:], labels[240:]) > 0.5
+    with pytest.raises(InputError, match="validation labels are one label per text"):
+        tune(texts, labels, texts[:2], ["war", "money"], config)
+    # the command: JSON label lists with --multi-label
+    train = tmp_path / "train.jsonl"
+    rows = zip(texts[:240], labels[:240], strict=True)
+    train.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    dev = _write_csv(
+        tmp_path / "dev.csv", [(t, ",".join(y)) for t, y in zip(texts, labels, strict=True)][240:]
+    )
+    result = run_eft(
+        "tune",
+        "--train",
+        str(train),
+        "--validation",
+        str(dev),
+        "--multi-label",
+        "--model",
+        str(tiny_bert_dir),
+        "--max-epochs",
+        "1",
+        "--grid-n-hidden",
+        "500",
+        "--grid-C",
+        "100",
+        "--learning-rate",
+        "1e-3",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--output",
+        str(tmp_path / "t"),
+    )
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((tmp_path / "t" / "tuned_config.json").read_text())["config"]
+    assert (saved["bp_epochs"], saved["n_hidden"], saved["C"]) == (1, 500, 100.0)
+
+
 def test_tune_explores_the_bp_recipe_and_head_variants(tiny_bert_dir, tmp_path):
     config = _config(tiny_bert_dir, learning_rate=1e-3)
     result = tune(

@@ -249,9 +249,12 @@ def train_backprop(
         weight=None if class_weights is None else class_weights.to(accelerator.device),
         label_smoothing=config.label_smoothing,
     )
+    binary_cross_entropy = nn.BCEWithLogitsLoss()  # multi-label: a sigmoid per label
     weight = config.contrastive_weight
 
     def loss_fn(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor):
+        if labels.ndim == 2:  # 0/1 indicator rows (class weights, smoothing, contrast refused)
+            return binary_cross_entropy(logits.float(), labels.float())
         loss = cross_entropy(logits.float(), labels)
         if not weight:
             return loss

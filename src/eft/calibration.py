@@ -13,6 +13,10 @@ It changes no prediction (T > 0 keeps the argmax), costs one 1-D minimisation on
 fit already computed for its validation score, and is the usual baseline among calibration
 methods. Without held-out data nothing is fitted: the training outputs of a ridge solve are
 optimistic, and T fitted on them would be too small.
+
+Multi-label heads solve onto 0/1 rows and predict a label whose output passes 0.5; their
+probabilities are ``sigmoid((o - 0.5) / T)``, with T fitted by the binary cross-entropy in the
+same way (the same threshold, so again no prediction changes).
 """
 
 from __future__ import annotations
@@ -36,26 +40,51 @@ def negative_log_likelihood(
     return float(-log_proba[np.arange(len(labels)), np.asarray(labels)].mean())
 
 
-def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
+def binary_negative_log_likelihood(
+    scores: np.ndarray, targets: np.ndarray, temperature: float = 1.0, threshold: float = 0.0
+) -> float:
+    """Multi-label: mean over texts and labels of the binary cross-entropy of
+    ``sigmoid((scores - threshold) / temperature)`` against the 0/1 ``targets``."""
+    z = (np.asarray(scores, dtype=np.float64) - threshold) / temperature
+    targets = np.asarray(targets, dtype=np.float64)
+    # -log sigmoid(z) = logaddexp(0, -z), -log(1 - sigmoid(z)) = logaddexp(0, z)
+    return float((targets * np.logaddexp(0, -z) + (1 - targets) * np.logaddexp(0, z)).mean())
+
+
+def fit_temperature(
+    scores: np.ndarray, labels: np.ndarray, threshold: float | None = None
+) -> float:
     """The temperature T > 0 that minimises the NLL of ``softmax(scores / T)`` on ``labels``.
 
     ``scores``: (n, n_classes) outputs on held-out data; ``labels``: their column indices.
+    Multi-label (``labels`` a 0/1 indicator of the shape of ``scores``, and a ``threshold``:
+    the output at which a label is predicted): the T of ``sigmoid((scores - threshold) / T)``
+    and the binary cross-entropy, which keeps every prediction too.
     A bounded search over log10(T) in :data:`LOG10_TEMPERATURE_BOUNDS` (the NLL is smooth in
     log T). Where every held-out text is classified right with a margin the NLL keeps falling
     with T towards 0, and T is unreliable: a RuntimeWarning says so.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
-    if scores.ndim != 2 or len(scores) != len(labels) or len(labels) == 0:
+    multi_label = labels.ndim == 2
+    if (
+        scores.ndim != 2
+        or len(scores) != len(labels)
+        or len(labels) == 0
+        or (multi_label and (labels.shape != scores.shape or threshold is None))
+    ):
         raise ValueError(
-            f"scores must be (n, n_classes) with one label per row; got {scores.shape} scores "
-            f"and {len(labels)} labels."
+            f"scores must be (n, n_classes) with one label per row (multi-label: a 0/1 row "
+            f"and a threshold); got {scores.shape} scores and labels of shape {labels.shape}."
         )
+
+    def objective(log10_t: float) -> float:
+        if multi_label:
+            return binary_negative_log_likelihood(scores, labels, 10.0**log10_t, threshold)
+        return negative_log_likelihood(scores, labels, 10.0**log10_t)
+
     result = minimize_scalar(
-        lambda log10_t: negative_log_likelihood(scores, labels, 10.0**log10_t),
-        bounds=LOG10_TEMPERATURE_BOUNDS,
-        method="bounded",
-        options={"xatol": 1e-4},
+        objective, bounds=LOG10_TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-4}
     )
     low, high = LOG10_TEMPERATURE_BOUNDS
     if result.x <= low + 0.01 or result.fun < 1e-4:  # the NLL still falls, or is spent

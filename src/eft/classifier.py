@@ -28,7 +28,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from eft.atomic import atomic_dir, json_default
 from eft.backprop import EncoderWithLinearHead, train_backprop
-from eft.calibration import fit_temperature, negative_log_likelihood
+from eft.calibration import (
+    binary_negative_log_likelihood,
+    fit_temperature,
+    negative_log_likelihood,
+)
 from eft.config import EFTConfig
 from eft.encoder import (
     TextEncoder,
@@ -53,10 +57,11 @@ LINEAR_HEAD_FILE = "linear_head.safetensors"
 
 
 def check_texts_and_labels(
-    texts: Sequence[Any], labels: Sequence[Any] | None, what: str = "training"
-) -> tuple[list[Any], np.ndarray | None]:
-    """Texts must be non-empty strings, or all ``(text, text_pair)`` pairs of them; labels all
-    ints or all strings, one per text."""
+    texts: Sequence[Any], labels: Any, what: str = "training"
+) -> tuple[list[Any], Labels | None]:
+    """Texts must be non-empty strings, or all ``(text, text_pair)`` pairs of them; labels one
+    per text: all ints or all strings, or, for multi-label data, a label set per text (see
+    :func:`encode_labels`)."""
     if isinstance(texts, (str, bytes)):  # else one text becomes a list of characters
         raise InputError(
             f"The {what} texts must be a list of strings, not one string: pass [text]."
@@ -84,16 +89,52 @@ def check_texts_and_labels(
     return _checked_labels(texts, labels, what)
 
 
-def _checked_labels(
-    texts: list[Any], labels: Sequence[Any] | None, what: str
-) -> tuple[list[Any], np.ndarray | None]:
+#: Checked labels: a 1-D array (one label per text), a 2-D 0/1 indicator matrix, or a list of
+#: label tuples (multi-label).
+Labels = np.ndarray | list[tuple[Any, ...]]
+
+
+def is_label_set(label: Any) -> bool:
+    """A multi-label row: a list, tuple, set, frozenset or 1-D array of labels."""
+    return isinstance(label, (list, tuple, set, frozenset, np.ndarray))
+
+
+def _checked_labels(texts: list[Any], labels: Any, what: str) -> tuple[list[Any], Labels | None]:
     if labels is None:
         return texts, None
+    if getattr(labels, "ndim", 1) == 2:  # a 0/1 indicator matrix, one column per label
+        matrix = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
+        if len(matrix) != len(texts):
+            raise InputError(f"{len(texts)} {what} texts but {len(matrix)} label rows.")
+        if not np.isin(matrix, (0, 1)).all():
+            raise InputError(
+                f"A 2-D array of {what} labels is read as a multi-label indicator matrix (a "
+                f"column per label) and must hold only 0 and 1."
+            )
+        return texts, matrix.astype(np.int64)
     labels = list(labels.tolist() if hasattr(labels, "tolist") else labels)
     if len(labels) != len(texts):
         raise InputError(f"{len(texts)} {what} texts but {len(labels)} labels.")
+    if any(is_label_set(label) for label in labels):
+        single = [i for i, label in enumerate(labels) if not is_label_set(label)]
+        if single:
+            raise InputError(
+                f"The {what} labels mix label sets (multi-label) with single labels, first at "
+                f"row {single[0]}; give every row a list of its labels ([] for none)."
+            )
+        sets = [
+            tuple(dict.fromkeys(label.tolist() if isinstance(label, np.ndarray) else label))
+            for label in labels
+        ]
+        _check_label_kinds([v for labels_of_row in sets for v in labels_of_row], what)
+        return texts, sets
     if any(label is None or (isinstance(label, float) and np.isnan(label)) for label in labels):
         raise InputError(f"Some {what} labels are missing.")
+    _check_label_kinds(labels, what)
+    return texts, np.asarray(labels)
+
+
+def _check_label_kinds(labels: list[Any], what: str) -> None:
     kinds = {
         "int"
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -107,7 +148,50 @@ def _checked_labels(
             f"{what.capitalize()} labels must be all integers or all strings; got "
             f"{', '.join(sorted(kinds))}."
         )
-    return texts, np.asarray(labels)
+
+
+def encode_labels(
+    labels: Labels, classes: np.ndarray | None = None, what: str = "training"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, targets)`` of checked labels: the sorted label names and each text's class
+    index, or for multi-label data a 0/1 indicator matrix (n, n_classes).
+
+    Multi-label data are label sets (``[["sports", "politics"], ["science"], []]``, the input of
+    scikit-learn's ``MultiLabelBinarizer``) or a 2-D 0/1 array whose columns are the labels
+    (``classes`` 0 .. L-1). With ``classes`` (the training labels), ``labels`` are mapped onto
+    them; labels not among them raise.
+    """
+    if isinstance(labels, np.ndarray) and labels.ndim == 1:
+        if classes is None:
+            return np.unique(labels, return_inverse=True)
+        _refuse_unknown(set(labels.tolist()), classes, what)
+        return classes, np.searchsorted(classes, labels)
+    if isinstance(labels, np.ndarray):  # indicator matrix
+        if classes is not None and labels.shape[1] != len(classes):
+            raise InputError(
+                f"The {what} label matrix has {labels.shape[1]} columns; the model has "
+                f"{len(classes)} labels."
+            )
+        return (np.arange(labels.shape[1]) if classes is None else classes), labels
+    values = [v for row in labels for v in row]
+    if classes is None:
+        classes = np.unique(np.asarray(values))
+    else:
+        _refuse_unknown(set(values), classes, what)
+    column = {c: i for i, c in enumerate(classes.tolist())}
+    targets = np.zeros((len(labels), len(classes)), dtype=np.int64)
+    for row, labels_of_row in enumerate(labels):
+        targets[row, [column[v] for v in labels_of_row]] = 1
+    return classes, targets
+
+
+def _refuse_unknown(seen: set[Any], classes: np.ndarray, what: str) -> None:
+    unknown = sorted(seen - set(classes.tolist()), key=str)
+    if unknown:
+        raise InputError(
+            f"{what.capitalize()} labels not seen in training: {unknown[:10]}; the model can "
+            f"only predict {classes.tolist()[:20]}."
+        )
 
 
 def _resolve_precision(precision: str, on_cuda: bool) -> str:
@@ -329,7 +413,14 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
     epoch: loss, seconds and, with validation data, the linear head's accuracy; then the
     trained model's ``validation_accuracy`` and ``calibration``), ``n_train_`` (training
     rows), ``temperature_`` (the softmax temperature of :meth:`predict_proba`, fitted on the
-    validation data for ``method="eft"``; 1 without validation data and for ``method="bp"``).
+    validation data for ``method="eft"``; 1 without validation data and for ``method="bp"``),
+    ``text_pairs_`` and ``multi_label_`` (the kind of texts and of labels it was trained on).
+
+    Multi-label data (a set of labels per text, none, one or several) are given as label sets
+    or a 0/1 matrix (:func:`encode_labels`): the BP stage trains a sigmoid per label (binary
+    cross-entropy), the I-ELM solves onto the 0/1 rows (Eq. 5-6 with indicator targets),
+    :meth:`predict` returns the 0/1 matrix of the labels whose probability is above 0.5, and
+    accuracies (``score``, the history's validation scores) are subset accuracies.
     """
 
     def __init__(self, config: EFTConfig | None = None, **overrides: Any) -> None:
@@ -374,14 +465,18 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
         ``texts`` are strings or, for sentence-pair tasks (NLI, paraphrase), ``(text,
         text_pair)`` tuples, encoded as ``tokenizer(text, text_pair)`` encodes them; the fitted
-        model then takes pairs (``text_pairs_``). ``resume_from`` continues from a checkpoint
-        written to ``config.checkpoint_dir`` by an interrupted run with the same configuration
-        and data.
+        model then takes pairs (``text_pairs_``). ``labels`` are one label per text or, for
+        multi-label tasks, a list of labels per text or a 0/1 matrix (``multi_label_``).
+        ``resume_from`` continues from a checkpoint written to ``config.checkpoint_dir`` by an
+        interrupted run with the same configuration and data.
         """
         texts, labels = check_texts_and_labels(texts, labels)
-        classes, label_index = np.unique(labels, return_inverse=True)
-        counts = np.bincount(label_index, minlength=len(classes))
-        data = _TextsInMemory(texts, label_index)
+        classes, targets = encode_labels(labels)
+        if targets.ndim == 2:
+            counts = targets.sum(0)
+        else:
+            counts = np.bincount(targets, minlength=len(classes))
+        data = _TextsInMemory(texts, targets)
         return self._fit(
             data, classes, counts, eval_texts, eval_labels, resume_from, checkpoint_metadata
         )
@@ -439,16 +534,18 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         checkpoint_metadata: dict[str, Any] | None,
     ) -> EFTClassifier:
         cfg = self.config
+        multi_label = data.multi_label
         if len(classes) < 2:
-            raise InputError(
-                f"The training labels hold a single class ({classes.tolist()[0]!r}); a "
-                "classifier needs at least 2."
-            )
+            held = f"a single class ({classes.tolist()[0]!r})" if len(classes) else "no label"
+            raise InputError(f"The training labels hold {held}; a classifier needs at least 2.")
+        if multi_label:
+            _check_multi_label_config(cfg)
         if (eval_texts is None) != (eval_labels is None):
             raise InputError(
                 "eval_texts and eval_labels go together: pass both (validation texts and their "
                 "labels) or neither."
             )
+        eval_targets = None
         if eval_texts is not None:
             eval_texts, eval_labels = check_texts_and_labels(eval_texts, eval_labels, "evaluation")
             if is_text_pair(eval_texts[0]) != data.text_pairs:
@@ -457,12 +554,8 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                     f"texts; the training data holds {_kind(data.text_pairs)} and the "
                     f"validation data {_kind(not data.text_pairs)}."
                 )
-            unknown = sorted(set(eval_labels.tolist()) - set(classes.tolist()))
-            if unknown:
-                raise InputError(
-                    f"Evaluation labels not seen in training: {unknown[:10]}; the model can "
-                    f"only predict {classes.tolist()[:20]}."
-                )
+            _check_label_kind(eval_labels, multi_label, "validation")
+            _, eval_targets = encode_labels(eval_labels, classes, "evaluation")
         if cfg.method == "bp" and cfg.early_stopping_patience and eval_texts is None:
             raise InputError(
                 "Early stopping (early_stopping_patience) needs validation data: pass "
@@ -498,11 +591,11 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         pad_id = int(tokenizer.pad_token_id)
         data.tokenize(tokenizer, self.max_length_, pad_id)
         eval_ids = tokenize(tokenizer, eval_texts, self.max_length_) if eval_texts else None
-        eval_index = np.searchsorted(classes, eval_labels) if eval_texts else None
         timings["tokenize"] = time.perf_counter() - clock
         head_weights = self._class_weights(counts, classes)
 
         self.tokenizer_, self.classes_, self.device_ = tokenizer, classes, device
+        self.multi_label_ = multi_label
         self.is_main_process_ = accelerator.is_main_process
         self._autocast = _autocast_dtype(device, cfg)
         head = None
@@ -540,7 +633,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 def evaluate(model: torch.nn.Module) -> float:
                     linear = EFTModel(model.encoder, model.classifier)
                     scores = self._scores(linear, eval_ids, "validation")
-                    return float((scores.argmax(1) == eval_index).mean())
+                    return _accuracy(scores, eval_targets, threshold=0.0)  # logits
 
             weights = None
             if head_weights is not None:
@@ -621,12 +714,15 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         if eval_ids is not None and head is not None:  # the trained model's, I-ELM head
             clock = time.perf_counter()
             scores = self._scores(self.model_, eval_ids, "validation")
-            history["validation_accuracy"] = float((scores.argmax(1) == eval_index).mean())
-            self.temperature_ = fit_temperature(scores, eval_index)
+            threshold = self._threshold
+            history["validation_accuracy"] = _accuracy(scores, eval_targets, threshold)
+            self.temperature_ = fit_temperature(
+                scores, eval_targets, threshold if multi_label else None
+            )
             history["calibration"] = {
                 "temperature": self.temperature_,
-                "validation_nll_uncalibrated": negative_log_likelihood(scores, eval_index),
-                "validation_nll": negative_log_likelihood(scores, eval_index, self.temperature_),
+                "validation_nll_uncalibrated": _log_loss(scores, eval_targets, 1.0, threshold),
+                "validation_nll": _log_loss(scores, eval_targets, self.temperature_, threshold),
             }
             timings["evaluation"] = timings.get("evaluation", 0.0) + time.perf_counter() - clock
         elif eval_ids is not None:  # method="bp": the kept epoch's (the best, with patience)
@@ -793,13 +889,23 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             )
         return tokenize(self.tokenizer_, texts, self.max_length_)
 
+    @property
+    def _threshold(self) -> float:
+        """Multi-label: the output above which a label is predicted (0.5 for the I-ELM's ridge
+        outputs onto 0/1 targets, 0 for the baseline's logits)."""
+        return 0.5 if self.head_ is not None else 0.0
+
     def decision_function(self, texts: Sequence[Any]) -> np.ndarray:
         """Class scores (n, n_classes): I-ELM outputs, or the baseline's logits."""
         input_ids = self._input_ids(texts)  # checks that the model is fitted first
         return self._scores(self.model_, input_ids)
 
     def predict(self, texts: Sequence[Any]) -> np.ndarray:
-        """Predicted label of every text."""
+        """Predicted label of every text; multi-label models: a 0/1 indicator matrix (n,
+        n_classes), columns in the order of ``classes_``, as scikit-learn's multi-label
+        classifiers give (each text's labels: ``classes_[row == 1]``)."""
+        if getattr(self, "multi_label_", False):  # a label's probability above 0.5
+            return (self.predict_proba(texts) > 0.5).astype(np.int64)
         scores = self.decision_function(texts)
         return self.classes_[scores.argmax(1)]
 
@@ -810,18 +916,30 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         fitted on the validation texts: :mod:`eft.calibration`), so that the scores can be
         read and thresholded as the softmax of a fine-tuned head; without, ``temperature_`` is
         1 and the plain softmax of the ridge outputs is far too flat (not calibrated).
+        Multi-label models: each label's ``sigmoid((score - threshold) / temperature_)``, the
+        threshold 0.5 for the I-ELM's outputs and 0 for the baseline's logits; :meth:`predict`
+        gives the labels whose probability is above 0.5.
         """
         scores = torch.from_numpy(self.decision_function(texts))
-        return softmax_keeping_argmax(scores, getattr(self, "temperature_", 1.0)).numpy()
+        temperature = getattr(self, "temperature_", 1.0)
+        if getattr(self, "multi_label_", False):
+            return torch.sigmoid((scores.double() - self._threshold) / temperature).numpy()
+        return softmax_keeping_argmax(scores, temperature).numpy()
 
     def features(self, texts: Sequence[Any]) -> np.ndarray:
         """Pooled features of the (fine-tuned) encoder, as the head sees them."""
         input_ids = self._input_ids(texts)
         return self._scores(self.model_.encoder, input_ids, "features")
 
-    def score(self, texts: Sequence[Any], labels: Sequence[Any]) -> float:
-        """Accuracy on ``texts``."""
-        return float(np.mean(self.predict(texts) == np.asarray(labels)))
+    def score(self, texts: Sequence[Any], labels: Any) -> float:
+        """Accuracy on ``texts`` (multi-label: the share of texts whose label set is exactly
+        right, scikit-learn's subset accuracy)."""
+        if not getattr(self, "multi_label_", False):
+            return float(np.mean(self.predict(texts) == np.asarray(labels)))
+        texts, labels = check_texts_and_labels(texts, labels, "scoring")
+        _check_label_kind(labels, True, "scoring")
+        _, targets = encode_labels(labels, self.classes_, "scoring")
+        return float((self.predict(texts) == targets).all(1).mean())
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -869,6 +987,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             "label_type": "int" if self.classes_.dtype.kind in "iu" else "str",
             "feature_dim": self.model_.encoder.feature_dim,
             "text_pairs": getattr(self, "text_pairs_", False),
+            "multi_label": getattr(self, "multi_label_", False),
             "temperature": getattr(self, "temperature_", 1.0),
             "timings": getattr(self, "timings_", {}),
             "flops": getattr(self, "flops_", None),
@@ -910,8 +1029,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(f"{folder / CONFIG_FILE}: 'text_pairs' must be true or false.")
         encoder = TextEncoder(backbone, config.pooling, _separator_id(tokenizer, text_pairs))
         encoder = encoder.to(accelerator_device)
+        multi_label = meta.get("multi_label", False)  # older saves: one label per text
+        if not isinstance(multi_label, bool):
+            raise InputError(f"{folder / CONFIG_FILE}: 'multi_label' must be true or false.")
         model = cls(config)
         model.text_pairs_ = text_pairs
+        model.multi_label_ = multi_label
         if config.method == "eft":
             model.head_ = IELMClassifier.load(folder / head_file, device=str(accelerator_device))
             head = model.head_.to_module()
@@ -943,8 +1066,9 @@ class _TextsInMemory:
 
     def __init__(self, texts: Sequence[Any], label_index: np.ndarray) -> None:
         self.texts = texts
-        self.label_index = label_index
+        self.label_index = label_index  # class indices, or (multi-label) 0/1 indicator rows
         self.text_pairs = is_text_pair(texts[0])
+        self.multi_label = label_index.ndim == 2
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -989,6 +1113,7 @@ class _TextStream:
 
     cacheable = False  # a stream may not fit in memory, nor its features: read it again
     text_pairs = False  # set from the stream's first pass (eft.streaming.scan_rows)
+    multi_label = False  # streams hold one label per row
 
     def __init__(self, rows, n_rows: int, classes: np.ndarray, chunk_rows: int) -> None:
         self.rows = rows
@@ -1062,6 +1187,51 @@ class _StreamBatches:
             batch = pad_batch(ids, self.data.pad_id)
             batch["labels"] = torch.tensor(labels, dtype=torch.long)
             yield batch
+
+
+def _accuracy(scores: np.ndarray, targets: np.ndarray, threshold: float) -> float:
+    """Share of rows predicted right: the argmax against class indices, or (multi-label, 0/1
+    rows) every label's ``score > threshold`` against its row, the subset accuracy."""
+    if targets.ndim == 2:
+        return float(((scores > threshold) == (targets == 1)).all(1).mean())
+    return float((scores.argmax(1) == targets).mean())
+
+
+def _log_loss(
+    scores: np.ndarray, targets: np.ndarray, temperature: float, threshold: float
+) -> float:
+    if targets.ndim == 2:
+        return binary_negative_log_likelihood(scores, targets, temperature, threshold)
+    return negative_log_likelihood(scores, targets, temperature)
+
+
+def _check_label_kind(labels: Labels, multi_label: bool, what: str) -> None:
+    """The labels must be label sets for a multi-label model, single labels otherwise."""
+    if (not isinstance(labels, np.ndarray) or labels.ndim == 2) != multi_label:
+        given = "label sets (multi-label)" if not multi_label else "one label per text"
+        raise InputError(
+            f"The {what} labels are {given}, but the model is "
+            + (
+                "multi-label: give each text a list of its labels."
+                if multi_label
+                else "single-label (it was trained on one label per text)."
+            )
+        )
+
+
+def _check_multi_label_config(config: EFTConfig) -> None:
+    """Options of single-label training that multi-label training (a sigmoid per label in the
+    BP stage, ridge onto 0/1 rows in the head) does not have."""
+    for name, off in (
+        ("class_weight", None),
+        ("label_smoothing", 0.0),
+        ("contrastive_weight", 0.0),
+    ):
+        if getattr(config, name) != off:
+            raise InputError(
+                f"{name}={getattr(config, name)!r} is for single-label data; multi-label "
+                f"training does not support it. Leave {name} at {off!r}."
+            )
 
 
 def _kind(text_pairs: bool) -> str:

@@ -49,6 +49,27 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_multi_label(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="each text has a set of labels (none, one or several): JSONL label lists, or "
+        "label cells split on --label-separator; a sigmoid per label in the BP stage, the "
+        "I-ELM onto 0/1 rows, a label predicted when its probability passes 0.5, accuracy "
+        "as subset accuracy (every label of a text right)",
+    )
+    _add_label_separator(parser)
+
+
+def _add_label_separator(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--label-separator",
+        default=",",
+        help="multi-label models: the separator of the labels in a CSV/TSV label cell "
+        '("sports,politics"; JSONL files may hold lists instead)',
+    )
+
+
 def _add_validation_fraction(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--validation-fraction",
@@ -234,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="EFT*: tokens of future utterances of the same dialogue (MELD; paper 4.3)",
     )
     _add_data_options(source)
+    _add_multi_label(source)
     _add_method_options(train, defaults)
     train.add_argument("--output", help="folder to write the model to (required)")
     train.add_argument(
@@ -258,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", help="a named dataset instead of --data")
     evaluate.add_argument("--split", default="test", help="split of --dataset")
     _add_data_options(evaluate)
+    _add_label_separator(evaluate)
     evaluate.add_argument("--predictions", help="write per-example predictions (JSONL) here")
     evaluate.add_argument(
         "--metrics", help="write the metrics (JSON, with per-class precision/recall/F1) here"
@@ -288,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
         help='add every label\'s score to each line ("scores": [{"label", "score"}, ...], '
         "highest first, as a transformers pipeline with top_k=None): the softmax of the "
         "head's outputs (temperature-scaled if the model was trained with validation data), "
-        'whose first is "score"',
+        'whose first is "score"; multi-label models: each label\'s sigmoid, and "prediction" '
+        'and "score" list the labels above 0.5',
     )
     predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -330,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validation_fraction(tune_data)
     tune_data.set_defaults(context_past=0, context_future=0)
     _add_data_options(tune_data)
+    _add_multi_label(tune_data)
     _add_method_options(tune, defaults)
     tune.add_argument("--max-epochs", type=int, default=6, help="largest k tried")
     tune.add_argument(
@@ -471,6 +496,12 @@ def _load_training_data(args: argparse.Namespace, seed: int):
             raise InputError("--context-past/--context-future need --dataset (dialogue data).")
     pair_column = _text_pair_column(args)
     refuse_text_pairs_of_dataset(args.dataset, pair_column, "--train/--validation files")
+    separator = _label_separator(args)
+    if separator is not None and args.dataset:
+        raise InputError(
+            f"--multi-label reads label sets from --train/--validation files; the dataset "
+            f"{args.dataset} has one label per text."
+        )
     if args.dataset:
         dataset = datasets.load(args.dataset, data_dir=args.data_dir)
         train = dataset.splits["train"]
@@ -498,6 +529,7 @@ def _load_training_data(args: argparse.Namespace, seed: int):
             args.label_column,
             bad_rows=args.bad_rows,
             text_pair_column=pair_column,
+            label_separator=separator,
         )
         eval_texts = eval_labels = None
         if args.validation:
@@ -507,6 +539,7 @@ def _load_training_data(args: argparse.Namespace, seed: int):
                 args.label_column,
                 bad_rows=args.bad_rows,
                 text_pair_column=pair_column,
+                label_separator=separator,
             )
     if args.max_train and args.max_train < len(texts):
         import numpy as np
@@ -529,6 +562,13 @@ def _load_training_data(args: argparse.Namespace, seed: int):
             )
         texts, labels, eval_texts, eval_labels = kept.texts, kept.labels, held.texts, held.labels
     return texts, labels, eval_texts, eval_labels
+
+
+def _label_separator(args: argparse.Namespace) -> str | None:
+    """The separator of multi-label cells with ``--multi-label`` (``eft train``), else None."""
+    if not getattr(args, "multi_label", False):  # checkpoints of older runs lack it
+        return None
+    return args.label_separator
 
 
 def _text_pair_column(args: argparse.Namespace) -> str | None:
@@ -594,6 +634,11 @@ def command_train(args: argparse.Namespace) -> int:
                 "--stream reads a --train FILE (no --dataset, --max-train or "
                 "--validation-fraction; give --validation FILE)."
             )
+        if _label_separator(args) is not None:
+            raise InputError(
+                "--stream reads one label per row; multi-label training (--multi-label) needs "
+                "the training file in memory: drop --stream."
+            )
         eval_texts = eval_labels = None
         if args.validation:
             eval_texts, eval_labels = datasets.read_labeled_file(
@@ -641,24 +686,28 @@ def command_train(args: argparse.Namespace) -> int:
         classifier.save_pretrained(output)
         if config.checkpoint_dir:
             shutil.rmtree(config.checkpoint_dir, ignore_errors=True)
+        multi_label = classifier.multi_label_
+        kind = "labels (multi-label)" if multi_label else "classes"
         print(
             f"Trained {config.method.upper()} on {classifier.n_train_:,} texts, "
-            f"{len(classifier.classes_)} classes; model saved to {output}"
+            f"{len(classifier.classes_)} {kind}; model saved to {output}"
         )
         history = classifier.history_
+        accuracy = "subset accuracy (every label right)" if multi_label else "accuracy"
         if history.get("bp_validation_accuracy"):
             scores = ", ".join(f"{100 * s:.2f}" for s in history["bp_validation_accuracy"])
             head = " (linear head)" if config.method == "eft" else ""
-            print(f"validation accuracy after each BP epoch{head}: {scores}")
+            print(f"validation {accuracy} after each BP epoch{head}: {scores}")
         if "validation_accuracy" in history:
             kept = "I-ELM head" if config.method == "eft" else "the kept epoch"
             score = 100 * history["validation_accuracy"]
-            print(f"validation accuracy of the model ({kept}): {score:.2f}")
+            print(f"validation {accuracy} of the model ({kept}): {score:.2f}")
         if "calibration" in history:
             calibration = history["calibration"]
+            function = "sigmoid" if multi_label else "softmax"
             print(
-                f"softmax temperature {calibration['temperature']:.4g}, fitted on the validation "
-                f"data (log-loss {calibration['validation_nll_uncalibrated']:.4f} -> "
+                f"{function} temperature {calibration['temperature']:.4g}, fitted on the "
+                f"validation data (log-loss {calibration['validation_nll_uncalibrated']:.4f} -> "
                 f"{calibration['validation_nll']:.4f})"
             )
         elif config.method == "eft":
@@ -673,13 +722,18 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_evaluation_data(args: argparse.Namespace):
+def _load_evaluation_data(args: argparse.Namespace, multi_label: bool = False):
     from eft import datasets
     from eft.benchmark import refuse_text_pairs_of_dataset
 
     if bool(args.data) == bool(args.dataset):
         raise InputError("Give exactly one of --data FILE or --dataset NAME.")
     refuse_text_pairs_of_dataset(args.dataset, args.text_pair_column, "--data FILE")
+    if multi_label and args.dataset:
+        raise InputError(
+            f"The model is multi-label; the dataset {args.dataset} has one label per text. "
+            "Give its label sets in --data FILE."
+        )
     if args.dataset:
         dataset = datasets.load(args.dataset, data_dir=args.data_dir)
         if args.split not in dataset.splits:
@@ -695,6 +749,7 @@ def _load_evaluation_data(args: argparse.Namespace):
         args.label_column,
         bad_rows=args.bad_rows,
         text_pair_column=args.text_pair_column,
+        label_separator=args.label_separator if multi_label else None,
     )
 
 
@@ -719,17 +774,52 @@ def _saved_model_dir(args: argparse.Namespace, command: str) -> tuple[str, list[
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from eft.calibration import expected_calibration_error
     from eft.classifier import EFTClassifier
-    from eft.metrics import classification_scores, per_class_scores
 
     model_dir, _ = _saved_model_dir(args, "evaluate")
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
     _check_input_kind(model, model_dir, args, "--data FILE")
     model.set_params(progress=not args.quiet)  # a bar for a pass over 2 s, on stderr
-    texts, labels = _load_evaluation_data(args)
+    texts, labels = _load_evaluation_data(args, model.multi_label_)
+    if model.multi_label_:
+        scores, printed, per_class, rows = _multi_label_evaluation(model, labels, texts)
+    else:
+        scores, printed, per_class, rows = _single_label_evaluation(model, labels, texts)
+    width = 16 if model.multi_label_ else 12  # the longest name, subset_accuracy, and 1
+    for name in printed:
+        print(f"{name:<{width}}{scores[name]:>8.2f}")
+    over_labels = "  (binary, mean over labels)" if model.multi_label_ else ""
+    print(f"{'log_loss':<{width}}{scores['log_loss']:>8.4f}{over_labels}")
+    print(f"{'examples':<{width}}{len(texts):>8d}")
+    if model.temperature_ == 1.0 and model.head_ is not None:
+        print("(scores not calibrated: the model was trained without validation data)")
+    if args.per_class:
+        _print_per_class(per_class)
+    if args.predictions:
+        lines = (
+            json.dumps({"id": i, **_text_fields(t), **row}, ensure_ascii=False)
+            for i, (t, row) in enumerate(zip(texts, rows, strict=True))
+        )
+        write_text(args.predictions, "\n".join(lines) + "\n")
+    if args.metrics:
+        payload = {
+            **scores,
+            "examples": len(texts),
+            "model": str(model_dir),
+            "per_class": per_class,
+        }
+        write_text(args.metrics, json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+def _single_label_evaluation(model: Any, labels: list[Any], texts: list[Any]):
+    """Scores, the names to print, per-class scores and each text's fields of the predictions
+    file (``label``, ``prediction``, ``score``) of a single-label model; labels as strings."""
+    import numpy as np
+
+    from eft.calibration import expected_calibration_error
+    from eft.metrics import classification_scores, per_class_scores
+
     known = {str(c) for c in model.classes_}
     unknown = sorted({str(label) for label in labels} - known)
     if unknown:
@@ -745,47 +835,51 @@ def command_evaluate(args: argparse.Namespace) -> int:
     truth_proba = proba[np.arange(len(truth)), [column[label] for label in truth]]
     scores["log_loss"] = float(-np.log(np.clip(truth_proba, 1e-15, 1.0)).mean())
     scores["ece"] = 100 * expected_calibration_error(proba, [column[label] for label in truth])
-    for name in ("accuracy", "weighted_f1", "macro_f1", "ece"):
-        print(f"{name:<12}{scores[name]:>8.2f}")
-    print(f"{'log_loss':<12}{scores['log_loss']:>8.4f}")
-    print(f"{'examples':<12}{len(texts):>8d}")
-    if model.temperature_ == 1.0 and model.head_ is not None:
-        print("(scores not calibrated: the model was trained without validation data)")
-    per_class = per_class_scores(truth, predicted)
-    if args.per_class:
-        width = max(12, *(len(label) + 2 for label in per_class))
-        print(f"\n{'label':<{width}}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
-        for label, row in per_class.items():
-            print(
-                f"{label:<{width}}{row['precision']:>10.2f}{row['recall']:>8.2f}"
-                f"{row['f1']:>8.2f}{row['support']:>9d}"
-            )
-    if args.predictions:
-        lines = (
-            json.dumps(
-                {
-                    "id": i,
-                    **_text_fields(t),
-                    "label": y,
-                    "prediction": p,
-                    "score": round(float(q), 6),
-                },
-                ensure_ascii=False,
-            )
-            for i, (t, y, p, q) in enumerate(
-                zip(texts, truth.tolist(), predicted.tolist(), proba.max(1), strict=True)
-            )
-        )
-        write_text(args.predictions, "\n".join(lines) + "\n")
-    if args.metrics:
-        payload = {
-            **scores,
-            "examples": len(texts),
-            "model": str(model_dir),
-            "per_class": per_class,
+    rows = [
+        {"label": y, "prediction": p, "score": round(float(q), 6)}
+        for y, p, q in zip(truth.tolist(), predicted.tolist(), proba.max(1), strict=True)
+    ]
+    printed = ("accuracy", "weighted_f1", "macro_f1", "ece")
+    return scores, printed, per_class_scores(truth, predicted), rows
+
+
+def _multi_label_evaluation(model: Any, labels: list[Any], texts: list[Any]):
+    """As :func:`_single_label_evaluation`, for a multi-label model and label sets of strings:
+    the fields list the true and the predicted labels (in the model's order) and the predicted
+    ones' probabilities."""
+    import numpy as np
+
+    from eft.classifier import encode_labels
+    from eft.metrics import MULTI_LABEL_METRICS, multi_label_scores, per_label_scores
+
+    names = np.asarray([str(c) for c in model.classes_])
+    _, truth = encode_labels(labels, names, "evaluation")
+    proba = model.predict_proba(texts)
+    predicted = (proba > 0.5).astype(np.int64)  # as predict decides
+    scores = multi_label_scores(truth, predicted)
+    clipped = np.clip(proba, 1e-15, 1 - 1e-15)
+    scores["log_loss"] = float(
+        -(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped)).mean()
+    )
+    rows = [
+        {
+            "label": names[y == 1].tolist(),
+            "prediction": names[q == 1].tolist(),
+            "score": [round(float(v), 6) for v in p[q == 1]],
         }
-        write_text(args.metrics, json.dumps(payload, indent=2) + "\n")
-    return 0
+        for y, q, p in zip(truth, predicted, proba, strict=True)
+    ]
+    return scores, MULTI_LABEL_METRICS, per_label_scores(truth, predicted, names), rows
+
+
+def _print_per_class(per_class: dict[str, dict[str, float]]) -> None:
+    width = max(12, *(len(label) + 2 for label in per_class))
+    print(f"\n{'label':<{width}}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
+    for label, row in per_class.items():
+        print(
+            f"{label:<{width}}{row['precision']:>10.2f}{row['recall']:>8.2f}"
+            f"{row['f1']:>8.2f}{row['support']:>9d}"
+        )
 
 
 def command_predict(args: argparse.Namespace) -> int:
@@ -815,11 +909,14 @@ def command_predict(args: argparse.Namespace) -> int:
     classes = model.classes_.tolist()  # Python ints and strings, as JSON writes them
 
     def line(text: str | tuple[str, str], label: Any, p: np.ndarray) -> str:
-        row = {
-            **_text_fields(text),
-            "prediction": label.item() if hasattr(label, "item") else label,
-            "score": round(float(p.max()), 6),
-        }
+        row = {**_text_fields(text)}
+        if model.multi_label_:  # every label above 0.5 and its probability, in label order
+            chosen = np.flatnonzero(p > 0.5)
+            row["prediction"] = [classes[i] for i in chosen]
+            row["score"] = [round(float(p[i]), 6) for i in chosen]
+        else:
+            row["prediction"] = label.item() if hasattr(label, "item") else label
+            row["score"] = round(float(p.max()), 6)
         if args.all_scores:
             row["scores"] = [
                 {"label": classes[i], "score": round(float(p[i]), 6)}

@@ -368,9 +368,14 @@ def _require_column(table: _Table, column: str, option: str = "") -> None:
 
 
 def _row_problem(
-    record: dict[str, Any], text_column: str, label_column: str | None, pair_column: str = ""
+    record: dict[str, Any],
+    text_column: str,
+    label_column: str | None,
+    pair_column: str = "",
+    multi_label: bool = False,
 ) -> str:
-    """Why a record is unusable ('' when it is fine)."""
+    """Why a record is unusable ('' when it is fine). ``multi_label``: the label is a JSON list
+    or a string to split (empty: no label), not one label."""
     extra = record.get(_EXTRA)
     if extra:
         return f"{len(extra)} more field(s) than the header"
@@ -384,15 +389,37 @@ def _row_problem(
             return f"empty '{column}'"
     if label_column is not None:
         label = record.get(label_column)
+        if multi_label:
+            if label is None:
+                return f"missing '{label_column}'"
+            if isinstance(label, dict) or (
+                isinstance(label, list) and not all(_is_scalar(v) for v in label)
+            ):
+                return f"'{label_column}' is not a list of labels"
+            return ""
         if label is None or (isinstance(label, str) and not label.strip()):
             return f"missing '{label_column}'"
-        if isinstance(label, (dict, list)):
-            return f"'{label_column}' is a JSON {type(label).__name__}, not a single label"
+        if isinstance(label, list):
+            return (
+                f"'{label_column}' is a JSON list, not a single label (multi-label data: "
+                "`eft train --multi-label`)"
+            )
+        if isinstance(label, dict):
+            return f"'{label_column}' is a JSON dict, not a single label"
     return ""
 
 
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
 def _filter_rows(
-    table: _Table, text_column: str, label_column: str | None, bad_rows: str, pair_column: str = ""
+    table: _Table,
+    text_column: str,
+    label_column: str | None,
+    bad_rows: str,
+    pair_column: str = "",
+    multi_label: bool = False,
 ) -> list[dict[str, Any]]:
     if bad_rows not in ("error", "skip"):
         raise InputError(f"bad_rows must be 'error' or 'skip', not {bad_rows!r}")
@@ -400,7 +427,7 @@ def _filter_rows(
     first: tuple[int, int, str] | None = None
     n_bad = 0
     for row_no, (line_no, record) in enumerate(table.rows, 1):
-        problem = _row_problem(record, text_column, label_column, pair_column)
+        problem = _row_problem(record, text_column, label_column, pair_column, multi_label)
         if problem:
             n_bad += 1
             if first is None:
@@ -431,6 +458,13 @@ def _label_str(value: Any) -> str:
     return value.strip() if isinstance(value, str) else str(value)
 
 
+def _label_set(value: Any, separator: str) -> tuple[str, ...]:
+    """A multi-label cell as a tuple of label strings: a JSON list, or a string split on
+    ``separator`` (blank parts dropped, so an empty cell is no label)."""
+    parts = value if isinstance(value, list) else str(value).split(separator)
+    return tuple(dict.fromkeys(p for p in map(_label_str, parts) if p))
+
+
 def read_labeled_file(
     path: str | os.PathLike[str],
     text_column: str = "text",
@@ -438,7 +472,8 @@ def read_labeled_file(
     *,
     bad_rows: str = "error",
     text_pair_column: str | None = None,
-) -> tuple[list[Any], list[str]]:
+    label_separator: str | None = None,
+) -> tuple[list[Any], list[Any]]:
     """Read texts and labels from a ``.csv``, ``.tsv`` or ``.jsonl`` file (optionally ``.gz``).
 
     CSV and TSV files need a header row (TSV is read without quote processing, as in GLUE);
@@ -448,14 +483,26 @@ def read_labeled_file(
     :class:`InputError` naming the first one and the count, ``bad_rows="skip"`` drops them
     with a warning. With ``text_pair_column`` every text is a ``(text, text_pair)`` pair of the
     two columns (sentence-pair tasks: NLI, paraphrase), both required.
+
+    With ``label_separator`` the data are multi-label: each label is a tuple of label strings,
+    from a JSON list or from the cell split on the separator (``"sports|politics"`` with
+    ``"|"``); an empty cell or list is a text with no label.
     """
+    if label_separator is not None and not label_separator:
+        raise InputError("label_separator must be a non-empty string, e.g. ',' or '|'.")
     table = _read_table(Path(path))
     _require_column(table, text_column, "text_column")
     if text_pair_column:
         _require_column(table, text_pair_column, "text_pair_column")
     _require_column(table, label_column, "label_column")
-    records = _filter_rows(table, text_column, label_column, bad_rows, text_pair_column or "")
-    labels = [_label_str(r[label_column]) for r in records]
+    multi_label = label_separator is not None
+    records = _filter_rows(
+        table, text_column, label_column, bad_rows, text_pair_column or "", multi_label
+    )
+    if multi_label:
+        labels: list[Any] = [_label_set(r[label_column], label_separator) for r in records]
+    else:
+        labels = [_label_str(r[label_column]) for r in records]
     return _texts_of(records, text_column, text_pair_column), labels
 
 

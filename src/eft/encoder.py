@@ -13,6 +13,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -299,29 +300,37 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
 
 
 class EncodedTexts(torch.utils.data.Dataset):
-    """Token ids (and label indices) addressable by index, for a DataLoader."""
+    """Token ids (and label indices, or multi-label indicator rows) addressable by index, for a
+    DataLoader."""
 
-    def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | None = None) -> None:
+    def __init__(self, input_ids: list[list[int]], labels: np.ndarray | None = None) -> None:
         self.input_ids = input_ids
         self.labels = labels
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def __getitem__(self, index: int) -> tuple[list[int], int, int]:
-        label = -1 if self.labels is None else int(self.labels[index])
-        return self.input_ids[index], label, index
+    def __getitem__(self, index: int) -> tuple[list[int], int | np.ndarray, int]:
+        if self.labels is None:
+            return self.input_ids[index], -1, index
+        label = self.labels[index]
+        return self.input_ids[index], label if getattr(label, "ndim", 0) else int(label), index
 
 
 class Collator:
-    """DataLoader collate function: dynamic padding plus the label and sample-index tensors."""
+    """DataLoader collate function: dynamic padding plus the label and sample-index tensors
+    (labels: class indices, or float 0/1 rows for multi-label data)."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
-    def __call__(self, items: list[tuple[list[int], int, int]]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: list[tuple[list[int], Any, int]]) -> dict[str, torch.Tensor]:
         batch = pad_batch([item[0] for item in items], self.pad_id)
-        batch["labels"] = torch.tensor([item[1] for item in items], dtype=torch.long)
+        labels = [item[1] for item in items]
+        if isinstance(labels[0], np.ndarray):
+            batch["labels"] = torch.from_numpy(np.stack(labels).astype(np.float32))
+        else:
+            batch["labels"] = torch.tensor(labels, dtype=torch.long)
         batch["index"] = torch.tensor([item[2] for item in items], dtype=torch.long)
         return batch
 

@@ -20,11 +20,14 @@ from eft.errors import InputError
 
 __all__ = [
     "METRICS",
+    "MULTI_LABEL_METRICS",
     "classification_scores",
     "compare_prediction_files",
     "mean_std",
+    "multi_label_scores",
     "paired_bootstrap",
     "per_class_scores",
+    "per_label_scores",
     "read_predictions",
 ]
 
@@ -67,9 +70,13 @@ def per_class_scores(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, 
     ``y_pred``, keyed by the label as a string (scikit-learn's ``classification_report``)."""
     y_true_a, y_pred_a = _as_label_arrays(y_true, y_pred)
     labels = np.unique(np.concatenate([y_true_a, y_pred_a]))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true_a, y_pred_a, labels=labels, zero_division=0
-    )
+    scores = precision_recall_fscore_support(y_true_a, y_pred_a, labels=labels, zero_division=0)
+    return _per_label_rows(labels.tolist(), *scores)
+
+
+def _per_label_rows(labels: Sequence[Any], *scores: np.ndarray) -> dict[str, dict[str, float]]:
+    """``{label: {precision, recall, f1 (percent), support}}`` from scikit-learn's arrays."""
+    precision, recall, f1, support = scores
     return {
         str(label): {
             "precision": 100.0 * float(p),
@@ -77,8 +84,50 @@ def per_class_scores(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, 
             "f1": 100.0 * float(f),
             "support": int(n),
         }
-        for label, p, r, f, n in zip(labels.tolist(), precision, recall, f1, support, strict=True)
+        for label, p, r, f, n in zip(labels, precision, recall, f1, support, strict=True)
     }
+
+
+#: Metric names produced by :func:`multi_label_scores` (all in percent).
+MULTI_LABEL_METRICS: tuple[str, ...] = (
+    "subset_accuracy",
+    "micro_f1",
+    "macro_f1",
+    "weighted_f1",
+    "samples_f1",
+    "hamming_loss",
+)
+
+
+def multi_label_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Multi-label scores of 0/1 indicator matrices (n, n_labels), in percent: the subset
+    accuracy (every label of a text right; also as ``accuracy``), F1 averaged over all
+    label decisions (micro), over labels (macro, weighted by support) and over texts
+    (samples), and the Hamming loss (the share of wrong label decisions)."""
+    y_true_a, y_pred_a = _as_label_arrays(y_true, y_pred)
+    if y_true_a.ndim != 2 or y_true_a.shape != y_pred_a.shape:
+        raise InputError(
+            f"multi-label scores need two 0/1 matrices of one shape; got {y_true_a.shape} and "
+            f"{y_pred_a.shape}"
+        )
+    subset = 100.0 * float(accuracy_score(y_true_a, y_pred_a))
+    scores = {"subset_accuracy": subset, "accuracy": subset}
+    for average in ("micro", "macro", "weighted", "samples"):
+        f1 = f1_score(y_true_a, y_pred_a, average=average, zero_division=0)
+        scores[f"{average}_f1"] = 100.0 * float(f1)
+    scores["hamming_loss"] = 100.0 * float((y_true_a != y_pred_a).mean())
+    return scores
+
+
+def per_label_scores(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[Any]
+) -> dict[str, dict[str, float]]:
+    """Multi-label: precision, recall, F1 (percent) and support of every label (a column of
+    the 0/1 matrices), keyed by the label as a string."""
+    scores = precision_recall_fscore_support(
+        np.asarray(y_true), np.asarray(y_pred), zero_division=0
+    )
+    return _per_label_rows(list(labels), *scores)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -265,6 +314,12 @@ def compare_prediction_files(
             f"{path_a} and {path_b} do not cover the same examples ({len(ids_a)} vs "
             f"{len(ids_b)} ids; {len(missing_b)} only in A, e.g. {missing_b[:3]}, {extra_b} only "
             "in B); predict on the same test set"
+        )
+    if metric != "accuracy" and any(isinstance(y, list) for y in true_a + pred_a + pred_b):
+        raise InputError(
+            f"{path_a} or {path_b} holds label lists (multi-label predictions); the paired "
+            f"bootstrap compares them by subset accuracy only: use --metric accuracy, not "
+            f"{metric}"
         )
     order = [key_b[key] for key in key_a]
     true_b_aligned = [true_b[j] for j in order]

@@ -157,6 +157,11 @@ class _IterableRows:
                 )
             if label is None:
                 raise InputError(f"row {number} of the stream has no label")
+            if isinstance(label, (list, tuple, set, frozenset)):
+                raise InputError(
+                    f"row {number} of the stream holds a set of labels; a stream holds one label "
+                    "per row (multi-label training reads its data in memory: use fit)"
+                )
             yield text, label
 
 

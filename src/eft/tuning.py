@@ -49,7 +49,12 @@ import torch
 
 from eft.atomic import atomic_file, json_default, write_text
 from eft.checkpoint import STATE_FILE, json_digest, read_run_state
-from eft.classifier import EFTClassifier, check_texts_and_labels
+from eft.classifier import (
+    EFTClassifier,
+    _check_label_kind,
+    check_texts_and_labels,
+    encode_labels,
+)
 from eft.config import EFTConfig
 from eft.errors import InputError
 from eft.ielm import ACTIVATIONS, sweep
@@ -137,6 +142,11 @@ def tune(
     base = config or EFTConfig()
     texts, labels = check_texts_and_labels(texts, labels)
     eval_texts, eval_labels = check_texts_and_labels(eval_texts, eval_labels, "validation")
+    multi_label = not (isinstance(labels, np.ndarray) and labels.ndim == 1)
+    _check_label_kind(eval_labels, multi_label, "validation")
+    if multi_label:  # 0/1 rows; the scores are subset accuracies (or weighted F1 over labels)
+        classes, labels = encode_labels(labels)
+        _, eval_labels = encode_labels(eval_labels, classes, "validation")
     if max_epochs < 1:
         raise InputError("max_epochs must be >= 1.")
     if selection not in SELECTIONS:
@@ -363,7 +373,7 @@ def _tune_epoch(
     when an interrupted run got that far) and score every head on its features."""
     texts, labels, eval_texts, eval_labels = data
     _, n_hidden, C, scoring = grid
-    classes = np.unique(labels)
+    classes = None if labels.ndim == 2 else np.unique(labels)  # multi-label: 0/1 columns
     clock = time.perf_counter()
     step = EFTConfig.from_dict(
         {
@@ -412,7 +422,11 @@ def _tune_epoch(
             best_params = {**head, **result.best_params}
     with torch.no_grad():  # the BP stage's own linear head, on the same features
         logits = clf.model_.head(torch.from_numpy(eval_features).to(clf.device_))
-    linear = float(np.mean(clf.classes_[logits.argmax(1).cpu().numpy()] == eval_labels))
+    logits = logits.cpu().numpy()
+    if clf.multi_label_:  # subset accuracy of a sigmoid per label
+        linear = float(((logits > 0) == (eval_labels == 1)).all(1).mean())
+    else:
+        linear = float(np.mean(clf.classes_[logits.argmax(1)] == eval_labels))
     return {
         "learning_rate": recipe["learning_rate"],
         "pooling": recipe["pooling"],
