@@ -63,10 +63,16 @@ def _start_and_wait_for_checkpoint(args: list[str], checkpoint: Path) -> subproc
     return process
 
 
-@pytest.mark.parametrize("method", ["eft", "bp"])
+@pytest.mark.parametrize("method", ["eft", "bp", "multi-label"])
 def test_killed_run_resumes_to_the_uninterrupted_model(method, tiny_bert_dir, tmp_path):
     common, train = _slow_run(tmp_path, tiny_bert_dir, epochs=3)
-    common += ["--method", method]
+    if method == "multi-label":  # label sets "pos|long": the options come back with the run
+        rows = list(zip(TEXTS * 4, LABELS * 4, strict=True))
+        rows = [(t, f"{y}|long" if len(t.split()) > 3 else y) for t, y in rows]
+        _write_csv(train, rows)
+        common += ["--multi-label", "--label-separator", "|"]
+    else:
+        common += ["--method", method]
     if method == "bp":
         common += ["--validation", str(train), "--early-stopping-patience", "2"]
     whole = run_eft(*common, "--output", str(tmp_path / "whole"), "--no-checkpoint")
@@ -82,7 +88,8 @@ def test_killed_run_resumes_to_the_uninterrupted_model(method, tiny_bert_dir, tm
     assert not out.exists()
     state_file = checkpoint / "checkpoint.json"  # as an older eft wrote it: newer options absent
     older = json.loads(state_file.read_text())
-    for option in ("validation_fraction", "stream"):
+    options = ("validation_fraction", "stream", "multi_label", "label_separator")
+    for option in options[:2] if method == "multi-label" else options:
         del older["cli_args"][option]
     state_file.write_text(json.dumps(older))
 
@@ -91,6 +98,7 @@ def test_killed_run_resumes_to_the_uninterrupted_model(method, tiny_bert_dir, tm
     assert out.is_dir() and not checkpoint.exists()
     a = EFTClassifier.from_pretrained(tmp_path / "whole", device="cpu")
     b = EFTClassifier.from_pretrained(out, device="cpu")
+    assert a.multi_label_ is b.multi_label_ is (method == "multi-label")
     np.testing.assert_array_equal(a.predict(TEXTS), b.predict(TEXTS))
     np.testing.assert_allclose(
         a.decision_function(TEXTS), b.decision_function(TEXTS), rtol=1e-5, atol=1e-6
