@@ -170,6 +170,28 @@ def test_bench_splits_ag_news_test_file_when_train_is_absent(data_dir):
     assert small[3] == {"validation_fraction": 0.1}
 
 
+def test_the_resume_fingerprint_leaves_out_options_not_given():
+    """A bench interrupted under an eft without a newer option (None when not given) keeps
+    its fingerprint under one with it; a given value, options' or data's change it."""
+    import argparse
+
+    from eft.benchmark import _run_digest
+    from eft.datasets import Split
+
+    splits = [Split(["a text", "b text"], ["x", "y"])]
+    older = argparse.Namespace(dataset=None, train="t.csv", seed=42, quiet=True)
+    newer = argparse.Namespace(**vars(older), text_pair_column=None)
+    assert _run_digest(older, splits) == _run_digest(newer, splits)
+    given = argparse.Namespace(**vars(older), text_pair_column="hypothesis")
+    assert _run_digest(given, splits) != _run_digest(older, splits)
+    assert _run_digest(argparse.Namespace(**{**vars(older), "seed": 43}), splits) != (
+        _run_digest(older, splits)
+    )
+    assert _run_digest(older, [Split(["a text", "b text"], ["x", "x"])]) != (
+        _run_digest(older, splits)
+    )
+
+
 def test_interrupted_bench_continues_to_the_results_of_an_uninterrupted_run(
     tiny_bert_dir, tmp_path, monkeypatch, capsys
 ):

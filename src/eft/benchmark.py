@@ -600,8 +600,10 @@ def run_header(
 
 
 def _run_digest(args: argparse.Namespace, splits: Sequence[datasets.Split]) -> str:
-    """What decides a bench run's results: its options and data."""
-    options = {k: v for k, v in vars(args).items() if k not in _NOT_MEASURED}
+    """What decides a bench run's results: its options and data. Options not given (None)
+    are left out, so that a run interrupted under an eft without a newer option (which
+    defaults to None) continues under one with it."""
+    options = {k: v for k, v in vars(args).items() if k not in _NOT_MEASURED and v is not None}
     columns = [list(part) for split in splits for part in (split.texts, split.labels)]
     return json_digest(options, *columns)
 
