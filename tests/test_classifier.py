@@ -714,6 +714,16 @@ def test_multi_label_fused_mode_and_the_baseline(tiny_bert_dir, method, fused):
         assert clf.score(texts[240:], labels[240:]) > 0.5
 
 
+def test_multi_label_cross_validation_takes_the_0_1_matrix(tiny_bert_dir):
+    from sklearn.model_selection import cross_val_score
+
+    texts, labels = _multi_label_data(150)
+    matrix = np.array([[int(c in row) for c in ["money", "sports", "war"]] for row in labels])
+    clf = EFTClassifier(_multi_label_config(tiny_bert_dir, bp_epochs=0))
+    scores = cross_val_score(clf, texts, matrix, cv=3)  # KFold; score: subset accuracy
+    assert scores.shape == (3,) and (scores > 1 / 8).all()
+
+
 def test_multi_label_refusals(tiny_bert_dir):
     texts, labels = _multi_label_data(40)
     with pytest.raises(InputError, match="mix label sets.*first at row 3"):
