@@ -126,15 +126,15 @@ def _checked_labels(texts: list[Any], labels: Any, what: str) -> tuple[list[Any]
             tuple(dict.fromkeys(label.tolist() if isinstance(label, np.ndarray) else label))
             for label in labels
         ]
-        _check_label_kinds([v for labels_of_row in sets for v in labels_of_row], what)
+        _check_label_types([v for labels_of_row in sets for v in labels_of_row], what)
         return texts, sets
     if any(label is None or (isinstance(label, float) and np.isnan(label)) for label in labels):
         raise InputError(f"Some {what} labels are missing.")
-    _check_label_kinds(labels, what)
+    _check_label_types(labels, what)
     return texts, np.asarray(labels)
 
 
-def _check_label_kinds(labels: list[Any], what: str) -> None:
+def _check_label_types(labels: list[Any], what: str) -> None:
     kinds = {
         "int"
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -554,7 +554,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                     f"texts; the training data holds {_kind(data.text_pairs)} and the "
                     f"validation data {_kind(not data.text_pairs)}."
                 )
-            _check_label_kind(eval_labels, multi_label, "validation")
+            check_label_form(eval_labels, multi_label, "validation")
             _, eval_targets = encode_labels(eval_labels, classes, "evaluation")
         if cfg.method == "bp" and cfg.early_stopping_patience and eval_texts is None:
             raise InputError(
@@ -937,7 +937,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         if not getattr(self, "multi_label_", False):
             return float(np.mean(self.predict(texts) == np.asarray(labels)))
         texts, labels = check_texts_and_labels(texts, labels, "scoring")
-        _check_label_kind(labels, True, "scoring")
+        check_label_form(labels, True, "scoring")
         _, targets = encode_labels(labels, self.classes_, "scoring")
         return float((self.predict(texts) == targets).all(1).mean())
 
@@ -1205,7 +1205,7 @@ def _log_loss(
     return negative_log_likelihood(scores, targets, temperature)
 
 
-def _check_label_kind(labels: Labels, multi_label: bool, what: str) -> None:
+def check_label_form(labels: Labels, multi_label: bool, what: str) -> None:
     """The labels must be label sets for a multi-label model, single labels otherwise."""
     if (not isinstance(labels, np.ndarray) or labels.ndim == 2) != multi_label:
         given = "label sets (multi-label)" if not multi_label else "one label per text"

@@ -51,7 +51,7 @@ from eft.atomic import atomic_file, json_default, write_text
 from eft.checkpoint import STATE_FILE, json_digest, read_run_state
 from eft.classifier import (
     EFTClassifier,
-    _check_label_kind,
+    check_label_form,
     check_texts_and_labels,
     encode_labels,
 )
@@ -143,7 +143,7 @@ def tune(
     texts, labels = check_texts_and_labels(texts, labels)
     eval_texts, eval_labels = check_texts_and_labels(eval_texts, eval_labels, "validation")
     multi_label = not (isinstance(labels, np.ndarray) and labels.ndim == 1)
-    _check_label_kind(eval_labels, multi_label, "validation")
+    check_label_form(eval_labels, multi_label, "validation")
     if multi_label:  # 0/1 rows; the scores are subset accuracies (or weighted F1 over labels)
         classes, labels = encode_labels(labels)
         _, eval_labels = encode_labels(eval_labels, classes, "validation")
