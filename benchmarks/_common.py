@@ -77,11 +77,16 @@ def tuned_apart(name: str) -> tuple[dict[str, Any], str | None]:
 
 
 def tuning_record(
-    task: str, args: argparse.Namespace, data: dict[str, Any], options: dict, result: Any
+    task: str,
+    args: argparse.Namespace,
+    data: dict[str, Any],
+    options: dict,
+    result: Any,
+    machine: dict[str, Any],
 ) -> dict[str, Any]:
     """The JSON record of a ``--tune`` run of a script with its own task (``data``: split ->
-    ``(texts, labels)``): the task, the options, the sizes, the machine and ``eft tune``'s
-    ``result`` with its seconds."""
+    ``(texts, labels)``): the task, the options, the sizes, the ``machine`` (described before
+    the run) and ``eft tune``'s ``result`` with its seconds."""
     return {
         "task": task,
         "model": "all-MiniLM-L6-v2 (embedded)",
@@ -89,7 +94,7 @@ def tuning_record(
         "command_options": vars(args),
         "sizes": {name: len(labels) for name, (_, labels) in data.items()},
         "dataset_options": options,
-        "machine": machine_info(),
+        "machine": machine,
         "tuning": result.to_dict(),
         "tuning_seconds": sum(row["seconds"]["total"] for row in result.epochs),
     }

@@ -86,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args.child, args.n_hidden)))
         return 0
+    machine = machine_info()  # before the runs: the load average at the start
     sizes = [int(r) for r in args.rows.split(",")]
     runs = [run_child(n, args.n_hidden, fixed) for fixed in (False, True) for n in sizes]
     growth = {}
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload = {
         "benchmark": "bench_stream",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine_info(),
+        "machine": machine,
         "n_hidden": args.n_hidden,
         "width": WIDTH,
         "batch": BATCH,

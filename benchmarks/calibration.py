@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--name", help="results name (default: the datasets joined by _)")
     args = parser.parse_args(argv)
+    machine = machine_info()  # before the runs: the load average at the start
     names = args.datasets.split(",")
     runs = {name: run_dataset(name, args) for name in names}
     payload = {
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model": "all-MiniLM-L6-v2 (embedded)",
         "seed": args.seed,
         "max_length": args.max_length,
-        "machine": machine_info(),
+        "machine": machine,
         "runs": runs,
     }
     payload["machine"]["load_average_at_end"] = load_average()

@@ -74,7 +74,7 @@ def question_bundles(split: Split, n_texts: int, seed: int) -> tuple[list[str], 
     return texts, label_sets
 
 
-def tuned_run(data: dict, options: dict, args: argparse.Namespace) -> int:
+def tuned_run(data: dict, options: dict, args: argparse.Namespace, machine: dict) -> int:
     """``eft tune`` on the texts, then EFT with the configuration it chose."""
     from eft.tuning import tune
 
@@ -85,7 +85,7 @@ def tuned_run(data: dict, options: dict, args: argparse.Namespace) -> int:
     _, truth = encode_labels(test_labels, clf.classes_, "test")
     scores = multi_label_scores(truth, clf.predict(test_texts))
     curve = tuning_curve(result)
-    payload = tuning_record(TASK, args, data, options, result)
+    payload = tuning_record(TASK, args, data, options, result, machine)
     payload["eft_tuned"] = {
         "test_subset_accuracy": scores["subset_accuracy"],
         "test_micro_f1": scores["micro_f1"],
@@ -120,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42, help="training seed")
     parser.add_argument("--tune", action="store_true", help="eft tune's choice instead")
     args = parser.parse_args(argv)
+    machine = machine_info()  # before the runs: the load average at the start
 
     train, validation, test, options = load_splits("trec", args.data_dir or data_root())
     data = {
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "test": question_bundles(test, len(test), 0),
     }
     if args.tune:
-        return tuned_run(data, options, args)
+        return tuned_run(data, options, args, machine)
     ks = [int(k) for k in args.ks.split(",") if int(k) != 1]
     methods = {
         "eft": {},
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, counts in label_counts.items()
         },
         "dataset_options": options,
-        "machine": machine_info(),
+        "machine": machine,
         "methods": results,
         "examples": {"train": [list(x) for x in zip(*data["train"], strict=True)][:3]},
     }

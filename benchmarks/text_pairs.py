@@ -79,7 +79,7 @@ def question_pairs(
     return pairs, targets
 
 
-def tuned_run(data: dict, options: dict, args: argparse.Namespace) -> int:
+def tuned_run(data: dict, options: dict, args: argparse.Namespace, machine: dict) -> int:
     """``eft tune`` on the pairs, then EFT with the configuration it chose."""
     from eft.tuning import tune
 
@@ -89,7 +89,7 @@ def tuned_run(data: dict, options: dict, args: argparse.Namespace) -> int:
     test_texts, test_labels = data["test"]
     accuracy = 100 * float(np.mean(clf.predict(test_texts) == np.asarray(test_labels)))
     curve = tuning_curve(result)
-    payload = tuning_record(TASK, args, data, options, result)
+    payload = tuning_record(TASK, args, data, options, result, machine)
     payload["eft_tuned"] = {"test_accuracy": accuracy, "train_seconds": clf.timings_["train"]}
     payload["machine"]["load_average_at_end"] = load_average()
     chosen = result.best_config
@@ -117,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42, help="training seed")
     parser.add_argument("--tune", action="store_true", help="eft tune's choice instead")
     args = parser.parse_args(argv)
+    machine = machine_info()  # before the runs: the load average at the start
 
     train, validation, test, options = load_splits("trec", args.data_dir or data_root())
     data = {
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, (pairs, labels) in data.items()
     }
     if args.tune:
-        return tuned_run(data, options, args)
+        return tuned_run(data, options, args, machine)
     ks = [int(k) for k in args.ks.split(",") if int(k) != 1]
     methods = {
         "eft_pairs": (data, {}),
@@ -168,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command_options": vars(args),
         "sizes": sizes,
         "dataset_options": options,
-        "machine": machine_info(),
+        "machine": machine,
         "methods": results,
         "examples": {"train": [list(p) for p in data["train"][0][:3]]},
     }
