@@ -670,8 +670,9 @@ def test_multi_label_fit_predict_save_load(tiny_bert_dir, tmp_path):
     assert clf.history_["validation_accuracy"] == pytest.approx(accuracy)
     assert clf.history_["calibration"]["validation_nll"] < 0.3  # mean binary log-loss
     assert clf.history_["calibration"]["validation_nll_uncalibrated"] > 0.5
-    as_sets = [clf.classes_[row == 1].tolist() for row in predicted]
-    assert as_sets[:5] == [sorted(s) for s in as_sets[:5]]
+    # classes_[row == 1] names each text's labels: as many sets are right as score counts
+    as_sets = [set(clf.classes_[row == 1].tolist()) for row in predicted]
+    assert np.mean([a == set(b) for a, b in zip(as_sets, labels[240:], strict=True)]) == accuracy
     out = clf.save_pretrained(tmp_path / "multi")
     assert json.loads((out / "eft_config.json").read_text())["multi_label"] is True
     loaded = EFTClassifier.from_pretrained(out, device="cpu")
