@@ -106,3 +106,37 @@ def tuning_curve(result: Any) -> list[list[float]]:
         [row["epoch"], 100 * row["best_score"], 100 * row["linear_head_accuracy"]]
         for row in result.epochs
     ]
+
+
+def tune_then_fit(data: dict[str, Any], seed: int) -> tuple[Any, Any]:
+    """``eft tune`` (the defaults, the paper's rule) on ``data``'s train and validation
+    ``(texts, labels)``, then EFT fitted with the configuration it chose: ``(result, clf)``."""
+    from eft import EFTClassifier, EFTConfig
+    from eft.tuning import tune
+
+    result = tune(*data["train"], *data["validation"], EFTConfig(seed=seed, progress=False))
+    return result, EFTClassifier(result.best_config).fit(*data["train"], *data["validation"])
+
+
+def write_tuned_results(
+    stem: str, title: str, payload: dict[str, Any], result: Any, score: str, test: str
+) -> None:
+    """Write and print the Markdown of a ``--tune`` run (:func:`tuning_record`): its ``title``,
+    the machine, the search, the chosen configuration and ``test``, what EFT with it scored,
+    and the validation ``score`` against k."""
+    chosen = result.best_config
+    payload["machine"]["load_average_at_end"] = load_average()
+    curve = tuning_curve(result)
+    lines = [
+        f"# {title}",
+        "",
+        machine_markdown(payload["machine"]),
+        f"- task: {payload['task']}; sizes: {payload['sizes']}; seed {payload['seed']}; "
+        f"selection {result.selection}; tuning took {payload['tuning_seconds']:.0f} s",
+        f"- chosen: k = {chosen.bp_epochs}, n_hidden {chosen.n_hidden}, C {chosen.C:g}; "
+        f"EFT with it: {test}",
+        "",
+        markdown_table(["k", f"best I-ELM validation {score}", "linear head"], curve),
+    ]
+    write_results(stem, payload, "\n".join(lines))
+    print("\n".join(lines[-len(curve) - 5 :]))

@@ -45,9 +45,10 @@ from _common import (  # noqa: E402
     machine_info,
     machine_markdown,
     markdown_table,
-    tuning_curve,
+    tune_then_fit,
     tuning_record,
     write_results,
+    write_tuned_results,
 )
 
 from eft import EFTClassifier, EFTConfig  # noqa: E402
@@ -76,15 +77,10 @@ def question_bundles(split: Split, n_texts: int, seed: int) -> tuple[list[str], 
 
 def tuned_run(data: dict, options: dict, args: argparse.Namespace, machine: dict) -> int:
     """``eft tune`` on the texts, then EFT with the configuration it chose."""
-    from eft.tuning import tune
-
-    config = EFTConfig(seed=args.seed, progress=False)
-    result = tune(*data["train"], *data["validation"], config)
-    clf = EFTClassifier(result.best_config).fit(*data["train"], *data["validation"])
+    result, clf = tune_then_fit(data, args.seed)
     test_texts, test_labels = data["test"]
     _, truth = encode_labels(test_labels, clf.classes_, "test")
     scores = multi_label_scores(truth, clf.predict(test_texts))
-    curve = tuning_curve(result)
     payload = tuning_record(TASK, args, data, options, result, machine)
     payload["eft_tuned"] = {
         "test_subset_accuracy": scores["subset_accuracy"],
@@ -92,23 +88,13 @@ def tuned_run(data: dict, options: dict, args: argparse.Namespace, machine: dict
         "test_macro_f1": scores["macro_f1"],
         "train_seconds": clf.timings_["train"],
     }
-    payload["machine"]["load_average_at_end"] = load_average()
-    chosen = result.best_config
-    lines = [
-        "# Multi-label: eft tune's choice (`benchmarks/multi_label.py --tune`)",
-        "",
-        machine_markdown(payload["machine"]),
-        f"- task: {TASK}; texts: {payload['sizes']}; seed {args.seed}; selection "
-        f"{result.selection}; tuning took {payload['tuning_seconds']:.0f} s",
-        f"- chosen: k = {chosen.bp_epochs}, n_hidden {chosen.n_hidden}, C {chosen.C:g}; "
-        f"EFT with it: test subset accuracy {scores['subset_accuracy']:.2f}, micro F1 "
+    test = (
+        f"test subset accuracy {scores['subset_accuracy']:.2f}, micro F1 "
         f"{scores['micro_f1']:.2f}, macro F1 {scores['macro_f1']:.2f}, train "
-        f"{clf.timings_['train']:.1f} s",
-        "",
-        markdown_table(["k", "best I-ELM validation subset accuracy", "linear head"], curve),
-    ]
-    write_results("multi_label_trec_tuned", payload, "\n".join(lines))
-    print("\n".join(lines[-len(curve) - 5 :]))
+        f"{clf.timings_['train']:.1f} s"
+    )
+    title = "Multi-label: eft tune's choice (`benchmarks/multi_label.py --tune`)"
+    write_tuned_results("multi_label_trec_tuned", title, payload, result, "subset accuracy", test)
     return 0
 
 

@@ -47,9 +47,10 @@ from _common import (  # noqa: E402
     machine_info,
     machine_markdown,
     markdown_table,
-    tuning_curve,
+    tune_then_fit,
     tuning_record,
     write_results,
+    write_tuned_results,
 )
 
 from eft import EFTClassifier, EFTConfig  # noqa: E402
@@ -81,31 +82,14 @@ def question_pairs(
 
 def tuned_run(data: dict, options: dict, args: argparse.Namespace, machine: dict) -> int:
     """``eft tune`` on the pairs, then EFT with the configuration it chose."""
-    from eft.tuning import tune
-
-    config = EFTConfig(seed=args.seed, progress=False)
-    result = tune(*data["train"], *data["validation"], config)
-    clf = EFTClassifier(result.best_config).fit(*data["train"], *data["validation"])
+    result, clf = tune_then_fit(data, args.seed)
     test_texts, test_labels = data["test"]
     accuracy = 100 * float(np.mean(clf.predict(test_texts) == np.asarray(test_labels)))
-    curve = tuning_curve(result)
     payload = tuning_record(TASK, args, data, options, result, machine)
     payload["eft_tuned"] = {"test_accuracy": accuracy, "train_seconds": clf.timings_["train"]}
-    payload["machine"]["load_average_at_end"] = load_average()
-    chosen = result.best_config
-    lines = [
-        "# Sentence pairs: eft tune's choice (`benchmarks/text_pairs.py --tune`)",
-        "",
-        machine_markdown(payload["machine"]),
-        f"- task: {payload['task']}; pairs: {payload['sizes']}; seed {args.seed}; selection "
-        f"{result.selection}; tuning took {payload['tuning_seconds']:.0f} s",
-        f"- chosen: k = {chosen.bp_epochs}, n_hidden {chosen.n_hidden}, C {chosen.C:g}; "
-        f"EFT with it: test accuracy {accuracy:.2f}, train {clf.timings_['train']:.1f} s",
-        "",
-        markdown_table(["k", "best I-ELM validation accuracy", "linear head"], curve),
-    ]
-    write_results("text_pairs_trec_tuned", payload, "\n".join(lines))
-    print("\n".join(lines[-len(curve) - 5 :]))
+    test = f"test accuracy {accuracy:.2f}, train {clf.timings_['train']:.1f} s"
+    title = "Sentence pairs: eft tune's choice (`benchmarks/text_pairs.py --tune`)"
+    write_tuned_results("text_pairs_trec_tuned", title, payload, result, "accuracy", test)
     return 0
 
 
