@@ -523,24 +523,10 @@ def _load_training_data(args: argparse.Namespace, seed: int):
         labels = list(train.labels)
         eval_labels = list(validation.labels) if validation else None
     else:
-        texts, labels = datasets.read_labeled_file(
-            args.train,
-            args.text_column,
-            args.label_column,
-            bad_rows=args.bad_rows,
-            text_pair_column=pair_column,
-            label_separator=separator,
-        )
+        texts, labels = _read_labeled(args, args.train, separator)
         eval_texts = eval_labels = None
         if args.validation:
-            eval_texts, eval_labels = datasets.read_labeled_file(
-                args.validation,
-                args.text_column,
-                args.label_column,
-                bad_rows=args.bad_rows,
-                text_pair_column=pair_column,
-                label_separator=separator,
-            )
+            eval_texts, eval_labels = _read_labeled(args, args.validation, separator)
     if args.max_train and args.max_train < len(texts):
         import numpy as np
 
@@ -562,6 +548,23 @@ def _load_training_data(args: argparse.Namespace, seed: int):
             )
         texts, labels, eval_texts, eval_labels = kept.texts, kept.labels, held.texts, held.labels
     return texts, labels, eval_texts, eval_labels
+
+
+def _read_labeled(
+    args: argparse.Namespace, path: str, label_separator: str | None = None
+) -> tuple[list[Any], list[Any]]:
+    """A labelled file read with the command's column, bad-row and text-pair options (and, for
+    multi-label data, ``label_separator``)."""
+    from eft import datasets
+
+    return datasets.read_labeled_file(
+        path,
+        args.text_column,
+        args.label_column,
+        bad_rows=args.bad_rows,
+        text_pair_column=_text_pair_column(args),
+        label_separator=label_separator,
+    )
 
 
 def _label_separator(args: argparse.Namespace) -> str | None:
@@ -601,7 +604,6 @@ def format_timings(timings: dict[str, float]) -> str:
 def command_train(args: argparse.Namespace) -> int:
     import shutil
 
-    from eft import datasets
     from eft.checkpoint import read_checkpoint
     from eft.classifier import EFTClassifier, _check_output_dir
     from eft.config import EFTConfig
@@ -641,13 +643,7 @@ def command_train(args: argparse.Namespace) -> int:
             )
         eval_texts = eval_labels = None
         if args.validation:
-            eval_texts, eval_labels = datasets.read_labeled_file(
-                args.validation,
-                args.text_column,
-                args.label_column,
-                bad_rows=args.bad_rows,
-                text_pair_column=_text_pair_column(args),
-            )
+            eval_texts, eval_labels = _read_labeled(args, args.validation)
     else:
         texts, labels, eval_texts, eval_labels = _load_training_data(args, config.seed)
     cli_args = {k: v for k, v in vars(args).items() if k not in ("resume", "command")}
@@ -743,14 +739,7 @@ def _load_evaluation_data(args: argparse.Namespace, multi_label: bool = False):
             )
         split = dataset.splits[args.split]
         return list(split.texts), list(split.labels)
-    return datasets.read_labeled_file(
-        args.data,
-        args.text_column,
-        args.label_column,
-        bad_rows=args.bad_rows,
-        text_pair_column=args.text_pair_column,
-        label_separator=args.label_separator if multi_label else None,
-    )
+    return _read_labeled(args, args.data, args.label_separator if multi_label else None)
 
 
 def _saved_model_dir(args: argparse.Namespace, command: str) -> tuple[str, list[str]]:
