@@ -200,7 +200,11 @@ def test_predict_texts_and_files(trained):
         assert r["scores"][0]["score"] >= r["scores"][1]["score"]
 
 
-def test_text_pairs_from_two_columns_train_evaluate_and_predict(tiny_bert_dir, tmp_path, capsys):
+def test_text_pairs_from_two_columns_train_evaluate_and_predict(
+    tiny_bert_dir, tmp_path, capsys, monkeypatch
+):
+    import io
+
     from eft import EFTClassifier
     from eft.cli import main
     from tests.test_classifier import PAIR_LABELS, PAIR_TEXTS
@@ -232,6 +236,16 @@ def test_text_pairs_from_two_columns_train_evaluate_and_predict(tiny_bert_dir, t
     assert [(r["text"], r["text_pair"], r["prediction"]) for r in lines] == [
         (a, b, y) for (a, b), y in zip(PAIR_TEXTS, expected, strict=True)
     ]
+    # stdin: one text<TAB>text_pair per line, split on the first tab
+    stdin = "".join(f"{a}\t{b}\n" for a, b in PAIR_TEXTS) + "\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    assert main(["predict", str(out), "--input", "-", "--output", str(target)]) == 0
+    assert [json.loads(line) for line in target.read_text().splitlines()] == lines
+    monkeypatch.setattr(
+        "sys.stdin", io.StringIO(f"{PAIR_TEXTS[0][0]}\t{PAIR_TEXTS[0][1]}\nno tab\n")
+    )
+    assert main(["predict", str(out), "--input", "-"]) == 2
+    assert "Line 2 of stdin has no tab" in capsys.readouterr().err
     # streamed, the same pairs give the same model (one chunk: the same batches)
     assert main([*arguments, "--stream", "--output", str(tmp_path / "streamed")]) == 0
     streamed = EFTClassifier.from_pretrained(tmp_path / "streamed", device="cpu")
@@ -241,9 +255,12 @@ def test_text_pairs_from_two_columns_train_evaluate_and_predict(tiny_bert_dir, t
     )
     capsys.readouterr()
     refusals = [
-        (["predict", str(out), "two words"], "trained on text pairs: give them in --input"),
+        (["predict", str(out), "two words"], "--text-pair-column, or pipe text<TAB>text_pair"),
         (["predict", str(out), "two words", *columns], "names a column of --input FILE"),
-        (["evaluate", str(out), "--data", str(dev)], "trained on text pairs: give them in --data"),
+        (
+            ["evaluate", str(out), "--data", str(dev)],
+            "give them in --data FILE with --text-column and --text-pair-column.",
+        ),
         (["evaluate", str(out), "--dataset", "trec", *columns], "trec dataset holds single"),
         (
             ["train", "--dataset", "trec", *columns, *options, "--output", str(tmp_path / "d")],
@@ -352,7 +369,7 @@ def test_predict_reads_stdin_with_input_dash(trained, monkeypatch, capsys):
     assert "read no text from stdin" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin", io.StringIO("great film\n"))
     assert main(["predict", str(out), "--input", "-", "--text-pair-column", "b"]) == 2
-    assert "text pairs need a .csv" in capsys.readouterr().err
+    assert "drop --text-pair-column" in capsys.readouterr().err
     pairs = _write_csv(
         out.parent / "pairs.csv", [("great film", "a b", "pos")], ("text", "b", "label")
     )

@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--input",
         help="file of texts: .txt (one per line), .csv, .tsv, .jsonl; - reads one text per line "
-        "from stdin",
+        "from stdin (a text-pair model: text<TAB>text_pair per line)",
     )
     predict.add_argument("--text-column", default="text", help="text column of --input")
     add_text_pair_column(predict)
@@ -885,13 +885,16 @@ def command_predict(args: argparse.Namespace) -> int:
             ".csv, .tsv or .jsonl file."
         )
     if args.input == "-":
-        texts = _stdin_texts(args)
+        texts = _stdin_lines(args)
     elif args.input:
         from eft.datasets import read_text_file
 
         texts = read_text_file(args.input, args.text_column, text_pair_column=args.text_pair_column)
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
-    _check_input_kind(model, model_dir, args, "--input FILE")
+    if args.input == "-" and model.text_pairs_:
+        texts = _tab_separated_pairs(texts)
+    elif args.input != "-":
+        _check_input_kind(model, model_dir, args, "--input FILE")
     model.set_params(progress=not args.quiet)  # a bar for a pass over 2 s, on stderr
     proba = model.predict_proba(texts)
     labels = model.classes_[proba.argmax(1)]
@@ -924,9 +927,10 @@ def command_predict(args: argparse.Namespace) -> int:
 def _check_input_kind(model: Any, model_dir: str, args: argparse.Namespace, where: str) -> None:
     """A model trained on text pairs reads two columns; one trained on single texts, one."""
     if model.text_pairs_ and not args.text_pair_column:
+        stdin = ", or pipe text<TAB>text_pair lines to --input -" if "--input" in where else ""
         raise InputError(
             f"{model_dir} was trained on text pairs: give them in {where} with --text-column "
-            "and --text-pair-column."
+            f"and --text-pair-column{stdin}."
         )
     if args.text_pair_column and not model.text_pairs_:
         raise InputError(
@@ -935,17 +939,33 @@ def _check_input_kind(model: Any, model_dir: str, args: argparse.Namespace, wher
         )
 
 
-def _stdin_texts(args: argparse.Namespace) -> list[str]:
-    """``--input -``: one text per line from stdin (blank lines ignored), as a .txt file."""
+def _stdin_lines(args: argparse.Namespace) -> list[str]:
+    """``--input -``: one text per line from stdin (blank lines ignored), as a .txt file; a
+    pair model's lines are split by :func:`_tab_separated_pairs`."""
     if args.text_pair_column:
         raise InputError(
-            "--input - reads one text per line from stdin; text pairs need a .csv, .tsv or "
-            ".jsonl file with --text-pair-column."
+            "--input - reads one text, or one tab-separated text pair, per line from stdin; "
+            "drop --text-pair-column (it names a column of a .csv, .tsv or .jsonl file)."
         )
-    texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
-    if not texts:
+    lines = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    if not lines:
         raise InputError("--input - read no text from stdin: pipe one text per line.")
-    return texts
+    return lines
+
+
+def _tab_separated_pairs(lines: list[str]) -> list[tuple[str, str]]:
+    """A pair model's stdin lines, ``text<TAB>text_pair``: split on the first tab."""
+    pairs = []
+    for number, line in enumerate(lines, start=1):
+        text, tab, pair = line.partition("\t")
+        if not tab:
+            raise InputError(
+                f"Line {number} of stdin has no tab: the model was trained on text pairs, so "
+                "--input - reads one pair per line as text<TAB>text_pair "
+                "(for example: paste premises.txt hypotheses.txt | eft predict MODEL --input -)."
+            )
+        pairs.append((text, pair))
+    return pairs
 
 
 def command_data(args: argparse.Namespace) -> int:
