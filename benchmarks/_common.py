@@ -64,15 +64,28 @@ def write_results(stem: str, payload: dict[str, Any], markdown: str) -> tuple[Pa
     return write_report(RESULTS_DIR, stem, payload, markdown)
 
 
-def tuned_apart(name: str) -> tuple[dict[str, Any], str | None]:
-    """The tuning tables that ``rule_choice.py --tune`` made for the untuned run ``name`` (its
-    bench stem without ``bench_``) and the result file that holds them, or ``({}, None)``."""
+def rule_choice_results(name: str) -> dict[str, dict[str, Any]]:
+    """The result files ``rule_choice.py`` wrote for the bench run ``name`` (its stem without
+    ``bench_``), read once: tuning rule -> its JSON."""
     from eft.tuning import SELECTIONS
 
-    for selection in SELECTIONS:
-        path = RESULTS_DIR / f"rule_choice_{name}_{selection}.json"
-        if path.is_file() and (tuning := json.loads(path.read_text("utf-8")).get("tuning")):
-            return tuning, path.name
+    return {
+        selection: json.loads(path.read_text("utf-8"))
+        for selection in SELECTIONS
+        if (path := RESULTS_DIR / f"rule_choice_{name}_{selection}.json").is_file()
+    }
+
+
+def tuned_apart(
+    name: str, results: dict[str, dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], str | None]:
+    """The tuning tables that ``rule_choice.py --tune`` made for the untuned run ``name`` and
+    the result file that holds them, or ``({}, None)``; ``results``: its
+    :func:`rule_choice_results`, where already read."""
+    results = rule_choice_results(name) if results is None else results
+    for selection, result in results.items():
+        if tuning := result.get("tuning"):
+            return tuning, f"rule_choice_{name}_{selection}.json"
     return {}, None
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS_DIR, tuned_apart  # noqa: E402
+from _common import RESULTS_DIR, rule_choice_results, tuned_apart  # noqa: E402
 
 ORDER = ("meld", "trec", "sst2", "imdb", "ag_news")
 
@@ -186,7 +186,8 @@ def selection_rows() -> list[list[str]]:
 
     out = []
     for name, data in bench_runs().items():
-        tuning = data.get("tuning") or tuned_apart(name)[0]
+        rule_choices = rule_choice_results(name)  # the choices rule_choice.py trained afterwards
+        tuning = data.get("tuning") or tuned_apart(name, rule_choices)[0]
         if not tuning.get("epochs"):
             continue
         rows, scoring = tuning["epochs"], tuning.get("scoring", "accuracy")
@@ -198,10 +199,8 @@ def selection_rows() -> list[list[str]]:
             for selection, h in head.get("ielm_heads_by_selection", {}).items()
         }
         in_run.setdefault(used, f"{data['methods']['eft']['test_score']:.2f}")
-        apart = {  # the choices rule_choice.py trained afterwards
-            other: f"{json.loads(path.read_text())['test_score']:.2f}, apart"
-            for other in SELECTIONS
-            if (path := RESULTS_DIR / f"rule_choice_{name}_{other}.json").is_file()
+        apart = {
+            other: f"{result['test_score']:.2f}, apart" for other, result in rule_choices.items()
         }
         choices = {selection: choose(rows, n_eval, scoring, selection) for selection in SELECTIONS}
         trained = {  # the EFT model each rule's choice gives: its encoder and head
