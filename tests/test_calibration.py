@@ -89,3 +89,44 @@ def test_multi_label_temperature_recovers_the_one_that_generated_the_labels(temp
     )
     with pytest.raises(ValueError, match="a 0/1 row and a threshold"):
         fit_temperature(scores, targets)  # a 0/1 matrix needs the threshold
+
+
+def test_fit_label_thresholds_reaches_the_best_f1_of_any_threshold():
+    """Against a brute force over every threshold between and around the scores."""
+    from sklearn.metrics import f1_score
+
+    from eft.calibration import fit_label_thresholds
+
+    rng = np.random.default_rng(2)
+    targets = (rng.random((300, 4)) < [0.1, 0.3, 0.5, 0.0]).astype(int)
+    scores = np.round(0.4 * targets + rng.normal(0.3, 0.25, size=targets.shape), 2)  # ties
+    thresholds = fit_label_thresholds(scores, targets, default=0.5)
+    for j in range(3):
+        values = np.unique(scores[:, j])
+        candidates = np.concatenate([[values[0] - 1], (values[:-1] + values[1:]) / 2])
+        best = max(f1_score(targets[:, j], scores[:, j] > t) for t in candidates)
+        assert f1_score(targets[:, j], scores[:, j] > thresholds[j]) == pytest.approx(best)
+        assert f1_score(targets[:, j], scores[:, j] > thresholds[j]) >= f1_score(
+            targets[:, j], scores[:, j] > 0.5
+        )
+        assert not np.isin(thresholds[j], scores[:, j])  # between scores, never on one
+    assert thresholds[3] == 0.5  # no positive: the fixed threshold is kept
+
+
+def test_fit_label_thresholds_keeps_the_default_where_it_is_as_good():
+    from eft.calibration import fit_label_thresholds
+
+    scores = np.array([[0.9, 0.1], [0.6, 0.2], [0.4, 0.3], [0.2, 0.35]])
+    # label 0: the first three are positive, best cut between 0.4 and 0.2: its middle, 0.3;
+    # label 1: only 0.1 and 0.35 are positive; predicting the top one (t in [0.3, 0.35)) and
+    # predicting all tie at F1 2/3: the cut nearer 0.5 wins, its middle 0.325
+    targets = np.array([[1, 1], [1, 0], [1, 0], [0, 1]])
+    np.testing.assert_allclose(fit_label_thresholds(scores, targets, 0.5), [0.3, 0.325])
+    # the fixed threshold already separates label 0 perfectly: kept
+    separable = np.array([[1, 0], [1, 0], [0, 0], [0, 1]])
+    np.testing.assert_allclose(fit_label_thresholds(scores, separable, 0.5)[0], 0.5)
+    # every text positive: the cut below all scores, under the lowest one
+    everyone = np.ones((4, 2), dtype=int)
+    assert fit_label_thresholds(scores, everyone, 0.5)[0] < 0.2
+    with pytest.raises(ValueError, match="of one shape"):
+        fit_label_thresholds(scores, targets[:3], 0.5)

@@ -715,6 +715,64 @@ def test_multi_label_fused_mode_and_the_baseline(tiny_bert_dir, method, fused):
         assert clf.score(texts[240:], labels[240:]) > 0.5
 
 
+@pytest.mark.parametrize("method", ["eft", "bp"])
+def test_multi_label_thresholds_tuned_on_validation_data(tiny_bert_dir, tmp_path, method):
+    from sklearn.metrics import f1_score
+
+    texts, labels = _multi_label_data()
+    config = _multi_label_config(tiny_bert_dir, method=method, tune_thresholds=True)
+    clf = EFTClassifier(config).fit(texts[:200], labels[:200], texts[200:], labels[200:])
+    fixed = 0.5 if method == "eft" else 0.0
+    assert clf.history_["thresholds"]["fixed"] == fixed
+    assert clf.thresholds_.shape == (3,)
+    np.testing.assert_array_equal(clf.thresholds_, clf.history_["thresholds"]["tuned"])
+    scores = clf.decision_function(texts[200:])
+    targets = np.array([[int(c in row) for c in clf.classes_] for row in labels[200:]])
+    for j in range(3):  # each label's validation F1 is at least the fixed threshold's
+        tuned = f1_score(targets[:, j], scores[:, j] > clf.thresholds_[j])
+        assert tuned >= f1_score(targets[:, j], scores[:, j] > fixed)
+    # predict and predict_proba use each label's threshold
+    np.testing.assert_array_equal(clf.predict(texts[200:]), (scores > clf.thresholds_) * 1)
+    proba = clf.predict_proba(texts[200:])
+    np.testing.assert_allclose(
+        proba, 1 / (1 + np.exp(-(scores - clf.thresholds_) / clf.temperature_)), rtol=1e-5
+    )
+    assert clf.history_["validation_accuracy"] == pytest.approx(
+        clf.score(texts[200:], labels[200:])
+    )
+    out = clf.save_pretrained(tmp_path / "tuned")
+    loaded = EFTClassifier.from_pretrained(out, device="cpu")
+    np.testing.assert_array_equal(loaded.thresholds_, clf.thresholds_)
+    np.testing.assert_array_equal(loaded.predict(texts[200:]), clf.predict(texts[200:]))
+    # a damaged field is refused; an older save (no field) reads as the fixed threshold
+    meta = json.loads((out / "eft_config.json").read_text())
+    for bad in ([0.5, 0.5], [0.5, "x", 0.5], [0.5, float("nan"), 0.5]):
+        (out / "eft_config.json").write_text(json.dumps({**meta, "thresholds": bad}))
+        with pytest.raises(InputError, match="'thresholds' must list one finite number"):
+            EFTClassifier.from_pretrained(out, device="cpu")
+    del meta["thresholds"]
+    (out / "eft_config.json").write_text(json.dumps(meta))
+    np.testing.assert_array_equal(
+        EFTClassifier.from_pretrained(out, device="cpu").thresholds_, [fixed] * 3
+    )
+
+
+def test_tune_thresholds_refusals(tiny_bert_dir):
+    texts, labels = _multi_label_data(40)
+    with pytest.raises(InputError, match="thresholds on validation data"):
+        EFTClassifier(_multi_label_config(tiny_bert_dir, tune_thresholds=True)).fit(texts, labels)
+    with pytest.raises(InputError, match="tune_thresholds chooses each label's threshold"):
+        EFTClassifier(_config(tiny_bert_dir, tune_thresholds=True)).fit(
+            TEXTS, LABELS, TEXTS, LABELS
+        )
+    with pytest.raises(InputError, match="tune_thresholds must be true or false"):
+        _config(tiny_bert_dir, tune_thresholds="yes")
+    single = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    assert single.thresholds_ is None
+    fixed = EFTClassifier(_multi_label_config(tiny_bert_dir, bp_epochs=0)).fit(texts, labels)
+    np.testing.assert_array_equal(fixed.thresholds_, [0.5] * 3)
+
+
 def test_multi_label_cross_validation_takes_the_0_1_matrix(tiny_bert_dir):
     from sklearn.model_selection import cross_val_score
 

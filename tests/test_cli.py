@@ -323,8 +323,21 @@ def test_multi_label_train_evaluate_predict_and_compare(tiny_bert_dir, tmp_path,
 
     assert main(["compare", str(predictions), str(predictions), "--metric", "accuracy"]) == 0
     capsys.readouterr()
+    # --tune-thresholds: each label's threshold chosen on the validation file, saved
+    tuned = tmp_path / "tuned"
+    tuning = [*arguments, "--label-separator", "|", "--tune-thresholds", *options]
+    assert main([*tuning, "--output", str(tuned)]) == 0
+    assert "label thresholds tuned on the validation data" in capsys.readouterr().out
+    saved = json.loads((tuned / "eft_config.json").read_text())
+    assert saved["config"]["tune_thresholds"] is True
+    assert saved["thresholds"] == saved["history"]["thresholds"]["tuned"]
+    assert len(saved["thresholds"]) == 3
     refusals = [
         (["compare", str(predictions), str(predictions)], "subset accuracy only"),
+        (
+            [*tuning[:3], *tuning[5:], "--output", str(tmp_path / "t")],  # no --validation
+            "tune_thresholds chooses the thresholds on validation data",
+        ),
         (
             [*arguments, "--stream", *options, "--output", str(tmp_path / "s")],
             "multi-label training (--multi-label) needs",

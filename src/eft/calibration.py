@@ -16,7 +16,9 @@ optimistic, and T fitted on them would be too small.
 
 Multi-label heads solve onto 0/1 rows and predict a label whose output passes 0.5; their
 probabilities are ``sigmoid((o - 0.5) / T)``, with T fitted by the binary cross-entropy in the
-same way (the same threshold, so again no prediction changes).
+same way (the same threshold, so again no prediction changes). Optionally each label's
+threshold is chosen on the held-out data first (:func:`fit_label_thresholds`); that one does
+change predictions, and T is then fitted around the chosen thresholds.
 """
 
 from __future__ import annotations
@@ -105,6 +107,52 @@ def fit_temperature(
             stacklevel=2,
         )
     return float(10.0**result.x)
+
+
+def fit_label_thresholds(scores: np.ndarray, targets: np.ndarray, default: float) -> np.ndarray:
+    """Multi-label: each label's decision threshold t_j (predict label j when its score is
+    above t_j) that maximises its F1 on held-out texts.
+
+    ``scores``: (n, n_labels) outputs on held-out texts; ``targets``: their 0/1 rows;
+    ``default``: the fixed threshold (0.5 for I-ELM outputs, 0 for logits).
+
+    Notes
+    -----
+    For label j with P > 0 positives, sort its scores in decreasing order, s_(1) >= ... >=
+    s_(n). Predicting the first i texts gives F1_i = 2 TP_i / (i + P), where TP_i counts the
+    positives among them; every t in [s_(i+1), s_(i)) predicts exactly those (cuts only fall
+    between distinct scores). Of the cuts with the highest F1 the one nearest ``default`` is
+    taken: ``default`` itself where it lies in that cut's interval (the fixed threshold is kept
+    whenever it is already as good), else the middle of the interval, or just below the lowest
+    score for the cut that predicts every text. A label without a positive held-out text keeps
+    ``default``. Thresholds fitted on few positives overfit them: use enough held-out texts.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.asarray(targets)
+    if scores.ndim != 2 or scores.shape != targets.shape or len(scores) == 0:
+        raise ValueError(
+            f"scores and targets must be (n, n_labels) of one shape; got {scores.shape} and "
+            f"{targets.shape}."
+        )
+    n = len(scores)
+    thresholds = np.full(scores.shape[1], float(default))
+    for j in range(scores.shape[1]):
+        positives = targets[:, j] == 1
+        if not positives.any():
+            continue
+        order = np.argsort(-scores[:, j], kind="stable")
+        ranked, hits = scores[order, j], positives[order]
+        f1 = 2 * np.cumsum(hits) / (np.arange(1, n + 1) + hits.sum())
+        cut = np.append(ranked[:-1] > ranked[1:], True)  # between distinct scores, or after all
+        lower = np.append(ranked[1:], -np.inf)  # the cut after text i: t in [lower, upper)
+        upper = ranked
+        best = cut & (f1 >= f1[cut].max() - 1e-12)
+        if (best & (lower <= default) & (default < upper)).any():
+            continue
+        spacing = (ranked[0] - ranked[-1]) / n or 1.0
+        middle = (np.append(ranked[1:], ranked[-1] - spacing) + upper) / 2
+        thresholds[j] = middle[best][np.argmin(np.abs(middle[best] - default))]
+    return thresholds
 
 
 def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:

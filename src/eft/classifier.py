@@ -30,6 +30,7 @@ from eft.atomic import atomic_dir, json_default
 from eft.backprop import EncoderWithLinearHead, train_backprop
 from eft.calibration import (
     binary_negative_log_likelihood,
+    fit_label_thresholds,
     fit_temperature,
     negative_log_likelihood,
 )
@@ -540,6 +541,16 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(f"The training labels hold {held}; a classifier needs at least 2.")
         if multi_label:
             _check_multi_label_config(cfg)
+        elif cfg.tune_thresholds:
+            raise InputError(
+                "tune_thresholds chooses each label's threshold of a multi-label model; these "
+                "labels are one per text, whose prediction is the top-scoring class. Drop it."
+            )
+        if cfg.tune_thresholds and eval_texts is None:
+            raise InputError(
+                "tune_thresholds chooses the thresholds on validation data: pass "
+                "eval_texts/eval_labels (--validation FILE), or drop it."
+            )
         if (eval_texts is None) != (eval_labels is None):
             raise InputError(
                 "eval_texts and eval_labels go together: pass both (validation texts and their "
@@ -711,19 +722,29 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         self.head_ = head
         self.model_.eval()
         self.temperature_ = 1.0
-        if eval_ids is not None and head is not None:  # the trained model's, I-ELM head
-            clock = time.perf_counter()
+        self.thresholds_ = np.full(len(classes), self._fixed_threshold) if multi_label else None
+        if eval_ids is not None and (head is not None or cfg.tune_thresholds):
+            clock = time.perf_counter()  # the trained model's scores (the kept epoch's, bp)
             scores = self._scores(self.model_, eval_ids, "validation")
+            if cfg.tune_thresholds:
+                fixed = self._fixed_threshold
+                self.thresholds_ = fit_label_thresholds(scores, eval_targets, fixed)
+                history["thresholds"] = {
+                    "fixed": fixed,
+                    "tuned": self.thresholds_.tolist(),
+                    "validation_accuracy_fixed": _accuracy(scores, eval_targets, fixed),
+                }
             threshold = self._threshold
             history["validation_accuracy"] = _accuracy(scores, eval_targets, threshold)
-            self.temperature_ = fit_temperature(
-                scores, eval_targets, threshold if multi_label else None
-            )
-            history["calibration"] = {
-                "temperature": self.temperature_,
-                "validation_nll_uncalibrated": _log_loss(scores, eval_targets, 1.0, threshold),
-                "validation_nll": _log_loss(scores, eval_targets, self.temperature_, threshold),
-            }
+            if head is not None:  # the I-ELM's ridge outputs need a temperature
+                self.temperature_ = fit_temperature(
+                    scores, eval_targets, threshold if multi_label else None
+                )
+                history["calibration"] = {
+                    "temperature": self.temperature_,
+                    "validation_nll_uncalibrated": _log_loss(scores, eval_targets, 1.0, threshold),
+                    "validation_nll": _log_loss(scores, eval_targets, self.temperature_, threshold),
+                }
             timings["evaluation"] = timings.get("evaluation", 0.0) + time.perf_counter() - clock
         elif eval_ids is not None:  # method="bp": the kept epoch's (the best, with patience)
             stopping = cfg.early_stopping_patience is not None  # as train_backprop decides
@@ -890,10 +911,16 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         return tokenize(self.tokenizer_, texts, self.max_length_)
 
     @property
-    def _threshold(self) -> float:
-        """Multi-label: the output above which a label is predicted (0.5 for the I-ELM's ridge
-        outputs onto 0/1 targets, 0 for the baseline's logits)."""
+    def _fixed_threshold(self) -> float:
+        """Multi-label: the output above which a label is predicted unless thresholds are tuned
+        (0.5 for the I-ELM's ridge outputs onto 0/1 targets, 0 for the baseline's logits)."""
         return 0.5 if self.head_ is not None else 0.0
+
+    @property
+    def _threshold(self) -> float | np.ndarray:
+        """Multi-label: each label's threshold, ``thresholds_`` (the fixed one in older saves)."""
+        thresholds = getattr(self, "thresholds_", None)
+        return self._fixed_threshold if thresholds is None else thresholds
 
     def decision_function(self, texts: Sequence[Any]) -> np.ndarray:
         """Class scores (n, n_classes): I-ELM outputs, or the baseline's logits."""
@@ -917,13 +944,15 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         read and thresholded as the softmax of a fine-tuned head; without, ``temperature_`` is
         1 and the plain softmax of the ridge outputs is far too flat (not calibrated).
         Multi-label models: each label's ``sigmoid((score - threshold) / temperature_)``, the
-        threshold 0.5 for the I-ELM's outputs and 0 for the baseline's logits; :meth:`predict`
-        gives the labels whose probability is above 0.5.
+        threshold 0.5 for the I-ELM's outputs and 0 for the baseline's logits, or the label's
+        own (``thresholds_``, with ``tune_thresholds``); :meth:`predict` gives the labels whose
+        probability is above 0.5.
         """
         scores = torch.from_numpy(self.decision_function(texts))
         temperature = getattr(self, "temperature_", 1.0)
         if getattr(self, "multi_label_", False):
-            return torch.sigmoid((scores.double() - self._threshold) / temperature).numpy()
+            threshold = torch.as_tensor(self._threshold, dtype=torch.float64)
+            return torch.sigmoid((scores.double() - threshold) / temperature).numpy()
         return softmax_keeping_argmax(scores, temperature).numpy()
 
     def features(self, texts: Sequence[Any]) -> np.ndarray:
@@ -989,6 +1018,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             "text_pairs": getattr(self, "text_pairs_", False),
             "multi_label": getattr(self, "multi_label_", False),
             "temperature": getattr(self, "temperature_", 1.0),
+            "thresholds": _as_list(getattr(self, "thresholds_", None)),
             "timings": getattr(self, "timings_", {}),
             "flops": getattr(self, "flops_", None),
             "history": getattr(self, "history_", {}),
@@ -1051,6 +1081,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         model.device_ = accelerator_device
         model._autocast = _autocast_dtype(accelerator_device, config)
         model.temperature_ = _temperature(folder, meta.get("temperature", 1.0))  # older saves: 1
+        model.thresholds_ = _thresholds(folder, meta.get("thresholds"), model)
         model.timings_ = meta.get("timings", {})
         model.flops_ = meta.get("flops")
         model.history_ = meta.get("history", {})
@@ -1284,6 +1315,32 @@ def _temperature(folder: Path, value: Any) -> float:
             f"number (1 for no calibration). Fix the file or retrain."
         )
     return float(value)
+
+
+def _as_list(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
+
+
+def _thresholds(folder: Path, values: Any, model: EFTClassifier) -> np.ndarray | None:
+    """The saved per-label thresholds of a multi-label model, checked (older saves: none, the
+    fixed threshold); single-label models have none."""
+    if not model.multi_label_:
+        return None
+    if values is None:
+        return np.full(len(model.classes_), model._fixed_threshold)
+    if (
+        not isinstance(values, list)
+        or len(values) != len(model.classes_)
+        or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+            for v in values
+        )
+    ):
+        raise InputError(
+            f"{folder / CONFIG_FILE}: field 'thresholds' must list one finite number per label "
+            f"({len(model.classes_)}); fix the file or retrain."
+        )
+    return np.asarray(values, dtype=np.float64)
 
 
 def read_model_metadata(folder: Path) -> dict[str, Any]:

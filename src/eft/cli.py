@@ -256,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_options(source)
     _add_multi_label(source)
+    source.add_argument(
+        "--tune-thresholds",
+        action="store_const",
+        const=True,
+        help="multi-label: choose each label's threshold on the validation data (the one that "
+        "maximises the label's F1 there) instead of a probability of 0.5 at the fixed output "
+        "threshold; needs --validation or --validation-fraction",
+    )
     _add_method_options(train, defaults)
     train.add_argument("--output", help="folder to write the model to (required)")
     train.add_argument(
@@ -352,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune_data.add_argument("--dataset", help="a named dataset with a validation split")
     tune_data.add_argument("--max-train", type=int, help="use a random subset of N training rows")
     _add_validation_fraction(tune_data)
-    tune_data.set_defaults(context_past=0, context_future=0)
+    tune_data.set_defaults(context_past=0, context_future=0, tune_thresholds=None)
     _add_data_options(tune_data)
     _add_multi_label(tune_data)
     _add_method_options(tune, defaults)
@@ -464,6 +472,7 @@ def _config_from_args(args: argparse.Namespace):
         "activation": "activation",
         "n_iter": "n_iter",
         "class_weight": "class_weight",
+        "tune_thresholds": "tune_thresholds",
         "standardize": "standardize",
         "fused": "elm_from_last_epoch",
         "fused_fraction": "fused_fraction",
@@ -698,6 +707,12 @@ def command_train(args: argparse.Namespace) -> int:
             kept = "I-ELM head" if config.method == "eft" else "the kept epoch"
             score = 100 * history["validation_accuracy"]
             print(f"validation {accuracy} of the model ({kept}): {score:.2f}")
+        if "thresholds" in history:
+            fixed = 100 * history["thresholds"]["validation_accuracy_fixed"]
+            print(
+                f"label thresholds tuned on the validation data (its {accuracy} at the fixed "
+                f"threshold: {fixed:.2f}; the tuned thresholds are fitted to it)"
+            )
         if "calibration" in history:
             calibration = history["calibration"]
             function = "sigmoid" if multi_label else "softmax"

@@ -82,6 +82,11 @@ class EFTConfig:
     activation: str = "leaky_relu"
     n_iter: int = 1
     class_weight: str | dict | None = None
+    tune_thresholds: bool = False
+    """Multi-label: choose each label's decision threshold on the validation texts, the one
+    that maximises that label's F1 there (:func:`eft.calibration.fit_label_thresholds`),
+    instead of 0.5 on the I-ELM's outputs (0 on the baseline's logits). Needs validation
+    data; labels without a positive validation text keep the fixed threshold."""
     standardize: bool = False
     elm_from_last_epoch: bool = False
     """Fused mode: accumulate the I-ELM statistics from the last BP epoch's forward passes
@@ -137,6 +142,7 @@ class EFTConfig:
             (self.n_hidden >= 1, "n_hidden must be >= 1"),
             (0 < self.C < float("inf"), "C must be a finite number > 0"),
             (self.n_iter >= 1, "n_iter must be >= 1"),
+            (isinstance(self.tune_thresholds, bool), "tune_thresholds must be true or false"),
             (
                 isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None,
                 f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
