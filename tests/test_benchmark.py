@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from eft.benchmark import load_splits, read_predictions
@@ -160,6 +161,69 @@ def test_bench_on_your_own_files_and_bad_data_options(tiny_bert_dir, tmp_path):
     assert pairs.returncode == 2 and "the trec dataset holds single texts" in pairs.stderr
 
 
+def test_bench_on_multi_label_files(tiny_bert_dir, tmp_path):
+    from tests.test_classifier import _multi_label_data
+
+    texts, labels = _multi_label_data(200)
+    rows = list(zip(texts, labels, strict=True))
+    for split, part in (("train", rows[:120]), ("dev", rows[120:160]), ("test", rows[160:])):
+        lines = [json.dumps({"text": t, "label": "|".join(y)}) for t, y in part]
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    files = [
+        f"--{flag}={tmp_path / name}.jsonl"
+        for flag, name in (("train", "train"), ("validation", "dev"), ("test", "test"))
+    ]
+    options = ["--model", str(tiny_bert_dir), "--max-length", "16", "--batch-size", "16"]
+    options += ["--n-hidden", "500", "--C", "100", "--learning-rate", "1e-3", "--quiet"]
+    out = tmp_path / "out"
+    result = run_eft(
+        "bench",
+        *files,
+        "--multi-label",
+        "--label-separator",
+        "|",
+        "--name",
+        "tags",
+        *options,
+        "--output-dir",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    payload = json.loads((out / "bench_tags.json").read_text())
+    assert payload["multi_label"] is True and payload["metric"] == "accuracy"
+    truth, predictions = read_predictions(out / "bench_tags_predictions.jsonl")
+    assert truth == [list(y) for y in labels[160:]]  # label lists, as the file orders them
+    for method in ("bp", "eft", "eft_fused", "probe"):
+        record = payload["methods"][method]
+        subset = np.mean(
+            [set(p) == set(y) for p, y in zip(predictions[method], truth, strict=True)]
+        )
+        assert record["test_score"] == pytest.approx(100 * subset)
+        assert record["scores"]["subset_accuracy"] == record["test_score"]
+        assert set(record["scores"]) >= {"micro_f1", "macro_f1", "hamming_loss"}
+        if method != "bp":
+            assert 0 <= record["p_value_vs_bp"] <= 1
+    assert payload["methods"]["eft"]["test_score"] > 50  # 8 label sets: 1/8 by chance
+    head = payload["methods"]["logreg_head"]  # one LogisticRegression per label
+    subset = np.mean(
+        [set(p) == set(y) for p, y in zip(predictions["logreg_head"], truth, strict=True)]
+    )
+    assert head["test_score"] == pytest.approx(100 * subset)
+    assert {label for row in predictions["logreg_head"] for label in row} <= {
+        "money",
+        "sports",
+        "war",
+    }
+    assert "Multi-label: accuracy is the subset accuracy" in (out / "bench_tags.md").read_text()
+    for extra, message in (
+        (["--metric", "macro_f1"], "A multi-label bench scores the subset accuracy"),
+        (["--dataset", "trec"], "the trec dataset has one label per text"),
+    ):
+        given = files if extra[0] == "--metric" else []
+        refused = run_eft("bench", *given, "--multi-label", *extra)
+        assert refused.returncode == 2 and message in refused.stderr
+
+
 def test_bench_splits_ag_news_test_file_when_train_is_absent(data_dir):
     train, validation, test, options = load_splits("ag_news", data_dir)
     assert options == {"test_fraction": 0.2}
@@ -182,6 +246,10 @@ def test_the_resume_fingerprint_leaves_out_options_not_given():
     older = argparse.Namespace(dataset=None, train="t.csv", seed=42, quiet=True)
     newer = argparse.Namespace(**vars(older), text_pair_column=None)
     assert _run_digest(older, splits) == _run_digest(newer, splits)
+    single = argparse.Namespace(**vars(newer), multi_label=False, label_separator=",")
+    assert _run_digest(single, splits) == _run_digest(older, splits)  # not multi-label
+    multi = argparse.Namespace(**vars(newer), multi_label=True, label_separator=",")
+    assert _run_digest(multi, splits) != _run_digest(older, splits)
     given = argparse.Namespace(**vars(older), text_pair_column="hypothesis")
     assert _run_digest(given, splits) != _run_digest(older, splits)
     assert _run_digest(argparse.Namespace(**{**vars(older), "seed": 43}), splits) != (

@@ -3,6 +3,7 @@
     eft bench --dataset trec [--tune] [--k 1 --n-hidden 1000 --C 1] [--output-dir DIR]
         [--max-train N] [--max-validation N] [--max-test N] [--max-length 128] [--model M]
     eft bench --train train.csv --validation dev.csv --test test.csv [--metric macro_f1] ...
+    eft bench --train tags.jsonl --validation dev.jsonl --test test.jsonl --multi-label ...
 
 (``python benchmarks/bench_eft.py`` is the same command, writing to ``benchmarks/results``.)
 AG News without its train file (as in this repository's data) uses the test split divided
@@ -29,6 +30,11 @@ Methods, all with the same data pipeline (:class:`~eft.EFTClassifier`) and seed:
    also tests the default head (n_hidden 1000, C 1) and, with ``--tune``, the head that each
    ``--tune-selection`` rule picks at EFT's k (``ielm_heads_by_selection``), so one run compares
    the rules' heads on test without more fine-tuning.
+
+Multi-label files (``--multi-label``: label lists, or cells split on ``--label-separator``)
+run the same methods with a sigmoid per label; the score and the bootstrap's is the subset
+accuracy (every label of a text right), micro and macro F1 are in each method's ``scores``, and
+``logreg_head`` fits one ``LogisticRegression`` per label (``OneVsRestClassifier``).
 
 Each method reports its test score (the dataset's paper metric and accuracy), training time
 per phase, the ratio to the baseline's time and the paired-bootstrap p-value of "worse than the
@@ -62,11 +68,11 @@ import numpy as np
 from eft import datasets
 from eft.atomic import json_default, write_text
 from eft.checkpoint import RunProgress, json_digest, resumable_fit
-from eft.classifier import EFTClassifier
+from eft.classifier import EFTClassifier, encode_labels, is_label_set
 from eft.config import MIXED_PRECISION, EFTConfig
 from eft.errors import InputError
 from eft.ielm import IELMClassifier
-from eft.metrics import classification_scores, paired_bootstrap
+from eft.metrics import classification_scores, multi_label_scores, paired_bootstrap
 from eft.provenance import load_average, machine_info, machine_markdown
 from eft.tuning import SELECTIONS, TuneResult, choose, finished_epochs, tune, write_tuning
 
@@ -118,13 +124,19 @@ def load_file_splits(
     text_column: str = "text",
     label_column: str = "label",
     text_pair_column: str | None = None,
+    label_separator: str | None = None,
 ) -> tuple[datasets.Split, datasets.Split, datasets.Split]:
     """Your own train, validation and test files (CSV, TSV or JSONL, optionally ``.gz``);
-    with ``text_pair_column``, every text is a ``(text, text_pair)`` pair."""
+    with ``text_pair_column``, every text is a ``(text, text_pair)`` pair; with
+    ``label_separator``, every label a set of labels (multi-label)."""
     return tuple(
         datasets.Split(
             *datasets.read_labeled_file(
-                path, text_column, label_column, text_pair_column=text_pair_column
+                path,
+                text_column,
+                label_column,
+                text_pair_column=text_pair_column,
+                label_separator=label_separator,
             )
         )
         for path in (train, validation, test)
@@ -137,6 +149,29 @@ def add_text_pair_column(parser: argparse.ArgumentParser | argparse._ArgumentGro
         "--text-pair-column",
         help="second text column for sentence-pair tasks (NLI, paraphrase): each example is "
         "the pair, encoded as tokenizer(text, text_pair) encodes it",
+    )
+
+
+def add_multi_label(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--multi-label`` and ``--label-separator``, shared by ``eft train``, ``eft tune`` and
+    ``eft bench``."""
+    parser.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="each text has a set of labels (none, one or several): JSONL label lists, or "
+        "label cells split on --label-separator; a sigmoid per label in the BP stage, the "
+        "I-ELM onto 0/1 rows, a label predicted when its probability passes 0.5, accuracy "
+        "as subset accuracy (every label of a text right)",
+    )
+    add_label_separator(parser)
+
+
+def add_label_separator(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--label-separator",
+        default=",",
+        help="multi-label models: the separator of the labels in a CSV/TSV label cell "
+        '("sports,politics"; JSONL files may hold lists instead)',
     )
 
 
@@ -174,11 +209,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     files.add_argument("--text-column", default="text", help="column (or JSON key) of the text")
     add_text_pair_column(files)
     files.add_argument("--label-column", default="label", help="column (or JSON key) of the label")
+    add_multi_label(files)
     files.add_argument("--name", help="name in the results (default: the train file's folder)")
     parser.add_argument(
         "--metric",
         choices=("accuracy", "weighted_f1", "macro_f1", "error"),
-        help="test metric (default: the paper's for the dataset, else accuracy)",
+        help="test metric (default: the paper's for the dataset, else accuracy; multi-label: "
+        "accuracy, the subset accuracy)",
     )
     parser.add_argument("--batch-size", type=int, help="training batch size of every method")
     parser.add_argument(
@@ -279,8 +316,7 @@ def _run(
         list(validation.labels) if with_validation else None,
         resume_from=resume,
     )
-    predictions = clf.predict(list(test.texts)).tolist()
-    scores = classification_scores(list(test.labels), predictions)
+    predictions, scores = _test_scores(clf.classes_, clf.predict(list(test.texts)), test)
     history = clf.history_
     to_best = history.get("bp_seconds_to_best", clf.timings_["bp"])
     record = {
@@ -326,6 +362,24 @@ def _run(
     return record, clf
 
 
+def _test_scores(classes: np.ndarray, predicted: np.ndarray, test) -> tuple[list[Any], dict]:
+    """Test predictions as written to the predictions file, and their scores: labels, or
+    (multi-label: a 0/1 matrix) each text's labels in ``classes`` order and the multi-label
+    scores, whose ``accuracy`` is the subset accuracy."""
+    if predicted.ndim == 1:
+        predictions = predicted.tolist()
+        return predictions, classification_scores(list(test.labels), predictions)
+    _, truth = encode_labels(list(test.labels), classes, "test")
+    predictions = [classes[row == 1].tolist() for row in predicted]
+    return predictions, multi_label_scores(truth, predicted)
+
+
+def label_set_keys(labels: Sequence[Any]) -> list[Any]:
+    """Labels as the paired bootstrap compares them: a label set (multi-label) as the JSON of
+    its sorted labels, so that two orders of one set are equal; single labels unchanged."""
+    return [json.dumps(sorted(map(str, y))) if is_label_set(y) else y for y in labels]
+
+
 def _head_comparison(
     clf: EFTClassifier,
     train,
@@ -341,7 +395,12 @@ def _head_comparison(
     from sklearn.linear_model import LogisticRegression
 
     X_train, X_test = clf.features(list(train.texts)), clf.features(list(test.texts))
-    y_train, y_test = np.asarray(train.labels), list(test.labels)
+    if clf.multi_label_:  # a 0/1 matrix; LogisticRegression: one per label
+        from sklearn.multiclass import OneVsRestClassifier
+
+        y_train = encode_labels(list(train.labels), clf.classes_, "training")[1]
+    else:
+        y_train = np.asarray(train.labels)
     cfg = clf.config
 
     def ielm(params: dict[str, Any]) -> IELMClassifier:
@@ -354,10 +413,11 @@ def _head_comparison(
             random_state=cfg.seed,
         )
 
-    heads = {
-        "ielm": lambda: ielm({"n_hidden": cfg.n_hidden, "C": cfg.C}),
-        "logreg": lambda: LogisticRegression(max_iter=1000),
-    }
+    def logreg() -> Any:
+        head = LogisticRegression(max_iter=1000)
+        return OneVsRestClassifier(head) if clf.multi_label_ else head
+
+    heads = {"ielm": lambda: ielm({"n_hidden": cfg.n_hidden, "C": cfg.C}), "logreg": logreg}
     if (cfg.n_hidden, cfg.C) != (1000, 1.0):  # tuned: the defaults beside them
         heads["ielm_default"] = lambda: ielm({"n_hidden": 1000, "C": 1.0})
     for selection, params in (heads_by_selection or {}).items():
@@ -367,8 +427,8 @@ def _head_comparison(
         start = time.perf_counter()
         head = make().fit(X_train, y_train)
         seconds = time.perf_counter() - start
-        predictions = results["predictions"][name] = head.predict(X_test).tolist()
-        scores = classification_scores(y_test, predictions)
+        predictions, scores = _test_scores(clf.classes_, head.predict(X_test), test)
+        results["predictions"][name] = predictions
         results[name] = {
             "fit_seconds": seconds,
             "test_score": scores[metric],
@@ -489,6 +549,17 @@ def _markdown(payload: dict[str, Any]) -> str:
             f"{m['train_seconds']:.1f} | {cell(m.get('time_ratio_to_bp'), 3)} | "
             f"{cell(m.get('time_ratio_to_bp_best'), 3)} | {cell(m.get('p_value_vs_bp'), 3)} |"
         )
+    if payload.get("multi_label"):
+        f1 = "; ".join(
+            f"{name} {m['scores']['micro_f1']:.2f} / {m['scores']['macro_f1']:.2f}"
+            for name, m in payload["methods"].items()
+            if "scores" in m
+        )
+        lines += [
+            "",
+            "Multi-label: accuracy is the subset accuracy (every label of a text right), and p "
+            f"compares it. Micro / macro F1: {f1}.",
+        ]
     tuning = payload.get("tuning")
     if tuning and "epochs_seconds" in tuning:  # (a tuning kept by an older eft has none)
         last = max(row["epoch"] for row in tuning["epochs"])
@@ -564,11 +635,26 @@ def _splits_from_args(args: argparse.Namespace):
         )
     pair_column = getattr(args, "text_pair_column", None)  # benches of older runs lack it
     refuse_text_pairs_of_dataset(args.dataset, pair_column, "--train/--validation/--test files")
+    multi_label = getattr(args, "multi_label", False)  # and this
+    if multi_label and args.dataset:
+        raise InputError(
+            f"--multi-label reads label sets from --train/--validation/--test files; the "
+            f"{args.dataset} dataset has one label per text."
+        )
+    if multi_label and args.metric not in (None, "accuracy"):
+        raise InputError(
+            f"A multi-label bench scores the subset accuracy (--metric accuracy); micro and "
+            f"macro F1 are in each method's scores. --metric {args.metric} is for one label "
+            f"per text."
+        )
     if args.dataset:
         return load_splits(
             args.dataset, args.data_dir, args.max_train, args.max_validation, args.max_test
         )
-    splits = load_file_splits(*files, args.text_column, args.label_column, pair_column)
+    separator = args.label_separator if multi_label else None
+    splits = load_file_splits(
+        *files, args.text_column, args.label_column, pair_column, label_separator=separator
+    )
     limits = (args.max_train, args.max_validation, args.max_test)
     return (*_subsample(splits, limits), {"files": [str(Path(f)) for f in files]})
 
@@ -589,6 +675,7 @@ def run_header(
         "seed": args.seed,
         "machine": machine_info(),
         "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
+        "multi_label": getattr(args, "multi_label", False),  # benches of older runs lack it
         "dataset_options": {
             **dataset_options,
             "max_train": args.max_train,
@@ -604,6 +691,9 @@ def _run_digest(args: argparse.Namespace, splits: Sequence[datasets.Split]) -> s
     are left out, so that a run interrupted under an eft without a newer option (which
     defaults to None) continues under one with it."""
     options = {k: v for k, v in vars(args).items() if k not in _NOT_MEASURED and v is not None}
+    if not options.get("multi_label"):  # as before multi-label benches: single-label runs'
+        options.pop("multi_label", None)  # fingerprints unchanged
+        options.pop("label_separator", None)
     columns = [list(part) for split in splits for part in (split.texts, split.labels)]
     return json_digest(options, *columns)
 
@@ -652,7 +742,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     for name, method in payload["methods"].items():
         if name != "bp":
             test_result = paired_bootstrap(
-                truth, bp["predictions"], method["predictions"], metric=metric
+                label_set_keys(truth),
+                label_set_keys(bp["predictions"]),
+                label_set_keys(method["predictions"]),
+                metric=metric,
             )
             method["p_value_vs_bp"] = test_result["p_value_worse"]
             method["comparable_to_bp"] = test_result["comparable"]

@@ -49,27 +49,6 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_multi_label(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--multi-label",
-        action="store_true",
-        help="each text has a set of labels (none, one or several): JSONL label lists, or "
-        "label cells split on --label-separator; a sigmoid per label in the BP stage, the "
-        "I-ELM onto 0/1 rows, a label predicted when its probability passes 0.5, accuracy "
-        "as subset accuracy (every label of a text right)",
-    )
-    _add_label_separator(parser)
-
-
-def _add_label_separator(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--label-separator",
-        default=",",
-        help="multi-label models: the separator of the labels in a CSV/TSV label cell "
-        '("sports,politics"; JSONL files may hold lists instead)',
-    )
-
-
 def _add_validation_fraction(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--validation-fraction",
@@ -196,7 +175,7 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from eft import __version__
-    from eft.benchmark import add_text_pair_column
+    from eft.benchmark import add_label_separator, add_multi_label, add_text_pair_column
     from eft.config import EFTConfig
     from eft.tuning import SELECTIONS
 
@@ -255,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="EFT*: tokens of future utterances of the same dialogue (MELD; paper 4.3)",
     )
     _add_data_options(source)
-    _add_multi_label(source)
+    add_multi_label(source)
     source.add_argument(
         "--tune-thresholds",
         action="store_const",
@@ -288,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", help="a named dataset instead of --data")
     evaluate.add_argument("--split", default="test", help="split of --dataset")
     _add_data_options(evaluate)
-    _add_label_separator(evaluate)
+    add_label_separator(evaluate)
     evaluate.add_argument("--predictions", help="write per-example predictions (JSONL) here")
     evaluate.add_argument(
         "--metrics", help="write the metrics (JSON, with per-class precision/recall/F1) here"
@@ -362,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validation_fraction(tune_data)
     tune_data.set_defaults(context_past=0, context_future=0, tune_thresholds=None)
     _add_data_options(tune_data)
-    _add_multi_label(tune_data)
+    add_multi_label(tune_data)
     _add_method_options(tune, defaults)
     tune.add_argument("--max-epochs", type=int, default=6, help="largest k tried")
     tune.add_argument(
