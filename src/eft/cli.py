@@ -304,6 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    export = commands.add_parser(
+        "export",
+        help="write a saved model as one ONNX graph (encoder, head, calibrated probabilities)",
+        formatter_class=_Formatter,
+        description="Inputs input_ids and attention_mask (the saved tokenizer's, padded); "
+        "outputs scores and probabilities (as eft predict's); labels in the file's metadata. "
+        "Checked with onnxruntime against the PyTorch model when onnxruntime is installed.",
+    )
+    export.add_argument("model_dir", nargs="?", help="folder written by `eft train`")
+    export.add_argument("--model", help="the same folder, as an option instead")
+    export.add_argument("--output", required=True, help="the .onnx file to write")
+    export.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    export.add_argument("--device", default="cpu", help="device to trace on")
+
     data = commands.add_parser(
         "data", help="show a named dataset's splits and label counts", formatter_class=_Formatter
     )
@@ -962,6 +976,30 @@ def _tab_separated_pairs(lines: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def command_export(args: argparse.Namespace) -> int:
+    from eft.classifier import EFTClassifier
+    from eft.export import check_onnx, example_texts, export_onnx
+
+    model_dir, _ = _saved_model_dir(args, "export")
+    model = EFTClassifier.from_pretrained(model_dir, device=args.device)
+    model.set_params(progress=False)
+    path = export_onnx(model, args.output, opset_version=args.opset)
+    print(f"ONNX graph of {model_dir} written to {path}")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("onnxruntime is not installed: the file was not checked against the model")
+        return 0
+    check = check_onnx(model, path, example_texts(model))
+    print(
+        f"checked with onnxruntime on {check['texts']} texts: "
+        f"{100 * check['same_predictions']:.0f} % the same predictions, largest difference "
+        f"{check['max_abs_probability_difference']:.2g} in a probability and "
+        f"{check['max_abs_score_difference']:.2g} in a score"
+    )
+    return 0 if check["same_predictions"] == 1.0 else 1
+
+
 def command_data(args: argparse.Namespace) -> int:
     from eft import datasets
 
@@ -1145,6 +1183,7 @@ COMMANDS = {
     "train": command_train,
     "evaluate": command_evaluate,
     "predict": command_predict,
+    "export": command_export,
     "data": command_data,
     "compare": command_compare,
     "experiment": command_experiment,

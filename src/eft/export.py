@@ -1,0 +1,174 @@
+"""ONNX export of a fitted model: the fine-tuned encoder, the head and ``predict_proba``'s
+calibration as one graph (Algorithm 1's final model, step 17, for serving without eft).
+
+The graph takes ``input_ids`` and ``attention_mask`` (int64, batch x sequence; what the saved
+model's tokenizer gives with ``padding=True, truncation=True, max_length=max_length_``; text
+pairs as ``tokenizer(text, text_pair)`` encodes them; BERT's segment ids are derived inside
+the graph, so ``token_type_ids`` is not an input). It returns ``scores``
+(:meth:`~eft.EFTClassifier.decision_function`) and ``probabilities``
+(:meth:`~eft.EFTClassifier.predict_proba`: ``softmax(scores / T)``, multi-label
+``sigmoid((scores - t) / T)`` with each label's threshold t). The prediction is the argmax of
+``scores`` (multi-label: every label whose probability passes 0.5). The labels and the other
+facts a server needs are in the file's metadata (:data:`METADATA_KEYS`).
+
+Exporting needs the ``onnx`` and ``onnxscript`` packages (``pip install
+'extreme-fine-tuning[onnx]'``), checking the file needs ``onnxruntime``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from eft.encoder import pad_batch, tokenize
+from eft.errors import InputError
+
+#: Metadata of the exported file: ``eft_labels`` (JSON list, the columns of the outputs),
+#: ``eft_multi_label`` and ``eft_text_pairs`` ("true"/"false"), ``eft_max_length``.
+METADATA_KEYS = ("eft_labels", "eft_multi_label", "eft_text_pairs", "eft_max_length")
+# Above this many bytes of weights the file keeps them in a ``.data`` file beside it (ONNX's
+# protobuf limit is 2 GiB).
+_SINGLE_FILE_BYTES = 1_800_000_000
+
+
+class _ScoresAndProbabilities(nn.Module):
+    """The fitted model's scores and its ``predict_proba``, in float32."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model.model_
+        self.multi_label = bool(getattr(model, "multi_label_", False))
+        self.temperature = float(getattr(model, "temperature_", 1.0))
+        threshold = model._threshold if self.multi_label else 0.0
+        self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32))
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.model(input_ids, attention_mask)
+        if self.multi_label:
+            return scores, torch.sigmoid((scores - self.threshold) / self.temperature)
+        return scores, torch.softmax(scores / self.temperature, dim=-1)
+
+
+def export_onnx(model: Any, path: str | os.PathLike, opset_version: int | None = None) -> Path:
+    """Write the fitted :class:`~eft.EFTClassifier` ``model`` to ``path`` as ONNX, atomically.
+
+    One file while the weights fit under ONNX's 2 GiB limit, else the file and its
+    ``<name>.data``. Traced in float32 on the model's device with ``torch.onnx.export``
+    (dynamo), dynamic in batch size and sequence length.
+    """
+    model._check_fitted()
+    try:
+        import onnx  # noqa: F401  (the exporter's dependencies, named in the error)
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise InputError(
+            f"ONNX export needs the onnx and onnxscript packages ({error.name} is missing): "
+            "pip install 'extreme-fine-tuning[onnx]'"
+        ) from error
+    target = Path(path)
+    if target.suffix != ".onnx":
+        raise InputError(f"Name the ONNX file with the .onnx suffix, not {target.name!r}.")
+    if target.is_dir():
+        raise InputError(f"{target} is a folder; give the path of the .onnx file to write.")
+    wrapper = _ScoresAndProbabilities(model).eval()
+    example = {
+        k: v.to(model.device_)
+        for k, v in pad_batch(_example_ids(model), int(model.tokenizer_.pad_token_id)).items()
+    }
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    weight_bytes = sum(p.numel() * 4 for p in wrapper.parameters())
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping ..."
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's notes on axis names, deprecations
+            program = torch.onnx.export(
+                wrapper,
+                (example["input_ids"], example["attention_mask"]),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["scores", "probabilities"],
+                dynamic_shapes={
+                    "input_ids": {0: batch, 1: sequence},
+                    "attention_mask": {0: batch, 1: sequence},
+                },
+                opset_version=opset_version,
+                dynamo=True,
+                verbose=False,
+            )
+    finally:
+        registration.setLevel(level)
+    program.model.metadata_props.update(
+        {
+            "eft_labels": json.dumps(model.classes_.tolist()),
+            "eft_multi_label": json.dumps(bool(getattr(model, "multi_label_", False))),
+            "eft_text_pairs": json.dumps(bool(getattr(model, "text_pairs_", False))),
+            "eft_max_length": str(int(model.max_length_)),
+        }
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as staging:
+        staged = Path(staging) / target.name
+        program.save(staged, external_data=weight_bytes > _SINGLE_FILE_BYTES)
+        for extra in Path(staging).iterdir():  # the weights first: a file that exists is whole
+            if extra != staged:
+                os.replace(extra, target.parent / extra.name)
+        os.replace(staged, target)
+    return target
+
+
+def example_texts(model: Any) -> list[Any]:
+    """A few texts of different lengths (pairs for a pair model), to trace and check with."""
+    texts: list[Any] = [
+        "an example text to trace the model with",
+        "a short one",
+        "Who wrote Hamlet?",
+        "The film was long, but the acting kept me watching until the very last scene.",
+    ]
+    if getattr(model, "text_pairs_", False):
+        return [(text, "and a second text, its pair") for text in texts]
+    return texts
+
+
+def _example_ids(model: Any) -> list[list[int]]:
+    """Two texts of different lengths to trace with (the graph stays dynamic in both axes)."""
+    return tokenize(model.tokenizer_, example_texts(model)[:2], model.max_length_)
+
+
+def check_onnx(model: Any, path: str | os.PathLike, texts: Sequence[Any]) -> dict[str, float]:
+    """Run the exported file with onnxruntime on ``texts`` and compare with ``model``: the
+    largest absolute differences of the scores and of the probabilities, and the share of
+    texts whose prediction agrees."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise InputError(
+            "Checking an ONNX file needs onnxruntime: pip install 'extreme-fine-tuning[onnx]'"
+        ) from error
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = pad_batch(model._input_ids(list(texts)), int(model.tokenizer_.pad_token_id))
+    scores, proba = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+    expected_scores = model.decision_function(list(texts))
+    expected_proba = model.predict_proba(list(texts))
+    if getattr(model, "multi_label_", False):
+        agree = ((proba > 0.5) == (expected_proba > 0.5)).all(1)
+    else:
+        agree = scores.argmax(1) == expected_scores.argmax(1)
+    return {
+        "texts": len(texts),
+        "max_abs_score_difference": float(np.abs(scores - expected_scores).max()),
+        "max_abs_probability_difference": float(np.abs(proba - expected_proba).max()),
+        "same_predictions": float(agree.mean()),
+    }

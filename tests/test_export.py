@@ -1,0 +1,123 @@
+"""eft.export: the fitted model as one ONNX graph, checked against PyTorch with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from eft import EFTClassifier
+from eft.errors import InputError
+from tests.test_classifier import (
+    LABELS,
+    PAIR_LABELS,
+    PAIR_TEXTS,
+    TEXTS,
+    _config,
+    _multi_label_config,
+    _multi_label_data,
+)
+
+onnx = pytest.importorskip("onnx", reason="ONNX export needs the [onnx] extra")
+onnxruntime = pytest.importorskip("onnxruntime", reason="the check needs the [onnx] extra")
+
+
+def _run(path, model, texts):
+    """The file's outputs for ``texts``, tokenized as its docstring tells a server to."""
+    first = [t[0] for t in texts] if model.text_pairs_ else list(texts)
+    second = [t[1] for t in texts] if model.text_pairs_ else None
+    encoded = model.tokenizer_(
+        first,
+        second,
+        padding=True,
+        truncation=True,
+        max_length=model.max_length_,
+        return_tensors="np",
+    )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {name: encoded[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
+    return session.run(None, feed)
+
+
+@pytest.mark.parametrize("fixture,method", [("tiny_bert_dir", "eft"), ("tiny_roberta_dir", "bp")])
+def test_the_onnx_graph_gives_the_models_scores_and_probabilities(
+    fixture, method, request, tmp_path
+):
+    from eft.export import check_onnx, export_onnx
+
+    config = _config(request.getfixturevalue(fixture), method=method, bp_epochs=1)
+    clf = EFTClassifier(config).fit(TEXTS, LABELS, TEXTS[:16], LABELS[:16])
+    path = export_onnx(clf, tmp_path / "out" / "model.onnx")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # one file
+    # batches of another size and length than the traced ones (dynamic axes)
+    texts = [*TEXTS[:5], "a text longer than any of the training texts, with unknown words"]
+    scores, proba = _run(path, clf, texts)
+    np.testing.assert_allclose(scores, clf.decision_function(texts), atol=1e-4)
+    np.testing.assert_allclose(proba, clf.predict_proba(texts), atol=1e-4)
+    assert clf.classes_[scores.argmax(1)].tolist() == clf.predict(texts).tolist()
+    if method == "eft":  # the graph holds the fitted temperature, not a plain softmax
+        assert clf.temperature_ != 1.0
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["eft_labels"]) == clf.classes_.tolist() == ["neg", "pos"]
+    assert meta["eft_multi_label"] == "false" and meta["eft_max_length"] == str(clf.max_length_)
+    check = check_onnx(clf, path, texts)
+    assert check["same_predictions"] == 1.0 and check["max_abs_probability_difference"] < 1e-4
+
+
+def test_multi_label_and_text_pair_models_export(tiny_bert_dir, tmp_path):
+    from eft.export import export_onnx
+
+    texts, labels = _multi_label_data(120)
+    config = _multi_label_config(tiny_bert_dir, tune_thresholds=True)
+    tagger = EFTClassifier(config).fit(texts[:80], labels[:80], texts[80:], labels[80:])
+    path = export_onnx(tagger, tmp_path / "tagger.onnx")
+    scores, proba = _run(path, tagger, texts[80:])
+    np.testing.assert_allclose(proba, tagger.predict_proba(texts[80:]), atol=1e-4)
+    np.testing.assert_array_equal((proba > 0.5) * 1, tagger.predict(texts[80:]))  # own thresholds
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["eft_multi_label"] == "true"
+
+    pairs = EFTClassifier(_config(tiny_bert_dir)).fit(PAIR_TEXTS * 2, PAIR_LABELS * 2)
+    path = export_onnx(pairs, tmp_path / "pairs.onnx")
+    scores, proba = _run(path, pairs, PAIR_TEXTS)  # segment ids come from the graph
+    np.testing.assert_allclose(scores, pairs.decision_function(PAIR_TEXTS), atol=1e-4)
+    assert {p.key: p.value for p in onnx.load(str(path)).metadata_props}["eft_text_pairs"] == "true"
+
+
+def test_eft_export_command_and_refusals(tiny_bert_dir, tmp_path, capsys):
+    from eft.cli import main
+    from eft.export import export_onnx
+
+    model_dir = tmp_path / "model"
+    EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS).save_pretrained(model_dir)
+    target = tmp_path / "model.onnx"
+    assert main(["export", str(model_dir), "--output", str(target)]) == 0
+    printed = capsys.readouterr().out
+    assert f"written to {target}" in printed
+    assert "checked with onnxruntime on 4 texts: 100 % the same predictions" in printed
+    assert target.is_file()
+    assert main(["export", str(model_dir), "--output", str(tmp_path / "model.bin")]) == 2
+    assert "with the .onnx suffix" in capsys.readouterr().err
+    with pytest.raises(Exception, match="not fitted|fit"):
+        export_onnx(EFTClassifier(_config(tiny_bert_dir)), tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_missing_exporter_packages_are_named(tiny_bert_dir, tmp_path, monkeypatch):
+    import builtins
+
+    from eft.export import export_onnx
+
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    real_import = builtins.__import__
+
+    def without_onnxscript(name, *args, **kwargs):
+        if name == "onnxscript":
+            raise ImportError("No module named 'onnxscript'", name="onnxscript")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_onnxscript)
+    with pytest.raises(InputError, match=r"onnxscript is missing.*\[onnx\]"):
+        export_onnx(clf, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
