@@ -99,9 +99,13 @@ def test_eft_export_command_and_refusals(tiny_bert_dir, tmp_path, capsys):
     assert target.is_file()
     assert main(["export", str(model_dir), "--output", str(tmp_path / "model.bin")]) == 2
     assert "with the .onnx suffix" in capsys.readouterr().err
-    with pytest.raises(Exception, match="not fitted|fit"):
+    with pytest.raises(InputError, match="is not fitted; call fit"):
         export_onnx(EFTClassifier(_config(tiny_bert_dir)), tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+    (tmp_path / "folder.onnx").mkdir()
+    assert main(["export", str(model_dir), "--output", str(tmp_path / "folder.onnx")]) == 2
+    assert "is a folder; give the path of the .onnx file" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging
 
 
 def test_missing_exporter_packages_are_named(tiny_bert_dir, tmp_path, monkeypatch):
