@@ -43,10 +43,14 @@ def negative_log_likelihood(
 
 
 def binary_negative_log_likelihood(
-    scores: np.ndarray, targets: np.ndarray, temperature: float = 1.0, threshold: float = 0.0
+    scores: np.ndarray,
+    targets: np.ndarray,
+    temperature: float = 1.0,
+    threshold: float | np.ndarray = 0.0,
 ) -> float:
     """Multi-label: mean over texts and labels of the binary cross-entropy of
-    ``sigmoid((scores - threshold) / temperature)`` against the 0/1 ``targets``."""
+    ``sigmoid((scores - threshold) / temperature)`` against the 0/1 ``targets`` (``threshold``:
+    one for every label, or one per label)."""
     z = (np.asarray(scores, dtype=np.float64) - threshold) / temperature
     targets = np.asarray(targets, dtype=np.float64)
     # -log sigmoid(z) = logaddexp(0, -z), -log(1 - sigmoid(z)) = logaddexp(0, z)
@@ -54,7 +58,7 @@ def binary_negative_log_likelihood(
 
 
 def fit_temperature(
-    scores: np.ndarray, labels: np.ndarray, threshold: float | None = None
+    scores: np.ndarray, labels: np.ndarray, threshold: float | np.ndarray | None = None
 ) -> float:
     """The temperature T > 0 that minimises the NLL of ``softmax(scores / T)`` on ``labels``.
 

@@ -1220,7 +1220,7 @@ class _StreamBatches:
             yield batch
 
 
-def _accuracy(scores: np.ndarray, targets: np.ndarray, threshold: float) -> float:
+def _accuracy(scores: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray) -> float:
     """Share of rows predicted right: the argmax against class indices, or (multi-label, 0/1
     rows) every label's ``score > threshold`` against its row, the subset accuracy."""
     if targets.ndim == 2:
@@ -1229,7 +1229,7 @@ def _accuracy(scores: np.ndarray, targets: np.ndarray, threshold: float) -> floa
 
 
 def _log_loss(
-    scores: np.ndarray, targets: np.ndarray, temperature: float, threshold: float
+    scores: np.ndarray, targets: np.ndarray, temperature: float, threshold: float | np.ndarray
 ) -> float:
     if targets.ndim == 2:
         return binary_negative_log_likelihood(scores, targets, temperature, threshold)
