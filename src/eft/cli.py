@@ -239,9 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tune-thresholds",
         action="store_const",
         const=True,
-        help="multi-label: choose each label's threshold on the validation data (the one that "
-        "maximises the label's F1 there) instead of a probability of 0.5 at the fixed output "
-        "threshold; needs --validation or --validation-fraction",
+        help="multi-label: choose each label's threshold on the validation data, the one that "
+        "maximises the label's F1 there, instead of the fixed one (0.5 on the I-ELM's outputs); "
+        "for per-label F1, not subset accuracy; needs --validation or --validation-fraction",
     )
     _add_method_options(train, defaults)
     train.add_argument("--output", help="folder to write the model to (required)")
