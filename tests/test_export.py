@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from eft import EFTClassifier
 from eft.errors import InputError
@@ -63,6 +64,8 @@ def test_the_onnx_graph_gives_the_models_scores_and_probabilities(
     assert meta["eft_multi_label"] == "false" and meta["eft_max_length"] == str(clf.max_length_)
     check = check_onnx(clf, path, texts)
     assert check["same_predictions"] == 1.0 and check["max_abs_probability_difference"] < 1e-4
+    clf._autocast = torch.bfloat16  # a model predicting in bf16 is checked in float32
+    assert check_onnx(clf, path, texts) == check and clf._autocast == torch.bfloat16
 
 
 def test_multi_label_and_text_pair_models_export(tiny_bert_dir, tmp_path):

@@ -148,9 +148,10 @@ def _example_ids(model: Any) -> list[list[int]]:
 
 
 def check_onnx(model: Any, path: str | os.PathLike, texts: Sequence[Any]) -> dict[str, float]:
-    """Run the exported file with onnxruntime on ``texts`` and compare with ``model``: the
-    largest absolute differences of the scores and of the probabilities, and the share of
-    texts whose prediction agrees."""
+    """Run the exported file with onnxruntime on ``texts`` and compare with ``model`` in float32
+    (the graph's precision, whatever autocast the model predicts with): the largest absolute
+    differences of the scores and of the probabilities, and the share of texts whose prediction
+    agrees."""
     try:
         import onnxruntime
     except ImportError as error:
@@ -160,8 +161,12 @@ def check_onnx(model: Any, path: str | os.PathLike, texts: Sequence[Any]) -> dic
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = pad_batch(model._input_ids(list(texts)), int(model.tokenizer_.pad_token_id))
     scores, proba = session.run(None, {k: v.numpy() for k, v in inputs.items()})
-    expected_scores = model.decision_function(list(texts))
-    expected_proba = model.predict_proba(list(texts))
+    autocast, model._autocast = model._autocast, None
+    try:
+        expected_scores = model.decision_function(list(texts))
+        expected_proba = model.predict_proba(list(texts))
+    finally:
+        model._autocast = autocast
     if getattr(model, "multi_label_", False):
         agree = ((proba > 0.5) == (expected_proba > 0.5)).all(1)
     else:
