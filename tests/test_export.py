@@ -128,3 +128,16 @@ def test_missing_exporter_packages_are_named(tiny_bert_dir, tmp_path, monkeypatc
     with pytest.raises(InputError, match=r"onnxscript is missing.*\[onnx\]"):
         export_onnx(clf, tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls_last4"])
+def test_the_other_poolings_and_standardised_features_export(pooling, tiny_bert_dir, tmp_path):
+    from eft.export import check_onnx, export_onnx
+
+    config = _config(tiny_bert_dir, bp_epochs=0, pooling=pooling, standardize=True)
+    clf = EFTClassifier(config).fit(TEXTS, LABELS)
+    path = export_onnx(clf, tmp_path / f"{pooling}.onnx")
+    texts = [*TEXTS[:3], "a text longer than any of the training texts, with unknown words"]
+    scores, _ = _run(path, clf, texts)  # mean pooling masks the padding inside the graph
+    np.testing.assert_allclose(scores, clf.decision_function(texts), atol=1e-4)
+    assert check_onnx(clf, path, texts)["same_predictions"] == 1.0
