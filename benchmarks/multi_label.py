@@ -167,9 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "bp_best_epoch": clf.history_.get("bp_best_epoch"),
                 "validation_subset_accuracy": 100 * (np.nan if validation is None else validation),
                 "temperature": clf.temperature_,
-                "thresholds": clf.history_.get("thresholds", {}).get("tuned")
-                if key.endswith("_tuned")
-                else None,
+                "thresholds": clf.thresholds_.tolist() if key.endswith("_tuned") else None,
                 "config": config.to_dict(),
             }
             print(key, {k: v for k, v in results[key].items() if k != "config"}, flush=True)
