@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eft import EFTClassifier, EFTConfig  # noqa: E402
+from eft import Callback, EFTClassifier, EFTConfig  # noqa: E402
 from tests.test_classifier import LABELS, TEXTS  # noqa: E402
 
 
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=10)
     parser.add_argument("--pairs", action="store_true", help="(text, reversed text) pairs")
     parser.add_argument("--multi-label", action="store_true", help="label sets: + 'long'")
+    parser.add_argument("--stop-on-rank", type=int, help="a callback stops BP there, epoch 1")
     args = parser.parse_args()
     texts, labels = TEXTS[: args.n_texts], LABELS[: args.n_texts]
     if args.pairs:
@@ -49,10 +50,13 @@ def main() -> None:
         device="cpu",
         progress=False,
     )
+    callbacks = [StopOnRank(args.stop_on_rank)] if args.stop_on_rank is not None else None
     if args.stream:
-        clf = EFTClassifier(config).fit_stream(args.stream, chunk_rows=args.chunk_rows)
+        clf = EFTClassifier(config).fit_stream(
+            args.stream, chunk_rows=args.chunk_rows, callbacks=callbacks
+        )
     else:
-        clf = EFTClassifier(config).fit(texts, labels)
+        clf = EFTClassifier(config).fit(texts, labels, callbacks=callbacks)
     if clf.is_main_process_:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -67,6 +71,8 @@ def main() -> None:
                     "text_pairs": clf.text_pairs_,
                     "multi_label": clf.multi_label_,
                     "timings": clf.timings_,
+                    "bp_epochs_run": len(clf.history_.get("bp_train_loss", [])),
+                    "bp_stopped_by_callback": clf.history_.get("bp_stopped_by_callback"),
                 }
             )
         )
@@ -83,6 +89,16 @@ def main() -> None:
         time.sleep(0.05)
     if left:
         sys.exit(f"gloo threads still running 2 s after destroy_process_group: {left}")
+
+
+class StopOnRank(Callback):
+    """Asks to stop the BP stage after its first epoch, on one rank only."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def on_epoch_end(self, log, model) -> bool:
+        return int(os.environ.get("RANK", "0")) == self.rank
 
 
 def gloo_threads() -> list[str]:

@@ -23,7 +23,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(args: list[str], nproc: int) -> None:
+def _run(args: list[str], nproc: int, timeout: int = 600) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     if nproc > 1:
         command = [
@@ -38,7 +38,7 @@ def _run(args: list[str], nproc: int) -> None:
         ]
     else:
         command = [sys.executable, str(WORKER), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
@@ -110,6 +110,16 @@ def test_two_ranks_streaming_a_file_give_the_single_process_head(tiny_bert_dir, 
     args = [*common, "--stream", str(stream), "--bp-epochs", "1", "--out", str(tmp_path / "bp")]
     _run(args, nproc=2)
     assert len(json.loads((tmp_path / "bp" / "result.json").read_text())["predictions"]) == 33
+
+
+def test_a_callback_on_one_rank_stops_the_bp_stage_on_every_rank(tiny_bert_dir, tmp_path):
+    """Rank 1 asks to stop after epoch 1 of 3; rank 0 (whose result is written) stops too.
+    A rank that trained on alone would wait for its partner's gradients: the timeout."""
+    args = ["--model", str(tiny_bert_dir), "--n-texts", "33", "--bp-epochs", "3"]
+    _run([*args, "--stop-on-rank", "1", "--out", str(tmp_path / "ddp")], nproc=2, timeout=300)
+    result = json.loads((tmp_path / "ddp" / "result.json").read_text())
+    assert result["bp_epochs_run"] == 1 and result["bp_stopped_by_callback"] is True
+    assert result["n_samples_seen"] >= 33 and result["timings"]["feedforward"] > 0
 
 
 def test_cpu_ranks_wait_for_each_other_on_the_cpu(monkeypatch):

@@ -15,6 +15,7 @@ from eft.metrics import (
     _resampled_scores,
     classification_scores,
     compare_prediction_files,
+    label_set_keys,
     mean_std,
     multi_label_scores,
     paired_bootstrap,
@@ -224,3 +225,19 @@ def test_per_class_scores_match_sklearns_report():
         assert row["support"] == report[label]["support"]
     assert scores["fear"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert list(per_class_scores([1, 0, 1], [1, 1, 1])) == ["0", "1"]  # keys are strings
+
+
+def test_label_sets_are_compared_as_sets_whatever_their_order(tmp_path):
+    """A predictions file written by another tool may list a text's labels in another order:
+    ["b", "a"] is the set ["a", "b"], for the true labels and the predictions alike."""
+    truth = [["a", "b"], ["a"], [], ["b"]] * 10
+    a = [["a", "b"], ["b"], [], ["b"]] * 10  # wrong on the second text of four
+    b = [["b", "a"], ["a"], ["a"], ["b"]] * 10  # right but for the third; "b", "a" is right
+    ids = list(range(40))
+    _write_predictions(tmp_path / "a.jsonl", ids, truth, a)
+    _write_predictions(tmp_path / "b.jsonl", ids, [list(reversed(y)) for y in truth], b)
+    result = compare_prediction_files(
+        tmp_path / "a.jsonl", tmp_path / "b.jsonl", metric="accuracy", samples=200
+    )
+    assert result["score_a"] == pytest.approx(75.0) and result["score_b"] == pytest.approx(75.0)
+    assert label_set_keys([["b", "a"], "x", 3]) == ['["a", "b"]', "x", 3]

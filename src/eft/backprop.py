@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from eft.callbacks import EpochLog
 from eft.checkpoint import restore_checkpoint, save_checkpoint
 from eft.config import EFTConfig
 from eft.encoder import Collator, EncodedTexts, LengthGroupedBatchSampler, TextEncoder
@@ -61,6 +62,8 @@ class BPResult:
     epoch_seconds: list[float] = field(default_factory=list)
     evaluation_seconds: float = 0.0
     best_epoch: int | None = None
+    stopped_by_callback: bool = False
+    """A callback's ``on_epoch_end`` ended the stage before its last epoch."""
     unfed_indices: list[int] = field(default_factory=list)
     """Samples of the last epoch's batches before ``feature_sink_fraction`` (in-memory data)."""
 
@@ -210,6 +213,7 @@ def train_backprop(
     checkpoint_last: bool = True,
     checkpoint_metadata: dict[str, Any] | None = None,
     resume_from: Path | None = None,
+    on_epoch_end: Callable[[EpochLog, nn.Module], bool] | None = None,
 ) -> tuple[nn.Module, BPResult]:
     """Fine-tune ``model`` for ``epochs`` epochs; returns the (unwrapped) model and a record.
 
@@ -223,6 +227,9 @@ def train_backprop(
     With ``checkpoint_dir``, the state after every epoch (but the last unless
     ``checkpoint_last``) is saved there; ``resume_from`` continues from such a checkpoint and
     ends with the same model as an uninterrupted run with the same seed.
+
+    ``on_epoch_end(log, model)`` runs after each epoch (and its evaluation) on every rank;
+    True on any rank stops the stage there (:mod:`eft.callbacks`).
     """
     from tqdm.auto import tqdm
 
@@ -347,6 +354,21 @@ def train_backprop(
             else:
                 since_best += 1
         stop = patience is not None and since_best >= patience
+        if on_epoch_end is not None:
+            log = EpochLog(
+                epoch=epoch + 1,
+                epochs=epochs,
+                train_loss=result.train_loss[-1],
+                validation_accuracy=result.validation_score[-1] if evaluate else None,
+                seconds=result.epoch_seconds[-1],
+                is_main_process=accelerator.is_main_process,
+            )
+            asked = bool(on_epoch_end(log, accelerator.unwrap_model(model)))
+            if accelerator.num_processes > 1:  # every rank stops if any asks
+                flag = torch.tensor([float(asked)], device=accelerator.device)
+                asked = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+            if asked and not stop and epoch + 1 < epochs:
+                result.stopped_by_callback = stop = True
         if (
             checkpoint_dir is not None
             and accelerator.is_main_process

@@ -68,11 +68,16 @@ import numpy as np
 from eft import datasets
 from eft.atomic import json_default, write_text
 from eft.checkpoint import RunProgress, json_digest, resumable_fit
-from eft.classifier import EFTClassifier, encode_labels, is_label_set
+from eft.classifier import EFTClassifier, encode_labels
 from eft.config import MIXED_PRECISION, EFTConfig
 from eft.errors import InputError
 from eft.ielm import IELMClassifier
-from eft.metrics import classification_scores, multi_label_scores, paired_bootstrap
+from eft.metrics import (
+    classification_scores,
+    label_set_keys,
+    multi_label_scores,
+    paired_bootstrap,
+)
 from eft.provenance import load_average, machine_info, machine_markdown
 from eft.tuning import SELECTIONS, TuneResult, choose, finished_epochs, tune, write_tuning
 
@@ -372,12 +377,6 @@ def _test_scores(classes: np.ndarray, predicted: np.ndarray, test) -> tuple[list
     _, truth = encode_labels(list(test.labels), classes, "test")
     predictions = [classes[row == 1].tolist() for row in predicted]
     return predictions, multi_label_scores(truth, predicted)
-
-
-def label_set_keys(labels: Sequence[Any]) -> list[Any]:
-    """Labels as the paired bootstrap compares them: a label set (multi-label) as the JSON of
-    its sorted labels, so that two orders of one set are equal; single labels unchanged."""
-    return [json.dumps(sorted(map(str, y))) if is_label_set(y) else y for y in labels]
 
 
 def _head_comparison(

@@ -18,6 +18,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from eft.calibration import (
     fit_temperature,
     negative_log_likelihood,
 )
+from eft.callbacks import check_callbacks, epoch_end, fit_begin, fit_end
 from eft.config import EFTConfig
 from eft.encoder import (
     TextEncoder,
@@ -47,6 +49,7 @@ from eft.encoder import (
 )
 from eft.errors import InputError
 from eft.ielm import IELMClassifier, softmax_keeping_argmax
+from eft.metrics import is_label_set
 from eft.modeling import EFTModel
 from eft.provenance import cpu_instruction_set
 
@@ -93,11 +96,6 @@ def check_texts_and_labels(
 #: Checked labels: a 1-D array (one label per text), a 2-D 0/1 indicator matrix, or a list of
 #: label tuples (multi-label).
 Labels = np.ndarray | list[tuple[Any, ...]]
-
-
-def is_label_set(label: Any) -> bool:
-    """A multi-label row: a list, tuple, set, frozenset or 1-D array of labels."""
-    return isinstance(label, (list, tuple, set, frozenset, np.ndarray))
 
 
 def _checked_labels(texts: list[Any], labels: Any, what: str) -> tuple[list[Any], Labels | None]:
@@ -461,6 +459,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         eval_labels: Sequence[Any] | None = None,
         resume_from: str | os.PathLike | None = None,
         checkpoint_metadata: dict[str, Any] | None = None,
+        callbacks: Sequence[Any] | None = None,
     ) -> EFTClassifier:
         """Run the BP stage, the feedforward pass and the I-ELM solve (or the baseline).
 
@@ -469,7 +468,8 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         model then takes pairs (``text_pairs_``). ``labels`` are one label per text or, for
         multi-label tasks, a list of labels per text or a 0/1 matrix (``multi_label_``).
         ``resume_from`` continues from a checkpoint written to ``config.checkpoint_dir`` by an
-        interrupted run with the same configuration and data.
+        interrupted run with the same configuration and data. ``callbacks`` see every BP epoch
+        and may stop the BP stage early (:mod:`eft.callbacks`).
         """
         texts, labels = check_texts_and_labels(texts, labels)
         classes, targets = encode_labels(labels)
@@ -479,7 +479,14 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             counts = np.bincount(targets, minlength=len(classes))
         data = _TextsInMemory(texts, targets)
         return self._fit(
-            data, classes, counts, eval_texts, eval_labels, resume_from, checkpoint_metadata
+            data,
+            classes,
+            counts,
+            eval_texts,
+            eval_labels,
+            resume_from,
+            checkpoint_metadata,
+            callbacks,
         )
 
     def fit_stream(
@@ -495,6 +502,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         resume_from: str | os.PathLike | None = None,
         checkpoint_metadata: dict[str, Any] | None = None,
         text_pair_column: str | None = None,
+        callbacks: Sequence[Any] | None = None,
     ) -> EFTClassifier:
         """Like :meth:`fit`, from a training set read as a stream (larger than memory).
 
@@ -522,6 +530,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             eval_labels,
             resume_from,
             checkpoint_metadata,
+            callbacks,
         )
 
     def _fit(
@@ -533,8 +542,10 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         eval_labels: Sequence[Any] | None,
         resume_from: str | os.PathLike | None,
         checkpoint_metadata: dict[str, Any] | None,
+        callbacks: Sequence[Any] | None = None,
     ) -> EFTClassifier:
         cfg = self.config
+        callbacks = check_callbacks(callbacks)
         multi_label = data.multi_label
         if len(classes) < 2:
             held = f"a single class ({classes.tolist()[0]!r})" if len(classes) else "no label"
@@ -583,6 +594,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 "needs the training data in memory; with a streamed training set use "
                 "fused_fraction=1 (fully fused) or turn fused mode off."
             )
+        fit_begin(callbacks, self)
         accelerator = _accelerator(cfg)
         device = accelerator.device
         from accelerate.utils import set_seed
@@ -627,6 +639,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
         linear = None
         unfed: list[int] = []  # fused_fraction < 1: samples of the last epoch's first steps
+        stopped_early = False  # by a callback, before the last epoch: no fused features
         if cfg.bp_epochs > 0:
             bp_model = EncoderWithLinearHead(encoder, len(classes))
             sink = feeder = None
@@ -672,9 +685,11 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                         **(checkpoint_metadata or {}),
                     },
                     resume_from=Path(resume_from) if resume_from else None,
+                    on_epoch_end=partial(epoch_end, callbacks) if callbacks else None,
                 )
             encoder, linear = bp_model.encoder, bp_model.classifier
             unfed = bp_result.unfed_indices
+            stopped_early = bp_result.stopped_by_callback
             if feeder is not None:
                 with sink_timer:
                     feeder.flush()
@@ -688,12 +703,13 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 bp_epoch_seconds=bp_result.epoch_seconds,
                 bp_best_epoch=bp_result.best_epoch,
                 bp_seconds_to_best=bp_result.seconds_to_best,
+                bp_stopped_by_callback=bp_result.stopped_by_callback,
             )
             if evaluate is not None:
                 timings["evaluation"] = bp_result.evaluation_seconds
 
         if cfg.method == "eft":
-            if fused:
+            if fused and not stopped_early:
                 if unfed:
                     self._feed_unfed(head, encoder, data, unfed, accelerator, timings, flops)
                 clock = time.perf_counter()
@@ -757,6 +773,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = history
         self.model_name_ = name
         self.n_train_ = len(data)
+        fit_end(callbacks, self)
         return self
 
     def _class_weights(self, counts: np.ndarray, classes: np.ndarray) -> dict[int, float] | None:

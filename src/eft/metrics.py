@@ -291,6 +291,17 @@ def read_predictions(path: str | os.PathLike[str]) -> tuple[list[Any], list[Any]
     return ids, y_true, y_pred
 
 
+def is_label_set(label: Any) -> bool:
+    """A multi-label row: a list, tuple, set, frozenset or 1-D array of labels."""
+    return isinstance(label, (list, tuple, set, frozenset, np.ndarray))
+
+
+def label_set_keys(labels: Sequence[Any]) -> list[Any]:
+    """Labels as the paired bootstrap compares them: a label set (multi-label) as the JSON of
+    its sorted labels, so that two orders of one set are equal; single labels unchanged."""
+    return [json.dumps(sorted(map(str, y))) if is_label_set(y) else y for y in labels]
+
+
 def compare_prediction_files(
     path_a: str | os.PathLike[str],
     path_b: str | os.PathLike[str],
@@ -322,11 +333,13 @@ def compare_prediction_files(
             f"{metric}"
         )
     order = [key_b[key] for key in key_a]
+    # compared as strings; label sets as their sorted labels (either order of a set is equal)
+    true_a, pred_a, true_b, pred_b = (
+        [str(y) for y in label_set_keys(labels)] for labels in (true_a, pred_a, true_b, pred_b)
+    )
     true_b_aligned = [true_b[j] for j in order]
     mismatched = [
-        ids_a[j]
-        for j, (x, y) in enumerate(zip(true_a, true_b_aligned, strict=True))
-        if str(x) != str(y)
+        ids_a[j] for j, (x, y) in enumerate(zip(true_a, true_b_aligned, strict=True)) if x != y
     ]
     if mismatched:
         raise InputError(
@@ -334,9 +347,9 @@ def compare_prediction_files(
             f"e.g. id {mismatched[0]!r}; they must come from the same labelled test set"
         )
     result = paired_bootstrap(
-        [str(x) for x in true_a],
-        [str(x) for x in pred_a],
-        [str(pred_b[j]) for j in order],
+        true_a,
+        pred_a,
+        [pred_b[j] for j in order],
         metric=metric,
         samples=samples,
         seed=seed,
