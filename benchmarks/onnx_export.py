@@ -3,11 +3,12 @@
     python benchmarks/onnx_export.py [--dataset trec] [--max-train 1000] [--repeats 3]
 
 Fits EFT (k = 1, defaults) on ``--max-train`` training texts with the embedded encoder and
-exports it. On the test texts it compares the file run by onnxruntime with the PyTorch model:
-the largest differences of the scores and probabilities, and the share of the same predictions.
-Then it times prediction on the test texts, alternating PyTorch (``predict_proba``, eft's
-length-sorted batches) and onnxruntime (the same batches, tokenized the same way), ``repeats``
-times each, single-process, on this machine's threads.
+exports it twice: as traced (float32) and with ``quantize="int8"``. On the test texts it
+compares each file run by onnxruntime with the PyTorch model (the largest differences of the
+scores and probabilities, the share of the same predictions) and scores its accuracy. Then it
+times prediction on the test texts, alternating PyTorch (``predict_proba``, eft's
+length-sorted batches) and the two files in onnxruntime (the same batches, tokenized the same
+way), ``repeats`` times each, single-process, on this machine's threads.
 
 Writes ``results/onnx_export_<dataset>.json`` and ``.md``.
 """
@@ -36,19 +37,7 @@ from _common import (  # noqa: E402
 
 from eft import EFTClassifier, EFTConfig, export_onnx  # noqa: E402
 from eft.benchmark import add_data_arguments, run_header  # noqa: E402
-from eft.encoder import pad_batch, sorted_batches  # noqa: E402
-from eft.export import check_onnx  # noqa: E402
-
-
-def onnx_predict(session, clf: EFTClassifier, texts: list) -> np.ndarray:
-    """The file's probabilities for ``texts``, in eft's length-sorted batches."""
-    ids = clf._input_ids(texts)
-    out = np.zeros((len(texts), len(clf.classes_)), dtype=np.float32)
-    pad = int(clf.tokenizer_.pad_token_id)
-    for rows in sorted_batches([len(i) for i in ids], clf.config.eval_batch_size):
-        batch = pad_batch([ids[i] for i in rows], pad)
-        out[rows] = session.run(["probabilities"], {k: v.numpy() for k, v in batch.items()})[0]
-    return out
+from eft.export import check_onnx, onnx_outputs  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,20 +55,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     clf = EFTClassifier(config).fit(
         list(train.texts), list(train.labels), list(validation.texts), list(validation.labels)
     )
-    texts = list(test.texts)
+    texts, truth = list(test.texts), np.asarray(test.labels)
+    classes = np.asarray(clf.classes_)
+    files: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        path = export_onnx(clf, Path(folder) / "model.onnx")
-        export_seconds = time.perf_counter() - start
-        megabytes = path.stat().st_size / 1e6
-        check = check_onnx(clf, path, texts)
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        seconds: dict[str, list[float]] = {"pytorch": [], "onnxruntime": []}
+        sessions = {}
+        for name, quantize in (("float32", None), ("int8", "int8")):
+            start = time.perf_counter()
+            path = export_onnx(clf, Path(folder) / f"{name}.onnx", quantize=quantize)
+            files[name] = {
+                "export_seconds": time.perf_counter() - start,
+                "file_megabytes": path.stat().st_size / 1e6,
+                "check": check_onnx(clf, path, texts),
+            }
+            sessions[name] = onnxruntime.InferenceSession(
+                str(path), providers=["CPUExecutionProvider"]
+            )
+            probabilities = onnx_outputs(sessions[name], clf, texts)[1]
+            accuracy = np.mean(classes[probabilities.argmax(1)] == truth)
+            files[name]["test_accuracy"] = 100 * float(accuracy)
+        runs = {
+            "pytorch": lambda: clf.predict_proba(texts),
+            **{
+                f"onnxruntime {name}": lambda session=session: onnx_outputs(session, clf, texts)
+                for name, session in sessions.items()
+            },
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(args.repeats):
-            for name, run in (
-                ("pytorch", lambda: clf.predict_proba(texts)),
-                ("onnxruntime", lambda: onnx_predict(session, clf, texts)),
-            ):
+            for name, run in runs.items():
                 start = time.perf_counter()
                 run()
                 seconds[name].append(time.perf_counter() - start)
@@ -87,14 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     median = {name: statistics.median(values) for name, values in seconds.items()}
     payload = {
         **header,
-        "test_accuracy": 100 * float(np.mean(clf.predict(texts) == np.asarray(test.labels))),
-        "export_seconds": export_seconds,
-        "file_megabytes": megabytes,
-        "check": check,
+        "test_accuracy": 100 * float(np.mean(clf.predict(texts) == truth)),
+        "files": files,
         "onnxruntime_version": onnxruntime.__version__,
         "predict_seconds": seconds,
         "median_predict_seconds": median,
-        "onnxruntime_speedup": median["pytorch"] / median["onnxruntime"],
+        "speedup_over_pytorch": {
+            name: median["pytorch"] / median[name] for name in median if name != "pytorch"
+        },
     }
     payload["machine"]["load_average_at_end"] = load_average()
     lines = [
@@ -102,22 +106,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         machine_markdown(payload["machine"]),
         f"- EFT k = 1 (defaults) on {len(train)} training texts, embedded encoder, "
-        f"{args.max_length} tokens; test accuracy {payload['test_accuracy']:.2f} %; "
-        f"onnxruntime {onnxruntime.__version__}",
-        f"- Export: {export_seconds:.1f} s, one file of {megabytes:.1f} MB",
-        f"- On the {check['texts']} test texts: {100 * check['same_predictions']:.2f} % the same "
-        f"predictions; largest difference {check['max_abs_probability_difference']:.2g} in a "
-        f"probability, {check['max_abs_score_difference']:.2g} in a score",
+        f"{args.max_length} tokens; {len(texts)} test texts; onnxruntime "
+        f"{onnxruntime.__version__}",
+        "- float32: the graph as traced; int8: `--quantize int8` (dynamic quantization of the "
+        "matrix products' weights, a scale per output channel)",
         "",
         markdown_table(
-            ["predict_proba on the test texts", "seconds per pass", "median"],
-            [[n, ", ".join(f"{s:.2f}" for s in seconds[n]), median[n]] for n in seconds],
+            [
+                "model",
+                "test accuracy (%)",
+                "same predictions as PyTorch (%)",
+                "largest probability difference",
+                "file (MB)",
+                "export (s)",
+            ],
+            [["PyTorch (eft)", payload["test_accuracy"], 100.0, 0.0, "", ""]]
+            + [
+                [
+                    f"ONNX {name}",
+                    info["test_accuracy"],
+                    100 * info["check"]["same_predictions"],
+                    f"{info['check']['max_abs_probability_difference']:.2g}",
+                    info["file_megabytes"],
+                    info["export_seconds"],
+                ]
+                for name, info in files.items()
+            ],
         ),
         "",
-        f"onnxruntime speed-up over PyTorch: {payload['onnxruntime_speedup']:.2f}x.",
+        markdown_table(
+            ["predict_proba on the test texts", "seconds per pass", "median", "speed-up"],
+            [
+                [
+                    name,
+                    ", ".join(f"{s:.2f}" for s in seconds[name]),
+                    median[name],
+                    f"{median['pytorch'] / median[name]:.2f}x",
+                ]
+                for name in seconds
+            ],
+        ),
     ]
     write_results(f"onnx_export_{args.dataset}", payload, "\n".join(lines))
-    print("\n".join(lines[-8:]))
+    print("\n".join(lines[-12:]))
     return 0
 
 

@@ -98,7 +98,7 @@ def test_eft_export_command_and_refusals(tiny_bert_dir, tmp_path, capsys):
     assert main(["export", str(model_dir), "--output", str(target)]) == 0
     printed = capsys.readouterr().out
     assert f"written to {target}" in printed
-    assert "checked with onnxruntime on 4 texts: 100 % the same predictions" in printed
+    assert "checked with onnxruntime on 4 texts: 100.0 % the same predictions" in printed
     assert target.is_file()
     assert main(["export", str(model_dir), "--output", str(tmp_path / "model.bin")]) == 2
     assert "with the .onnx suffix" in capsys.readouterr().err
@@ -111,7 +111,12 @@ def test_eft_export_command_and_refusals(tiny_bert_dir, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging
 
 
-def test_missing_exporter_packages_are_named(tiny_bert_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "package,quantize", [("onnxscript", None), ("onnxruntime.quantization", "int8")]
+)
+def test_missing_exporter_packages_are_named(
+    package, quantize, tiny_bert_dir, tmp_path, monkeypatch
+):
     import builtins
 
     from eft.export import export_onnx
@@ -119,15 +124,61 @@ def test_missing_exporter_packages_are_named(tiny_bert_dir, tmp_path, monkeypatc
     clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
     real_import = builtins.__import__
 
-    def without_onnxscript(name, *args, **kwargs):
-        if name == "onnxscript":
-            raise ImportError("No module named 'onnxscript'", name="onnxscript")
+    def without(name, *args, **kwargs):
+        if name == package:
+            raise ImportError(f"No module named {package!r}", name=package)
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", without_onnxscript)
-    with pytest.raises(InputError, match=r"onnxscript is missing.*\[onnx\]"):
-        export_onnx(clf, tmp_path / "model.onnx")
+    monkeypatch.setattr(builtins, "__import__", without)
+    with pytest.raises(InputError, match=rf"{package} is missing.*\[onnx\]"):
+        export_onnx(clf, tmp_path / "model.onnx", quantize=quantize)
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_int8_quantization_shrinks_the_graph_and_keeps_its_outputs_close(tiny_bert_dir, tmp_path):
+    from eft.export import check_onnx, export_onnx
+
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1)).fit(TEXTS, LABELS)
+    full = export_onnx(clf, tmp_path / "float.onnx")
+    small = export_onnx(clf, tmp_path / "int8.onnx", quantize="int8")
+    graph = onnx.load(str(small))
+    ops = {node.op_type for node in graph.graph.node}
+    assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert meta["eft_quantization"] == "int8" and json.loads(meta["eft_labels"]) == ["neg", "pos"]
+    full_meta = {p.key: p.value for p in onnx.load(str(full)).metadata_props}
+    assert full_meta["eft_quantization"] == "none"
+    weights = {i.name: i for i in graph.graph.initializer}
+    int8 = [w for w in weights.values() if w.data_type == onnx.TensorProto.INT8]
+    assert int8 and small.stat().st_size < full.stat().st_size
+    check = check_onnx(clf, small, TEXTS)
+    assert check["same_predictions"] >= 0.75  # 8-bit weights move the scores a little
+    assert 0 < check["max_abs_probability_difference"] < 0.2
+    assert check_onnx(clf, full, TEXTS)["max_abs_probability_difference"] < 1e-4
+    assert {p.name for p in tmp_path.iterdir()} == {"float.onnx", "int8.onnx"}  # no staging
+    with pytest.raises(InputError, match="quantize must be one of int8"):
+        export_onnx(clf, tmp_path / "x.onnx", quantize="int4")
+
+
+def test_eft_export_quantized_and_checked_on_a_file(tiny_bert_dir, tmp_path, capsys):
+    from eft.cli import main
+
+    model_dir = tmp_path / "model"
+    EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS).save_pretrained(model_dir)
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"review": t}) + "\n" for t in TEXTS[:10]))
+    target = tmp_path / "model.onnx"
+    args = ["export", str(model_dir), "--output", str(target), "--quantize", "int8"]
+    assert main([*args, "--check-input", str(texts), "--text-column", "review"]) == 0
+    printed = capsys.readouterr().out
+    assert f"written to {target} (int8)" in printed
+    assert "checked with onnxruntime on 10 texts: " in printed
+    with pytest.raises(SystemExit) as exit_:
+        main([*args[:4], "--quantize", "int4"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'int4'" in capsys.readouterr().err
+    assert main([*args, "--text-pair-column", "other"]) == 2
+    assert "--text-pair-column names a column of --check-input FILE" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls_last4"])

@@ -317,6 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="the .onnx file to write")
     export.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     export.add_argument("--device", default="cpu", help="device to trace on")
+    export.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="store the weights of the matrix products as 8-bit integers (dynamic "
+        "quantization, a scale per channel): about a quarter of the file and faster on CPUs, "
+        "at some changed predictions; see how many with --check-input",
+    )
+    export.add_argument(
+        "--check-input",
+        help="texts to check the file on against the model (.csv, .tsv, .jsonl; default: four "
+        "built-in examples)",
+    )
+    export.add_argument("--text-column", default="text", help="text column of --check-input")
+    export.add_argument(
+        "--text-pair-column", help="second text of each pair in --check-input (pair models)"
+    )
 
     data = commands.add_parser(
         "data", help="show a named dataset's splits and label counts", formatter_class=_Formatter
@@ -935,7 +951,9 @@ def command_predict(args: argparse.Namespace) -> int:
 def _check_input_kind(model: Any, model_dir: str, args: argparse.Namespace, where: str) -> None:
     """A model trained on text pairs reads two columns; one trained on single texts, one."""
     if model.text_pairs_ and not args.text_pair_column:
-        stdin = ", or pipe text<TAB>text_pair lines to --input -" if "--input" in where else ""
+        stdin = ""
+        if where.startswith("--input"):
+            stdin = ", or pipe text<TAB>text_pair lines to --input -"
         raise InputError(
             f"{model_dir} was trained on text pairs: give them in {where} with --text-column "
             f"and --text-pair-column{stdin}."
@@ -982,21 +1000,33 @@ def command_export(args: argparse.Namespace) -> int:
 
     model_dir, _ = _saved_model_dir(args, "export")
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
+    texts = None
+    if args.text_pair_column and not args.check_input:
+        raise InputError("--text-pair-column names a column of --check-input FILE; give one.")
+    if args.check_input:
+        from eft.datasets import read_text_file
+
+        texts = read_text_file(
+            args.check_input, args.text_column, text_pair_column=args.text_pair_column
+        )
+        _check_input_kind(model, model_dir, args, "--check-input FILE")
     model.set_params(progress=False)
-    path = export_onnx(model, args.output, opset_version=args.opset)
-    print(f"ONNX graph of {model_dir} written to {path}")
+    path = export_onnx(model, args.output, opset_version=args.opset, quantize=args.quantize)
+    print(f"ONNX graph of {model_dir} written to {path}" + (" (int8)" if args.quantize else ""))
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         print("onnxruntime is not installed: the file was not checked against the model")
         return 0
-    check = check_onnx(model, path, example_texts(model))
+    check = check_onnx(model, path, texts or example_texts(model))
     print(
         f"checked with onnxruntime on {check['texts']} texts: "
-        f"{100 * check['same_predictions']:.0f} % the same predictions, largest difference "
+        f"{100 * check['same_predictions']:.1f} % the same predictions, largest difference "
         f"{check['max_abs_probability_difference']:.2g} in a probability and "
         f"{check['max_abs_score_difference']:.2g} in a score"
     )
+    if args.quantize:  # int8 weights change some predictions by design: reported, not failed
+        return 0
     return 0 if check["same_predictions"] == 1.0 else 1
 
 
