@@ -14,7 +14,9 @@ facts a server needs are in the file's metadata (:data:`METADATA_KEYS`).
 ``quantize="int8"`` stores the weights of the graph's matrix products as 8-bit integers, one
 scale per output channel, and quantizes their inputs on the fly (onnxruntime's dynamic
 quantization): a quarter of the file and faster on CPUs, at some predictions changed (measure
-on your own texts with :func:`check_onnx`; ``benchmarks/onnx_export.py`` for ours).
+on your own texts with :func:`check_onnx`; ``benchmarks/onnx_export.py`` for ours). The
+inputs' scale is computed over each batch, so a text's int8 outputs depend a little on the
+texts run with it.
 
 Exporting needs the ``onnx`` and ``onnxscript`` packages (``pip install
 'extreme-fine-tuning[onnx]'``), quantizing and checking the file need ``onnxruntime``.
