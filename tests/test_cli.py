@@ -72,6 +72,10 @@ def test_train_prints_timing_table_and_saves(trained):
         assert phase in result.stdout
     assert (out / "eft_config.json").is_file() and (out / "elm_head.safetensors").is_file()
     assert "not calibrated: train with validation data (--validation FILE" in result.stdout
+    meta = json.loads((out / "eft_config.json").read_text())
+    loss, seconds = meta["history"]["bp_train_loss"][0], meta["history"]["bp_epoch_seconds"][0]
+    # each BP epoch as it ends, on stderr (no validation data: no accuracy)
+    assert f"BP epoch 1/1: loss {loss:.4f} ({seconds:.1f} s)\n" in result.stderr
 
 
 def test_train_with_validation_prints_the_models_score_and_its_calibration(
@@ -84,8 +88,14 @@ def test_train_with_validation_prints_the_models_score_and_its_calibration(
     arguments = ["--train", str(train), "--validation", str(dev), "--model", str(tiny_bert_dir)]
     options = ["--bp-epochs", "1", "--n-hidden", "32", "--batch-size", "8", "--device", "cpu"]
     assert main(["train", *arguments, *options, "--output", str(tmp_path / "m")]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     meta = json.loads((tmp_path / "m" / "eft_config.json").read_text())
+    epoch_score = 100 * meta["history"]["bp_validation_accuracy"][0]
+    assert f", validation accuracy (linear head) {epoch_score:.2f} % (" in captured.err
+    quiet = ["--quiet", "--output", str(tmp_path / "q")]
+    assert main(["train", *arguments, *options, *quiet]) == 0
+    assert "BP epoch" not in capsys.readouterr().err
     calibration = meta["history"]["calibration"]
     assert meta["temperature"] == calibration["temperature"]
     accuracy = 100 * meta["history"]["validation_accuracy"]

@@ -665,6 +665,7 @@ def command_train(args: argparse.Namespace) -> int:
     else:
         texts, labels, eval_texts, eval_labels = _load_training_data(args, config.seed)
     cli_args = {k: v for k, v in vars(args).items() if k not in ("resume", "command")}
+    callbacks = [] if args.quiet else [_EpochPrinter(linear_head=config.method == "eft")]
     try:
         classifier = EFTClassifier(config)
         if stream:
@@ -679,6 +680,7 @@ def command_train(args: argparse.Namespace) -> int:
                 resume_from=resume,
                 checkpoint_metadata={"cli_args": cli_args},
                 text_pair_column=_text_pair_column(args),
+                callbacks=callbacks,
             )
         else:
             classifier.fit(
@@ -688,6 +690,7 @@ def command_train(args: argparse.Namespace) -> int:
                 eval_labels,
                 resume_from=resume,
                 checkpoint_metadata={"cli_args": cli_args},
+                callbacks=callbacks,
             )
     except KeyboardInterrupt:
         checkpoint = config.checkpoint_dir
@@ -893,6 +896,21 @@ def _print_per_class(per_class: dict[str, dict[str, float]]) -> None:
             f"{label:<{width}}{row['precision']:>10.2f}{row['recall']:>8.2f}"
             f"{row['f1']:>8.2f}{row['support']:>9d}"
         )
+
+
+class _EpochPrinter:
+    """`eft train` without --quiet: one line on stderr as each BP epoch ends (main process)."""
+
+    def __init__(self, linear_head: bool) -> None:
+        self.head = " (linear head)" if linear_head else ""  # EFT's head comes after
+
+    def on_epoch_end(self, log: Any, model: Any) -> None:
+        if not log.is_main_process:
+            return
+        line = f"BP epoch {log.epoch}/{log.epochs}: loss {log.train_loss:.4f}"
+        if log.validation_accuracy is not None:
+            line += f", validation accuracy{self.head} {100 * log.validation_accuracy:.2f} %"
+        print(f"{line} ({log.seconds:.1f} s)", file=sys.stderr, flush=True)
 
 
 def command_predict(args: argparse.Namespace) -> int:
