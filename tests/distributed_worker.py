@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=10)
     parser.add_argument("--pairs", action="store_true", help="(text, reversed text) pairs")
     parser.add_argument("--multi-label", action="store_true", help="label sets: + 'long'")
+    parser.add_argument("--label-separator", help="--stream: a multi-label file")
     parser.add_argument("--stop-on-rank", type=int, help="a callback stops BP there, epoch 1")
     args = parser.parse_args()
     texts, labels = TEXTS[: args.n_texts], LABELS[: args.n_texts]
@@ -53,7 +54,10 @@ def main() -> None:
     callbacks = [StopOnRank(args.stop_on_rank)] if args.stop_on_rank is not None else None
     if args.stream:
         clf = EFTClassifier(config).fit_stream(
-            args.stream, chunk_rows=args.chunk_rows, callbacks=callbacks
+            args.stream,
+            chunk_rows=args.chunk_rows,
+            callbacks=callbacks,
+            label_separator=args.label_separator,
         )
     else:
         clf = EFTClassifier(config).fit(texts, labels, callbacks=callbacks)

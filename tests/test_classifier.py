@@ -814,7 +814,3 @@ def test_multi_label_refusals(tiny_bert_dir):
             TEXTS, LABELS, TEXTS[:2], [["pos"], ["neg"]]
         )
     assert single.multi_label_ is False
-    with pytest.raises(InputError, match="row 1 of the stream holds a set of labels"):
-        EFTClassifier(_multi_label_config(tiny_bert_dir)).fit_stream(
-            list(zip(texts, labels, strict=True))
-        )

@@ -42,18 +42,24 @@ def _run(args: list[str], nproc: int, timeout: int = 600) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("n_texts", [64, 33])  # 33 does not divide evenly by 2 ranks
-def test_two_ranks_give_the_single_process_head(tiny_bert_dir, tmp_path, n_texts):
-    common = ["--model", str(tiny_bert_dir), "--n-texts", str(n_texts)]
-    _run([*common, "--out", str(tmp_path / "single")], nproc=1)
-    _run([*common, "--out", str(tmp_path / "ddp")], nproc=2)
+def _same_head(tmp_path: Path, n_texts: int) -> list[dict]:
+    """Asserts that the "single" and "ddp" runs' heads saw every text once and hold the same
+    statistics (to float32 summation order); returns the two runs' result.json."""
     single = IELMClassifier.load(tmp_path / "single" / "head.safetensors")
     ddp = IELMClassifier.load(tmp_path / "ddp" / "head.safetensors")
     assert ddp.n_samples_seen_ == single.n_samples_seen_ == n_texts
     for name in ("gamma_", "lambda_", "output_weights_"):
         a, b = getattr(single, name).numpy(), getattr(ddp, name).numpy()
         assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max(), name
-    results = [json.loads((tmp_path / d / "result.json").read_text()) for d in ("single", "ddp")]
+    return [json.loads((tmp_path / d / "result.json").read_text()) for d in ("single", "ddp")]
+
+
+@pytest.mark.parametrize("n_texts", [64, 33])  # 33 does not divide evenly by 2 ranks
+def test_two_ranks_give_the_single_process_head(tiny_bert_dir, tmp_path, n_texts):
+    common = ["--model", str(tiny_bert_dir), "--n-texts", str(n_texts)]
+    _run([*common, "--out", str(tmp_path / "single")], nproc=1)
+    _run([*common, "--out", str(tmp_path / "ddp")], nproc=2)
+    results = _same_head(tmp_path, n_texts)
     assert results[1]["world_size"] == 2
     assert results[0]["predictions"] == results[1]["predictions"]
 
@@ -98,18 +104,34 @@ def test_two_ranks_streaming_a_file_give_the_single_process_head(tiny_bert_dir, 
     common = ["--model", str(tiny_bert_dir), "--n-texts", "33"]
     _run([*common, "--out", str(tmp_path / "single")], nproc=1)
     _run([*common, "--stream", str(stream), "--out", str(tmp_path / "ddp")], nproc=2)
-    single = IELMClassifier.load(tmp_path / "single" / "head.safetensors")
-    ddp = IELMClassifier.load(tmp_path / "ddp" / "head.safetensors")
-    assert ddp.n_samples_seen_ == single.n_samples_seen_ == 33
-    for name in ("gamma_", "lambda_", "output_weights_"):
-        a, b = getattr(single, name).numpy(), getattr(ddp, name).numpy()
-        assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max(), name
-    results = [json.loads((tmp_path / d / "result.json").read_text()) for d in ("single", "ddp")]
+    results = _same_head(tmp_path, 33)
     assert results[0]["predictions"] == results[1]["predictions"]
     # a streamed DDP BP epoch: the ranks' shares of a 3-row chunk differ, the steps may not
     args = [*common, "--stream", str(stream), "--bp-epochs", "1", "--out", str(tmp_path / "bp")]
     _run(args, nproc=2)
     assert len(json.loads((tmp_path / "bp" / "result.json").read_text())["predictions"]) == 33
+
+
+def test_two_ranks_streaming_label_sets_give_the_single_process_head(tiny_bert_dir, tmp_path):
+    """A multi-label file streamed on 2 ranks: 0/1 label rows in every rank's statistics."""
+    from tests.test_classifier import LABELS, TEXTS
+
+    stream = tmp_path / "tags.jsonl"
+    with stream.open("w") as handle:
+        for text, label in zip(TEXTS[:33], LABELS[:33], strict=True):
+            labels = [label, "long"] if len(text.split()) > 3 else [label]  # as the worker's
+            handle.write(json.dumps({"text": text, "label": labels}) + "\n")
+    common = ["--model", str(tiny_bert_dir), "--n-texts", "33"]
+    _run([*common, "--multi-label", "--out", str(tmp_path / "single")], nproc=1)
+    streamed = ["--stream", str(stream), "--label-separator", ","]
+    _run([*common, *streamed, "--out", str(tmp_path / "ddp")], nproc=2)
+    results = _same_head(tmp_path, 33)
+    assert results[1]["multi_label"] and results[0]["predictions"] == results[1]["predictions"]
+    # and a DDP BP epoch on the streamed label sets
+    _run([*common, *streamed, "--bp-epochs", "1", "--out", str(tmp_path / "bp")], nproc=2)
+    assert np.asarray(
+        json.loads((tmp_path / "bp" / "result.json").read_text())["predictions"]
+    ).shape == (33, 3)
 
 
 def test_a_callback_on_one_rank_stops_the_bp_stage_on_every_rank(tiny_bert_dir, tmp_path):

@@ -16,6 +16,7 @@ from eft.streaming import (
     as_row_stream,
     bp_batches,
     bp_steps_per_epoch,
+    label_indices,
     scan_rows,
     shard_chunks,
 )
@@ -105,7 +106,7 @@ def test_bp_batches_in_one_chunk_follow_the_in_memory_sampler():
     for epoch in (0, 3):
         expected = [[label_of[rows[i][1]] for i in batch] for batch in sampler.batches(epoch)]
         got = bp_batches(rows, label_of, encode, epoch=epoch, seed=5, batch_size=4, chunk_rows=1000)
-        assert [labels for _, labels in got] == expected
+        assert [labels.tolist() for _, labels in got] == expected
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
@@ -249,3 +250,69 @@ def test_fit_stream_holds_at_most_a_chunk_of_texts(tiny_bert_dir, monkeypatch):
     # cache is kept for a stream (it would hold every feature row in memory)
     assert sum(batch_sizes) >= 4 * len(TEXTS)
     assert clf.score(TEXTS, LABELS) > 0.5
+
+
+def test_multi_label_streams_read_label_sets_and_refuse_mixed_rows(tmp_path):
+    path = tmp_path / "tags.csv"
+    path.write_text("text,label\nfirst text,a|b\nsecond text,\nthird text,b\n")
+    rows = list(LabeledFileStream(path, label_separator="|"))
+    assert rows == [("first text", ("a", "b")), ("second text", ()), ("third text", ("b",))]
+    summary = scan_rows(rows)
+    assert summary.multi_label and summary.n_rows == 3
+    assert summary.classes.tolist() == ["a", "b"] and summary.counts.tolist() == [1, 2]
+    objects = as_row_stream([("x", ["b", "a", "b"]), ("y", {"c"}), ("z", np.array(["a"]))])
+    assert list(objects) == [("x", ("b", "a")), ("y", ("c",)), ("z", ("a",))]
+    with pytest.raises(
+        InputError, match="row 2 of the stream holds a single label but row 1 a set"
+    ):
+        scan_rows(as_row_stream([("x", ["a"]), ("y", "a")]))
+    with pytest.raises(InputError, match="row 2 of the stream holds a set of labels but row 1 a"):
+        scan_rows(as_row_stream([("x", "a"), ("y", ["a"])]))
+    with pytest.raises(InputError, match="JSON list, not a single label"):
+        list(LabeledFileStream(_write_jsonl(tmp_path / "t.jsonl", ["x"], [["a"]])))
+    with pytest.raises(InputError, match="label_separator must be a non-empty string"):
+        LabeledFileStream(path, label_separator="")
+
+
+def test_multi_label_bp_batches_and_feature_labels_are_0_1_rows():
+    label_of = {"a": 0, "b": 1, "c": 2}
+    rows = label_indices([("a", "c"), (), ("b",)], label_of, multi_label=True)
+    np.testing.assert_array_equal(rows, [[1, 0, 1], [0, 0, 0], [0, 1, 0]])
+    with pytest.raises(InputError, match="label 'd' was not in the stream's first pass"):
+        label_indices([("d",)], label_of, multi_label=True)
+    data = [(f"text {i}", ("a", "b") if i % 2 else ("c",)) for i in range(10)]
+    batches = list(
+        bp_batches(
+            data,
+            label_of,
+            lambda texts: [[1] * len(t) for t in texts],
+            epoch=0,
+            seed=0,
+            batch_size=4,
+            chunk_rows=10,
+            multi_label=True,
+        )
+    )
+    labels = np.concatenate([y for _, y in batches])
+    assert labels.shape == (10, 3) and sorted(labels.sum(1).tolist()) == [1] * 5 + [2] * 5
+
+
+@pytest.mark.filterwarnings("ignore:The sigmoid temperature fitted on 20")  # tiny data
+def test_fit_stream_of_label_sets_equals_fit(tiny_bert_dir, tmp_path):
+    from tests.test_classifier import _multi_label_config, _multi_label_data
+
+    texts, labels = _multi_label_data()
+    config = _multi_label_config(tiny_bert_dir, bp_epochs=1)
+    in_memory = EFTClassifier(config).fit(texts, labels, texts[:20], labels[:20])
+    rows = list(zip(texts, labels, strict=True))
+    streamed = EFTClassifier(config).fit_stream(rows, texts[:20], labels[:20], chunk_rows=1000)
+    assert streamed.multi_label_ and streamed.classes_.tolist() == in_memory.classes_.tolist()
+    np.testing.assert_allclose(
+        streamed.decision_function(texts), in_memory.decision_function(texts), atol=1e-5
+    )
+    np.testing.assert_array_equal(streamed.predict(texts), in_memory.predict(texts))
+    path = tmp_path / "tags.csv"
+    path.write_text("text,label\n" + "".join(f'"{t}",{"|".join(y)}\n' for t, y in rows))
+    from_file = EFTClassifier(config).fit_stream(path, label_separator="|", chunk_rows=7)
+    assert from_file.multi_label_ and from_file.head_.n_samples_seen_ == len(texts)
+    assert from_file.score(texts, labels) > 0.5

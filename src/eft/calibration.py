@@ -95,7 +95,8 @@ def fit_temperature(
     low, high = LOG10_TEMPERATURE_BOUNDS
     if result.x <= low + 0.01 or result.fun < 1e-4:  # the NLL still falls, or is spent
         warnings.warn(
-            f"The softmax temperature fitted on {len(labels)} held-out texts (T = "
+            f"The {'sigmoid' if multi_label else 'softmax'} temperature fitted on "
+            f"{len(labels)} held-out texts (T = "
             f"{10.0**result.x:.3g}) is unreliable: every one is classified right with a clear "
             f"margin, so the probabilities will be close to 0 and 1. Calibrate on more (or "
             f"harder) validation data.",

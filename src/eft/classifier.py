@@ -503,13 +503,16 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         checkpoint_metadata: dict[str, Any] | None = None,
         text_pair_column: str | None = None,
         callbacks: Sequence[Any] | None = None,
+        label_separator: str | None = None,
     ) -> EFTClassifier:
         """Like :meth:`fit`, from a training set read as a stream (larger than memory).
 
         ``train`` is a ``.csv``/``.tsv``/``.jsonl`` path (``.gz`` too), or a re-iterable of
         ``(text, label)`` rows or dicts (e.g. a streaming ``datasets.IterableDataset``); see
         :mod:`eft.streaming`. ``text_pair_column`` makes each text the pair of that column and
-        ``text_column`` (sentence-pair tasks); tuple rows may hold pairs as they are. At most
+        ``text_column`` (sentence-pair tasks); tuple rows may hold pairs as they are.
+        Multi-label data: rows whose labels are lists of labels, or a file read with
+        ``label_separator`` (its JSON lists, or cells split on the separator). At most
         ``chunk_rows`` texts and their token ids are in memory; the BP stage shuffles within
         chunks. The validation data (``eval_texts``) is held in memory. Timings include
         tokenising, done on the fly.
@@ -518,10 +521,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
         if int(chunk_rows) != chunk_rows or chunk_rows < 1:
             raise InputError(f"chunk_rows must be a positive integer, got {chunk_rows}")
-        rows = as_row_stream(train, text_column, label_column, bad_rows, text_pair_column)
+        rows = as_row_stream(
+            train, text_column, label_column, bad_rows, text_pair_column, label_separator
+        )
         summary = scan_rows(rows)
         data = _TextStream(rows, summary.n_rows, summary.classes, int(chunk_rows))
-        data.text_pairs = summary.text_pairs
+        data.text_pairs, data.multi_label = summary.text_pairs, summary.multi_label
         return self._fit(
             data,
             summary.classes,
@@ -1161,7 +1166,7 @@ class _TextStream:
 
     cacheable = False  # a stream may not fit in memory, nor its features: read it again
     text_pairs = False  # set from the stream's first pass (eft.streaming.scan_rows)
-    multi_label = False  # streams hold one label per row
+    multi_label = False  # set from the first pass too: label sets (tuples) in every row
 
     def __init__(self, rows, n_rows: int, classes: np.ndarray, chunk_rows: int) -> None:
         self.rows = rows
@@ -1183,7 +1188,8 @@ class _TextStream:
     def feature_batches(
         self, encoder, batch_size, device, autocast, rank: int, world_size: int, progress: bool
     ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """``(label indices, features)`` of this rank's rows (``g % world_size == rank``)."""
+        """``(label indices, features)`` of this rank's rows (``g % world_size == rank``);
+        multi-label: 0/1 label rows."""
         from tqdm.auto import tqdm
 
         from eft.streaming import label_indices, shard_chunks
@@ -1196,7 +1202,7 @@ class _TextStream:
         )
         with bar:
             for texts, labels in shard_chunks(self.rows, self.chunk_rows, rank, world_size):
-                index = label_indices(labels, self.label_of)
+                index = label_indices(labels, self.label_of, self.multi_label)
                 for rows, features in extract_features(
                     encoder, self.encode(texts), self.pad_id, batch_size, device, autocast
                 ):
@@ -1231,9 +1237,10 @@ class _StreamBatches:
             chunk_rows=self.data.chunk_rows,
             rank=self.rank,
             world_size=self.world_size,
+            multi_label=self.data.multi_label,
         ):
             batch = pad_batch(ids, self.data.pad_id)
-            batch["labels"] = torch.tensor(labels, dtype=torch.long)
+            batch["labels"] = torch.as_tensor(labels, dtype=torch.long)
             yield batch
 
 

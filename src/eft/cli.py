@@ -654,14 +654,11 @@ def command_train(args: argparse.Namespace) -> int:
                 "--stream reads a --train FILE (no --dataset, --max-train or "
                 "--validation-fraction; give --validation FILE)."
             )
-        if _label_separator(args) is not None:
-            raise InputError(
-                "--stream reads one label per row; multi-label training (--multi-label) needs "
-                "the training file in memory: drop --stream."
-            )
         eval_texts = eval_labels = None
         if args.validation:
-            eval_texts, eval_labels = _read_labeled(args, args.validation)
+            eval_texts, eval_labels = _read_labeled(
+                args, args.validation, label_separator=_label_separator(args)
+            )
     else:
         texts, labels, eval_texts, eval_labels = _load_training_data(args, config.seed)
     cli_args = {k: v for k, v in vars(args).items() if k not in ("resume", "command")}
@@ -681,6 +678,7 @@ def command_train(args: argparse.Namespace) -> int:
                 checkpoint_metadata={"cli_args": cli_args},
                 text_pair_column=_text_pair_column(args),
                 callbacks=callbacks,
+                label_separator=_label_separator(args),
             )
         else:
             classifier.fit(

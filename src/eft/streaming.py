@@ -2,7 +2,9 @@
 
 A *row stream* is re-iterable: every ``iter()`` starts the source over and yields
 ``(text, label)`` rows, where a text is a string or, for sentence-pair tasks, a
-``(text, text_pair)`` tuple (``text_pair_column`` of a file or of dict rows).
+``(text, text_pair)`` tuple (``text_pair_column`` of a file or of dict rows), and a label is
+one label or, for multi-label tasks, a tuple of labels (a list, tuple or set in the rows; a
+file's JSON lists or cells split on ``label_separator``).
 :class:`LabeledFileStream` reads a CSV/TSV/JSONL file (optionally gzipped) lazily;
 :func:`as_row_stream` also accepts a list of rows or of dicts, or any object whose
 ``__iter__`` starts over (e.g. a Hugging Face ``datasets.IterableDataset`` from
@@ -34,9 +36,17 @@ from typing import Any
 
 import numpy as np
 
-from eft.datasets import _iter_records, _label_str, _require_column, _row_problem, _Table
+from eft.datasets import (
+    _iter_records,
+    _label_set,
+    _label_str,
+    _require_column,
+    _row_problem,
+    _Table,
+)
 from eft.encoder import is_text_pair
 from eft.errors import InputError
+from eft.metrics import is_label_set
 
 
 class LabeledFileStream:
@@ -44,7 +54,9 @@ class LabeledFileStream:
 
     Bad rows (empty text, missing label, wrong number of fields) raise :class:`InputError`
     naming the line with ``bad_rows="error"``, and are skipped with ``bad_rows="skip"``
-    (:func:`scan_rows` counts them and warns once).
+    (:func:`scan_rows` counts them and warns once). With ``label_separator`` the file is
+    multi-label: each label is the tuple of a JSON list's labels or of the cell split on the
+    separator (as :func:`eft.datasets.read_labeled_file` reads it).
     """
 
     def __init__(
@@ -54,18 +66,23 @@ class LabeledFileStream:
         label_column: str = "label",
         bad_rows: str = "error",
         text_pair_column: str | None = None,
+        label_separator: str | None = None,
     ) -> None:
+        if label_separator is not None and not label_separator:
+            raise InputError("label_separator must be a non-empty string, e.g. ',' or '|'.")
         self.path = Path(path)
         self.text_column = text_column
         self.label_column = label_column
         self.bad_rows = bad_rows
         self.text_pair_column = text_pair_column
+        self.label_separator = label_separator
 
     def __repr__(self) -> str:
         return f"LabeledFileStream({str(self.path)!r})"
 
-    def __iter__(self) -> Iterator[tuple[Any, str]]:
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
         pair_column = self.text_pair_column or ""
+        separator = self.label_separator
         if self.bad_rows not in ("error", "skip"):
             raise InputError(f"bad_rows must be 'error' or 'skip', not {self.bad_rows!r}")
         columns: list[str] = []
@@ -79,7 +96,9 @@ class LabeledFileStream:
                     _require_column(table, pair_column, "text_pair_column")
                 _require_column(table, self.label_column, "label_column")
                 checked = True
-            problem = _row_problem(record, self.text_column, self.label_column, pair_column)
+            problem = _row_problem(
+                record, self.text_column, self.label_column, pair_column, separator is not None
+            )
             if problem:
                 if self.bad_rows == "error":
                     raise InputError(
@@ -89,7 +108,8 @@ class LabeledFileStream:
                 self.skipped_ += 1
                 continue
             text = record[self.text_column]
-            label = _label_str(record[self.label_column])
+            value = record[self.label_column]
+            label = _label_str(value) if separator is None else _label_set(value, separator)
             yield ((text, record[pair_column]) if pair_column else text), label
         if not checked:
             raise InputError(f"{self.path} has no data rows; add some examples")
@@ -157,11 +177,9 @@ class _IterableRows:
                 )
             if label is None:
                 raise InputError(f"row {number} of the stream has no label")
-            if isinstance(label, (list, tuple, set, frozenset)):
-                raise InputError(
-                    f"row {number} of the stream holds a set of labels; a stream holds one label "
-                    "per row (multi-label training reads its data in memory: use fit)"
-                )
+            if is_label_set(label):  # multi-label: a tuple (scan_rows checks every row is one)
+                values = label.tolist() if isinstance(label, np.ndarray) else label
+                label = tuple(dict.fromkeys(values))
             yield text, label
 
 
@@ -171,13 +189,18 @@ def as_row_stream(
     label_column: str = "label",
     bad_rows: str = "error",
     text_pair_column: str | None = None,
+    label_separator: str | None = None,
 ) -> Iterable[tuple[Any, Any]]:
     """A path becomes a :class:`LabeledFileStream`; a re-iterable of ``(text, label)`` rows
     or dicts is wrapped. A one-shot iterator (a generator) is refused: the stream is read
     several times. ``text_pair_column`` makes every text a pair (of a file's or dict's
-    columns); tuple rows may hold ``((text, text_pair), label)`` as they are."""
+    columns); tuple rows may hold ``((text, text_pair), label)`` as they are.
+    ``label_separator`` makes a file multi-label; rows of objects are multi-label when their
+    labels are lists, tuples or sets."""
     if isinstance(source, (str, os.PathLike)):
-        return LabeledFileStream(source, text_column, label_column, bad_rows, text_pair_column)
+        return LabeledFileStream(
+            source, text_column, label_column, bad_rows, text_pair_column, label_separator
+        )
     if isinstance(source, LabeledFileStream):
         return source
     if not isinstance(source, Iterable) or iter(source) is source:
@@ -191,24 +214,39 @@ def as_row_stream(
 
 @dataclass
 class StreamSummary:
-    """What one pass over a stream found: its size and classes (sorted) with their counts,
-    and whether its texts are ``(text, text_pair)`` pairs."""
+    """What one pass over a stream found: its size and classes (sorted) with their counts
+    (multi-label: the rows holding each label), whether its texts are ``(text, text_pair)``
+    pairs, and whether its labels are label sets (multi-label)."""
 
     n_rows: int
     classes: np.ndarray
     counts: np.ndarray
     text_pairs: bool = False
+    multi_label: bool = False
 
 
 def scan_rows(rows: Iterable[tuple[str, Any]]) -> StreamSummary:
     """One pass: count the rows and collect the classes (checks every row on the way)."""
     counts: Counter[Any] = Counter()
-    text_pairs = False
+    text_pairs = multi_label = False
+    n_rows = 0
     for text, label in rows:
-        if not counts:
-            text_pairs = isinstance(text, tuple)
-        counts[label] += 1
-    if not counts:
+        n_rows += 1
+        is_set = isinstance(label, tuple)
+        if n_rows == 1:
+            text_pairs, multi_label = isinstance(text, tuple), is_set
+        elif is_set != multi_label:
+            kinds = ("a set of labels", "a single label")
+            raise InputError(
+                f"row {n_rows} of the stream holds {kinds[not is_set]} but row 1 "
+                f"{kinds[is_set]}; every row must be one kind (multi-label: a list of labels "
+                "per row, [] for none)"
+            )
+        if is_set:
+            counts.update(label)
+        else:
+            counts[label] += 1
+    if not n_rows:
         raise InputError("the training stream holds no rows")
     skipped = getattr(rows, "skipped_", 0)
     if skipped:
@@ -226,10 +264,11 @@ def scan_rows(rows: Iterable[tuple[str, Any]]) -> StreamSummary:
             "integers"
         ) from None
     return StreamSummary(
-        n_rows=sum(counts.values()),
+        n_rows=n_rows,
         classes=np.asarray(classes),
-        counts=np.asarray([counts[c] for c in classes]),
+        counts=np.asarray([counts[c] for c in classes], dtype=np.int64),
         text_pairs=text_pairs,
+        multi_label=multi_label,
     )
 
 
@@ -263,8 +302,10 @@ def bp_batches(
     chunk_rows: int,
     rank: int = 0,
     world_size: int = 1,
-) -> Iterator[tuple[list[list[int]], list[int]]]:
-    """This rank's shuffled, length-grouped training batches ``(token ids, label indices)``.
+    multi_label: bool = False,
+) -> Iterator[tuple[list[list[int]], np.ndarray]]:
+    """This rank's shuffled, length-grouped training batches ``(token ids, label indices)``
+    (multi-label: a 0/1 row per text, :func:`label_indices`).
 
     Per chunk of ``chunk_rows`` rows: a permutation drawn from ``default_rng(seed + epoch)``
     (the same on every rank), this rank's share of it (padded to the longest share), groups
@@ -280,7 +321,7 @@ def bp_batches(
         if len(share) < per_rank:  # as DistributedSampler pads: repeat the chunk's first rows
             share = np.concatenate([share, order[: per_rank - len(share)]])
         ids = encode([chunk[i][0] for i in share])
-        labels = [label_of[chunk[i][1]] for i in share]
+        labels = label_indices([chunk[i][1] for i in share], label_of, multi_label)
         lengths = np.asarray([len(x) for x in ids])
         batches: list[np.ndarray] = []
         group = 50 * batch_size
@@ -291,7 +332,7 @@ def bp_batches(
                 positions[i : i + batch_size] for i in range(0, len(positions), batch_size)
             )
         for b in rng.permutation(len(batches)):
-            yield [ids[i] for i in batches[b]], [labels[i] for i in batches[b]]
+            yield [ids[i] for i in batches[b]], labels[batches[b]]
 
 
 def shard_chunks(
@@ -314,11 +355,21 @@ def shard_chunks(
         yield texts, labels
 
 
-def label_indices(labels: Sequence[Any], label_of: dict[Any, int]) -> np.ndarray:
-    """Class indices of ``labels``; a label missing from ``label_of`` is an input error (the
-    stream changed between passes)."""
+def label_indices(
+    labels: Sequence[Any], label_of: dict[Any, int], multi_label: bool = False
+) -> np.ndarray:
+    """Class indices of ``labels``, or (``multi_label``) a 0/1 row per label set with a column
+    per class, as :func:`eft.classifier.encode_labels` encodes them; a label missing from
+    ``label_of`` is an input error (the stream changed between passes)."""
     try:
-        return np.fromiter((label_of[label] for label in labels), dtype=np.int64, count=len(labels))
+        if not multi_label:
+            return np.fromiter(
+                (label_of[label] for label in labels), dtype=np.int64, count=len(labels)
+            )
+        rows = np.zeros((len(labels), len(label_of)), dtype=np.int64)
+        for row, labels_of_row in enumerate(labels):
+            rows[row, [label_of[label] for label in labels_of_row]] = 1
+        return rows
     except KeyError as exc:
         raise InputError(
             f"label {exc.args[0]!r} was not in the stream's first pass; the data changed "
