@@ -125,10 +125,20 @@ def test_a_callback_that_raises_stops_the_fit_with_its_error(tiny_bert_dir):
         EFTClassifier(_config(tiny_bert_dir, bp_epochs=1)).fit(TEXTS, LABELS, callbacks=[Boom()])
 
 
-@pytest.mark.parametrize("bad", [[object()], [print], "on_epoch_end", 3])
-def test_what_is_not_a_callback_is_refused_before_training(tiny_bert_dir, bad):
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ([object()], "is not a callback: it has none of on_fit_begin"),
+        ([print], "is not a callback"),
+        ("on_epoch_end", "callbacks must be a list of eft.Callback objects, got str"),
+        (3, "got int"),
+        ([Recorder], r"the class Recorder; pass an instance of it: Recorder\(\)"),
+        (Recorder, r"the class Recorder; pass an instance"),
+    ],
+)
+def test_what_is_not_a_callback_is_refused_before_training(tiny_bert_dir, bad, message):
     clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1))
-    with pytest.raises(InputError, match="callback"):
+    with pytest.raises(InputError, match=message):
         clf.fit(TEXTS, LABELS, callbacks=bad)
     assert not hasattr(clf, "model_")
 

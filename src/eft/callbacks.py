@@ -66,13 +66,18 @@ def check_callbacks(callbacks: Sequence[Any] | None) -> list[Any]:
     """The callbacks as a list; refuses what has none of :class:`Callback`'s methods."""
     if callbacks is None:
         return []
-    if _has_a_method(callbacks):  # one callback, not in a list
-        return [callbacks]
-    if not isinstance(callbacks, (list, tuple)):
+    if isinstance(callbacks, type) or _has_a_method(callbacks):  # one, not in a list
+        callbacks = [callbacks]
+    elif not isinstance(callbacks, (list, tuple)):
         raise InputError(
             f"callbacks must be a list of eft.Callback objects, got {type(callbacks).__name__}."
         )
     for callback in callbacks:
+        if isinstance(callback, type):
+            raise InputError(
+                f"callbacks hold the class {callback.__name__}; pass an instance of it: "
+                f"{callback.__name__}()."
+            )
         if not _has_a_method(callback):
             raise InputError(
                 f"{callback!r} is not a callback: it has none of on_fit_begin(classifier), "
