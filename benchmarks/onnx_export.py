@@ -10,7 +10,8 @@ times prediction on the test texts, alternating PyTorch (``predict_proba``, eft'
 length-sorted batches) and the two files in onnxruntime (the same batches, tokenized the same
 way), ``repeats`` times each, single-process, on this machine's threads.
 
-Writes ``results/onnx_export_<dataset>.json`` and ``.md``.
+Writes ``results/onnx_export_<dataset>[_<tag>].json`` and ``.md``; ``--max-train 0`` trains
+on the whole training split.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_data_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--tag", help="appended to the results' name (another size, say)")
     parser.set_defaults(dataset="trec", max_train=1000)
     args = parser.parse_args(argv)
     train, validation, test, options = load_dataset_splits(args)
@@ -147,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ],
         ),
     ]
-    write_results(f"onnx_export_{args.dataset}", payload, "\n".join(lines))
+    name = f"onnx_export_{args.dataset}" + (f"_{args.tag}" if args.tag else "")
+    write_results(name, payload, "\n".join(lines))
     print("\n".join(lines[-12:]))
     return 0
 
