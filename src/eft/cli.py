@@ -662,7 +662,8 @@ def command_train(args: argparse.Namespace) -> int:
     else:
         texts, labels, eval_texts, eval_labels = _load_training_data(args, config.seed)
     cli_args = {k: v for k, v in vars(args).items() if k not in ("resume", "command")}
-    callbacks = [] if args.quiet else [_EpochPrinter(linear_head=config.method == "eft")]
+    printer = _EpochPrinter(config.method == "eft", multi_label=_label_separator(args) is not None)
+    callbacks = [] if args.quiet else [printer]
     try:
         classifier = EFTClassifier(config)
         if stream:
@@ -899,15 +900,17 @@ def _print_per_class(per_class: dict[str, dict[str, float]]) -> None:
 class _EpochPrinter:
     """`eft train` without --quiet: one line on stderr as each BP epoch ends (main process)."""
 
-    def __init__(self, linear_head: bool) -> None:
+    def __init__(self, linear_head: bool, multi_label: bool) -> None:
         self.head = " (linear head)" if linear_head else ""  # EFT's head comes after
+        self.accuracy = "subset accuracy" if multi_label else "accuracy"
 
     def on_epoch_end(self, log: Any, model: Any) -> None:
         if not log.is_main_process:
             return
         line = f"BP epoch {log.epoch}/{log.epochs}: loss {log.train_loss:.4f}"
         if log.validation_accuracy is not None:
-            line += f", validation accuracy{self.head} {100 * log.validation_accuracy:.2f} %"
+            score = 100 * log.validation_accuracy
+            line += f", validation {self.accuracy}{self.head} {score:.2f} %"
         print(f"{line} ({log.seconds:.1f} s)", file=sys.stderr, flush=True)
 
 
