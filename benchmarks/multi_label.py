@@ -62,7 +62,7 @@ from eft import EFTClassifier, EFTConfig  # noqa: E402
 from eft.benchmark import load_splits  # noqa: E402
 from eft.classifier import encode_labels  # noqa: E402
 from eft.datasets import Split  # noqa: E402
-from eft.metrics import multi_label_scores, paired_bootstrap  # noqa: E402
+from eft.metrics import label_set_keys, multi_label_scores, paired_bootstrap  # noqa: E402
 
 TASK = "TREC-6 question bundles: 1-3 questions, labels = their coarse answer types"
 
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{name}_tuned": decisions[name],
             }
         for key, (predicted, validation) in decisions.items():
-            predictions[key] = [str(clf.classes_[row == 1].tolist()) for row in predicted]
+            predictions[key] = label_set_keys([clf.classes_[row == 1] for row in predicted])
             scores = multi_label_scores(truth, predicted)
             results[key] = {
                 "test_subset_accuracy": scores["subset_accuracy"],
@@ -171,13 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "config": config.to_dict(),
             }
             print(key, {k: v for k, v in results[key].items() if k != "config"}, flush=True)
-    truth_strings = [str(sorted(labels)) for labels in test_labels]
+    truth_keys = label_set_keys(test_labels)
     for name, result in results.items():
         baseline = "bp_tuned" if name.endswith("_tuned") else "bp"  # the same thresholds
         result["time_ratio_to_bp"] = result["train_seconds"] / results["bp"]["train_seconds"]
         if name != baseline:
             test = paired_bootstrap(
-                truth_strings, predictions[baseline], predictions[name], "accuracy"
+                truth_keys, predictions[baseline], predictions[name], "accuracy"
             )
             result["p_value_vs_bp"] = test["p_value_worse"]
     sizes = {name: len(labels) for name, (_, labels) in data.items()}

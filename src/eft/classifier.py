@@ -1040,7 +1040,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             "text_pairs": getattr(self, "text_pairs_", False),
             "multi_label": getattr(self, "multi_label_", False),
             "temperature": getattr(self, "temperature_", 1.0),
-            "thresholds": _as_list(getattr(self, "thresholds_", None)),
+            "thresholds": getattr(self, "thresholds_", None),  # a list (json_default)
             "timings": getattr(self, "timings_", {}),
             "flops": getattr(self, "flops_", None),
             "history": getattr(self, "history_", {}),
@@ -1339,10 +1339,6 @@ def _temperature(folder: Path, value: Any) -> float:
             f"number (1 for no calibration). Fix the file or retrain."
         )
     return float(value)
-
-
-def _as_list(values: np.ndarray | None) -> list[float] | None:
-    return None if values is None else [float(v) for v in values]
 
 
 def _thresholds(folder: Path, values: Any, model: EFTClassifier) -> np.ndarray | None:
