@@ -143,12 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         clf = EFTClassifier(config).fit(*data["train"], *data["validation"])
         _, truth = encode_labels(test_labels, clf.classes_, "test")
-        decisions = {name: (clf.predict(test_texts), clf.history_.get("validation_accuracy"))}
+        test_scores = clf.decision_function(test_texts)  # one encoder pass for every decision
+        predicted = (clf._probabilities(test_scores) > 0.5).astype(np.int64)  # clf.predict's
+        decisions = {name: (predicted, clf.history_.get("validation_accuracy"))}
         if args.tune_thresholds:  # the same model at the fixed and at the tuned thresholds
             fixed = clf.history_["thresholds"]
             decisions = {
                 name: (
-                    (clf.decision_function(test_texts) > fixed["fixed"]).astype(np.int64),
+                    (test_scores > fixed["fixed"]).astype(np.int64),
                     fixed["validation_accuracy_fixed"],
                 ),
                 f"{name}_tuned": decisions[name],

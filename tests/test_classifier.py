@@ -757,6 +757,33 @@ def test_multi_label_thresholds_tuned_on_validation_data(tiny_bert_dir, tmp_path
     )
 
 
+def test_bp_thresholds_tuned_on_the_kept_epochs_logits_without_another_pass(
+    tiny_bert_dir, monkeypatch
+):
+    from eft.calibration import fit_label_thresholds
+
+    passes = []
+    scores_of = EFTClassifier._scores
+
+    def counting(self, model, input_ids, description="predict"):
+        passes.append(description)
+        return scores_of(self, model, input_ids, description)
+
+    monkeypatch.setattr(EFTClassifier, "_scores", counting)
+    texts, labels = _multi_label_data()
+    config = _multi_label_config(
+        tiny_bert_dir, method="bp", bp_epochs=3, early_stopping_patience=3, tune_thresholds=True
+    )
+    clf = EFTClassifier(config).fit(texts[:200], labels[:200], texts[200:], labels[200:])
+    assert passes == ["validation"] * 3  # one per epoch, none after training
+    targets = np.array([[int(c in row) for c in clf.classes_] for row in labels[200:]])
+    logits = clf.decision_function(texts[200:])  # the kept epoch's model
+    np.testing.assert_array_equal(clf.thresholds_, fit_label_thresholds(logits, targets, 0.0))
+    kept = clf.history_["bp_best_epoch"]
+    fixed = clf.history_["thresholds"]["validation_accuracy_fixed"]  # at the logits' 0
+    assert fixed == clf.history_["bp_validation_accuracy"][kept - 1]
+
+
 def test_tune_thresholds_refusals(tiny_bert_dir):
     texts, labels = _multi_label_data(40)
     with pytest.raises(InputError, match="thresholds on validation data"):

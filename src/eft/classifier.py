@@ -645,6 +645,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         linear = None
         unfed: list[int] = []  # fused_fraction < 1: samples of the last epoch's first steps
         stopped_early = False  # by a callback, before the last epoch: no fused features
+        kept_logits = None  # bp: the kept epoch's validation logits, when train_backprop had them
         if cfg.bp_epochs > 0:
             bp_model = EncoderWithLinearHead(encoder, len(classes))
             sink = feeder = None
@@ -657,11 +658,14 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                         feeder.add(features, batch_labels)
 
             evaluate = None
+            epoch_logits: list[np.ndarray] = []  # bp + tune_thresholds: reused, not recomputed
             if eval_ids is not None:
 
                 def evaluate(model: torch.nn.Module) -> float:
                     linear = EFTModel(model.encoder, model.classifier)
                     scores = self._scores(linear, eval_ids, "validation")
+                    if cfg.method == "bp" and cfg.tune_thresholds:
+                        epoch_logits.append(scores)
                     return _accuracy(scores, eval_targets, threshold=0.0)  # logits
 
             weights = None
@@ -712,6 +716,11 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             )
             if evaluate is not None:
                 timings["evaluation"] = bp_result.evaluation_seconds
+            if epoch_logits:  # the kept epoch's, unless it ran before a resume
+                stopping = cfg.early_stopping_patience is not None
+                kept = bp_result.best_epoch if stopping else bp_result.epochs_run
+                index = kept - 1 - (bp_result.epochs_run - len(epoch_logits))
+                kept_logits = epoch_logits[index] if index >= 0 else None
 
         if cfg.method == "eft":
             if fused and not stopped_early:
@@ -746,7 +755,10 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         self.thresholds_ = np.full(len(classes), self._fixed_threshold) if multi_label else None
         if eval_ids is not None and (head is not None or cfg.tune_thresholds):
             clock = time.perf_counter()  # the trained model's scores (the kept epoch's, bp)
-            scores = self._scores(self.model_, eval_ids, "validation")
+            if kept_logits is None:
+                scores = self._scores(self.model_, eval_ids, "validation")
+            else:
+                scores = kept_logits
             if cfg.tune_thresholds:
                 fixed = self._fixed_threshold
                 self.thresholds_ = fit_label_thresholds(scores, eval_targets, fixed)
@@ -970,7 +982,11 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         own (``thresholds_``, with ``tune_thresholds``); :meth:`predict` gives the labels whose
         probability is above 0.5.
         """
-        scores = torch.from_numpy(self.decision_function(texts))
+        return self._probabilities(self.decision_function(texts))
+
+    def _probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """:meth:`predict_proba` of already computed :meth:`decision_function` scores."""
+        scores = torch.from_numpy(scores)
         temperature = getattr(self, "temperature_", 1.0)
         if getattr(self, "multi_label_", False):
             threshold = torch.as_tensor(self._threshold, dtype=torch.float64)

@@ -243,9 +243,9 @@ def check_onnx(model: Any, path: str | os.PathLike, texts: Sequence[Any]) -> dic
     autocast, model._autocast = model._autocast, None
     try:
         expected_scores = model.decision_function(list(texts))
-        expected_proba = model.predict_proba(list(texts))
     finally:
         model._autocast = autocast
+    expected_proba = model._probabilities(expected_scores)
     if getattr(model, "multi_label_", False):
         agree = ((proba > 0.5) == (expected_proba > 0.5)).all(1)
     else:
