@@ -60,6 +60,12 @@ def test_a_temperature_at_the_end_of_its_range_warns():
     labels = np.array([0, 1, 2, 0])  # every text right, with a margin: T falls to its bound
     with pytest.warns(RuntimeWarning, match="unreliable: every one is classified right"):
         assert fit_temperature(np.eye(3)[labels], labels) < 0.05
+    # half right with a margin, half tied: the NLL still falls at the bound, for another reason
+    tied = np.r_[np.eye(3)[[0, 1]] * 1e-3, np.zeros((2, 3))]
+    with pytest.warns(RuntimeWarning, match=r"unreliable: the NLL still falls .* \(nearly\) tied"):
+        fit_temperature(tied, np.array([0, 1, 2, 0]))
+    with pytest.warns(RuntimeWarning, match="The sigmoid temperature reached the top"):
+        fit_temperature(np.zeros((4, 2)) + 0.5, np.array([[0, 1], [1, 0], [1, 1], [0, 0]]), 0.5)
     rng = np.random.default_rng(2)  # outputs unrelated to the labels: T rises to its bound
     with pytest.warns(RuntimeWarning, match="almost no information"):
         fit_temperature(rng.normal(size=(500, 3)) * 1e-3, rng.integers(0, 3, 500))

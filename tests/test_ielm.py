@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import warnings
 
 import numpy as np
@@ -130,6 +131,10 @@ def test_device_side_finite_check_raises_once_per_pass(monkeypatch):
     bad[2][0][5, 3] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinity \\(in a batch of the stream\\)"):
         IELMClassifier(n_hidden=16, random_state=0).fit_batches(bad, classes=[0, 1, 2])
+    # finite fp16 features whose fp16 sum overflows (above 65504) are not taken for inf
+    half = [(torch.full((64, 768), 2.0, dtype=torch.float16), torch.zeros(64, dtype=int))] * 2
+    assert not torch.isfinite(half[0][0].sum())
+    IELMClassifier(n_hidden=16, random_state=0).fit_batches(half, classes=[0, 1])
 
 
 def test_fit_batches_equals_fit_and_discovers_classes():
@@ -333,6 +338,13 @@ def test_class_weight_scales_rows():
     balanced.fit(X[:200], np.r_[np.zeros(180, int), np.ones(20, int)])
     with pytest.raises(ValueError, match="balanced"):
         IELMClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1])
+    # after fit too (a chunk's own counts would weight it), checked input or not
+    for check_input in (True, False):
+        with pytest.raises(ValueError, match="balanced"):
+            balanced.partial_fit(torch.from_numpy(X[:50]), y[:50], check_input=check_input)
+    batches = [(X[:150], y[:150]), (X[150:], y[150:])]
+    with pytest.raises(ValueError, match="balanced"):  # as fit_batches refuses it
+        sweep(batches, X, y, n_hidden=[8], C=[1.0], class_weight="balanced")
 
 
 def test_torch_inputs_and_low_precision_dtypes():
@@ -371,9 +383,26 @@ def test_save_load_roundtrip(tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     np.testing.assert_allclose(loaded.decision_function(X), model.decision_function(X))
     assert [p.name for p in tmp_path.iterdir()] == ["head.safetensors"]  # no temp file left
-    bogus = tmp_path / "other.safetensors"
-    from safetensors.torch import save_file
+    # class weights keyed by numpy labels (compute_class_weight's) and a numpy seed round-trip
+    weights = dict(zip(np.unique(y), [3.0, 1.0, 0.5], strict=True))
+    weighted = IELMClassifier(n_hidden=20, class_weight=weights, random_state=np.int64(7))
+    weighted.fit(X, y).save(tmp_path / "weighted.safetensors")
+    again = IELMClassifier.load(tmp_path / "weighted.safetensors")
+    assert again.class_weight == {0: 3.0, 1: 1.0, 2: 0.5} and again.random_state == 7
+    weighted.partial_fit(X[:50], y[:50])  # the weights still apply to further chunks
+    again.partial_fit(X[:50], y[:50])
+    np.testing.assert_allclose(again.decision_function(X), weighted.decision_function(X))
+    # older saves wrote the weights as a JSON object, whose keys are strings
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
+    with safe_open(tmp_path / "weighted.safetensors", framework="pt") as handle:
+        meta = json.loads(handle.metadata()["eft"])
+    meta["params"]["class_weight"] = {"0": 3.0, "1": 1.0, "2": 0.5}
+    tensors = load_file(tmp_path / "weighted.safetensors")
+    save_file(tensors, tmp_path / "older.safetensors", metadata={"eft": json.dumps(meta)})
+    assert IELMClassifier.load(tmp_path / "older.safetensors").class_weight == weights
+    bogus = tmp_path / "other.safetensors"
     save_file({"x": torch.zeros(1)}, bogus)
     with pytest.raises(ValueError, match="not an eft I-ELM head"):
         IELMClassifier.load(bogus)

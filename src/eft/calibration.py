@@ -93,19 +93,24 @@ def fit_temperature(
         objective, bounds=LOG10_TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-4}
     )
     low, high = LOG10_TEMPERATURE_BOUNDS
+    kind = "sigmoid" if multi_label else "softmax"
     if result.x <= low + 0.01 or result.fun < 1e-4:  # the NLL still falls, or is spent
+        why = (
+            "every one is classified right with a clear margin"
+            if result.fun < 1e-4
+            else "the NLL still falls at the smallest T, as where the outputs of the texts "
+            "classified wrong are (nearly) tied"
+        )
         warnings.warn(
-            f"The {'sigmoid' if multi_label else 'softmax'} temperature fitted on "
-            f"{len(labels)} held-out texts (T = "
-            f"{10.0**result.x:.3g}) is unreliable: every one is classified right with a clear "
-            f"margin, so the probabilities will be close to 0 and 1. Calibrate on more (or "
-            f"harder) validation data.",
+            f"The {kind} temperature fitted on {len(labels)} held-out texts (T = "
+            f"{10.0**result.x:.3g}) is unreliable: {why}, so the probabilities will be close "
+            f"to 0 and 1. Calibrate on more (or harder) validation data.",
             RuntimeWarning,
             stacklevel=2,
         )
     elif result.x >= high - 0.01:
         warnings.warn(
-            f"The softmax temperature reached the top of its range (T = {10.0**result.x:.3g}) "
+            f"The {kind} temperature reached the top of its range (T = {10.0**result.x:.3g}) "
             f"on {len(labels)} held-out texts: the outputs carry almost no information about "
             f"the labels.",
             RuntimeWarning,

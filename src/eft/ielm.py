@@ -40,6 +40,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -292,6 +293,17 @@ def _to_numpy(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
+def _saved_class_weight(saved: Any, classes: np.ndarray) -> Any:
+    """``class_weight`` as :meth:`IELMClassifier.save` wrote it: ``[label, weight]`` pairs, or
+    (older saves) a dict whose JSON keys are the labels as strings, mapped back to ``classes``."""
+    if isinstance(saved, list):
+        return {label: weight for label, weight in saved}
+    if isinstance(saved, dict):
+        by_name = {str(c): c.item() for c in classes}
+        return {by_name.get(k, k): weight for k, weight in saved.items()}
+    return saved
+
+
 class IELMClassifier(ClassifierMixin, BaseEstimator):
     """Iterative Extreme Learning Machine classifier (paper Appendix A-B).
 
@@ -417,8 +429,8 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
             if X.shape[0] == 0:
                 raise ValueError("Found array with 0 sample(s); at least 1 is required.")
             # any NaN or inf makes the sum non-finite: a cheap test first, the full one if needed
-            if defer_finite and _keeps_checks_on_device(X):
-                finite = torch.isfinite(X.sum())
+            if defer_finite and _keeps_checks_on_device(X):  # no sum: fp16 sums overflow
+                finite = torch.isfinite(X).all()
                 flag = getattr(self, "_finite_flag", None)
                 self._finite_flag = finite if flag is None else flag & finite
             elif not bool(torch.isfinite(X.sum())) and not bool(torch.isfinite(X).all()):
@@ -670,15 +682,15 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         synchronised per call.
         """
         first = not hasattr(self, "gamma_")
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            raise ValueError(  # also after fit: a chunk's own counts would weight it
+                "class_weight='balanced' needs all labels up front and is not supported by "
+                "partial_fit; pass a dict (sklearn.utils.class_weight.compute_class_weight)."
+            )
         if not check_input and not first and not self._multilabel and sample_weight is None:
             return self._partial_fit_trusted(X, y)
         if first:
             self._check_params()
-            if self.class_weight == "balanced":
-                raise ValueError(
-                    "class_weight='balanced' needs all labels up front and is not supported by "
-                    "partial_fit; pass a dict (sklearn.utils.class_weight.compute_class_weight)."
-                )
         Xt = self._check_X(X, reset=first)
         y = self._check_y(y)
         if len(y) != Xt.shape[0]:
@@ -997,8 +1009,10 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         if self.mean_ is not None:
             tensors.update(mean=self.mean_, scale=self.scale_)
         params = self.get_params()
-        if not isinstance(params["random_state"], (int, type(None))):
-            params["random_state"] = None
+        seed = params["random_state"]  # a RandomState cannot be saved; a numpy integer can
+        params["random_state"] = int(seed) if isinstance(seed, numbers.Integral) else None
+        if isinstance(params["class_weight"], dict):  # JSON keys are strings: keep the labels'
+            params["class_weight"] = [[k, w] for k, w in params["class_weight"].items()]
         metadata = {
             "format": HEAD_FORMAT,
             "format_version": HEAD_FORMAT_VERSION,
@@ -1036,6 +1050,8 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                 f"{HEAD_FORMAT_VERSION}."
             )
         params = dict(meta["params"])
+        classes = np.array(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+        params["class_weight"] = _saved_class_weight(params.get("class_weight"), classes)
         if device is not None:
             params["device"] = device
         if not torch.cuda.is_available() and str(params.get("device", "cpu")).startswith("cuda"):
@@ -1050,7 +1066,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         model.lambda_ = tensors["lambda"]
         model.mean_ = tensors.get("mean")
         model.scale_ = tensors.get("scale")
-        model.classes_ = np.array(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+        model.classes_ = classes
         model._multilabel = meta["multilabel"]
         model.n_features_in_ = meta["n_features_in"]
         model.n_samples_seen_ = meta["n_samples_seen"]
@@ -1196,6 +1212,11 @@ def sweep(
         random_state=random_state,
     )
     full._check_params()
+    if isinstance(class_weight, str) and class_weight == "balanced":
+        raise ValueError(
+            "class_weight='balanced' needs all labels up front; pass a dict computed from the "
+            "labels (sklearn.utils.class_weight.compute_class_weight)."
+        )
     full._accumulate_stream(_pass_factory(train_batches, 1)(), classes, all_reduce)
     seconds = {"pass": time.perf_counter() - clock}
 
