@@ -54,6 +54,22 @@ def test_fit_save_load_gives_identical_predictions(fixture, request, tmp_path):
     assert meta["labels"] == ["neg", "pos"] and meta["config"]["bp_epochs"] == 1
 
 
+def test_class_weight_reaches_the_bp_loss_and_the_head(tiny_bert_dir):
+    texts = POSITIVE * 2 + NEGATIVE * 6  # 8 pos, 24 neg
+    labels = ["pos"] * 8 + ["neg"] * 24
+    fits = {
+        str(weights): EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, class_weight=weights))
+        for weights in (None, "balanced", {"pos": 3.0})
+    }
+    for clf in fits.values():  # "balanced" crashed the float32 BP loss with float64 weights
+        clf.fit(texts, labels)
+    assert fits["None"].head_.class_weight is None
+    assert fits["balanced"].head_.class_weight == {0: 32 / (2 * 24), 1: 32 / (2 * 8)}
+    assert fits["{'pos': 3.0}"].head_.class_weight == {0: 1.0, 1: 3.0}
+    losses = {name: clf.history_["bp_train_loss"][0] for name, clf in fits.items()}
+    assert len(set(losses.values())) == 3  # the same seed and batches: only the weights differ
+
+
 def test_scikit_learn_clone_params_and_grid_search(tiny_bert_dir):
     from sklearn.base import clone, is_classifier
     from sklearn.model_selection import GridSearchCV, cross_val_score

@@ -670,7 +670,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
             weights = None
             if head_weights is not None:
-                weights = torch.tensor([head_weights[i] for i in range(len(classes))])
+                weights = torch.tensor(
+                    [head_weights[i] for i in range(len(classes))], dtype=torch.float32
+                )
             with flops.phase(
                 "bp_feature_extractor", {"bp_classifier": "EncoderWithLinearHead.classifier"}
             ):
@@ -798,7 +800,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         if weights is None:
             return None
         if weights == "balanced":
-            return {i: counts.sum() / (len(classes) * c) for i, c in enumerate(counts)}
+            return {i: float(counts.sum() / (len(classes) * c)) for i, c in enumerate(counts)}
         if isinstance(weights, dict):
             return {
                 i: float(weights.get(str(c), weights.get(c, 1.0))) for i, c in enumerate(classes)
