@@ -57,6 +57,8 @@ def test_bench_runs_every_method_side_by_side(data_dir, tiny_bert_dir, tmp_path)
             ratio = method["train_seconds"] / bp["train_seconds"]
             assert method["time_ratio_to_bp"] == pytest.approx(ratio)
             assert sum(method["phases"].values()) <= method["train_seconds"] + 1e-6
+            # fused mode's head statistics were counted twice up to the best epoch
+            assert method["train_seconds_to_best"] <= method["train_seconds"] + 1e-6
     # the baseline: at most 10 epochs, early stopping with patience 2, its own learning rate
     assert 1 <= bp["bp_epochs_run"] <= 10 and bp["hyper_parameters"]["method"] == "bp"
     assert bp["bp_epochs_run"] == 10 or bp["bp_epochs_run"] - bp["bp_best_epoch"] == 2

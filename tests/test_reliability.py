@@ -76,6 +76,15 @@ def test_unknown_configuration_fields_are_named(tmp_path):
     spec.write_text('dataset = "trec"\nmetric = "accuracy"\n[[rows]]\nname = "x"\nbp_epoch = 1\n')
     with pytest.raises(InputError, match="bp_epoch"):
         load_experiment(spec)
+    # rows are kept and their predictions written by name: two rows may not share one
+    for second in ("EFT", "EFT [k=1]"):
+        spec.write_text(
+            'dataset = "trec"\nmetric = "accuracy"\n[[rows]]\nname = "EFT (k=1)"\n'
+            f'[[rows]]\nname = "EFT"\n[[rows]]\nname = "{second}"\n'
+        )
+        match = "the same name" if second == "EFT" else "names that give the same file name"
+        with pytest.raises(InputError, match=match):
+            load_experiment(spec)
 
 
 def test_default_learning_rate_depends_on_the_method():

@@ -256,6 +256,9 @@ def test_tune_rejects_bad_grid_values_before_training(tiny_bert_dir, monkeypatch
         ({"learning_rates": [1e-4, -1.0]}, "learning_rate"),
         ({"standardize": ["yes"]}, "standardize"),
         ({"activations": []}, "at least one"),
+        ({"n_hidden": [0, 8]}, "n_hidden values must be integers >= 1"),
+        ({"C": [0.0, 1.0]}, "C values must be finite and > 0"),
+        ({"scoring": "macro_f1"}, "scoring must be 'accuracy' or 'weighted_f1'"),
     ]
     for options, message in bad:
         with pytest.raises(InputError, match=message):
@@ -459,6 +462,59 @@ def test_interrupted_tuning_continues_to_the_same_rows(tiny_bert_dir, tmp_path, 
     with pytest.raises(InputError, match="interrupted `eft train`"):
         tune(*data, config, **search, checkpoint_dir=train_checkpoint)
     assert (train_checkpoint / "checkpoint.json").is_file()
+
+
+def test_tuning_interrupted_before_its_first_row_keeps_its_fingerprint(
+    tiny_bert_dir, tmp_path, monkeypatch
+):
+    import eft.tuning
+
+    config = _config(tiny_bert_dir, learning_rate=1e-3)
+    search = dict(max_epochs=1, n_hidden=[8], C=[1.0])
+    data = (TEXTS, LABELS, TEXTS[:16], LABELS[:16])
+    checkpoint = tmp_path / "tuning.checkpoint"
+
+    def interrupted(*args, **kwargs):  # after the BP epoch's checkpoint, before its row
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(eft.tuning, "sweep", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            tune(*data, config, **search, checkpoint_dir=checkpoint)
+    assert (checkpoint / "checkpoint-0" / "checkpoint.json").is_file()
+    # other options in that folder are refused, not trained from its encoder
+    other = _config(tiny_bert_dir, learning_rate=1e-6)
+    with pytest.raises(InputError, match="other data or options"):
+        tune(*data, other, **search, checkpoint_dir=checkpoint)
+    resumed = tune(*data, config, **search, checkpoint_dir=checkpoint)
+    seconds = resumed.epochs[0]["seconds"]  # the epoch trained by the first process counts
+    assert seconds["total"] >= seconds["bp_epoch"] + seconds["sweep"]
+    assert resumed.best_config == tune(*data, config, **search).best_config
+    # a folder of something else is in the way
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(InputError, match="in the way"):
+        tune(*data, config, **search, checkpoint_dir=tmp_path / "notes")
+
+
+def test_tune_scores_heads_with_the_configs_class_weights(tiny_bert_dir, monkeypatch):
+    import eft.tuning
+
+    seen = []
+    real = eft.tuning.sweep
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["class_weight"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(eft.tuning, "sweep", spy)
+    data = (TEXTS, LABELS, TEXTS[:16], LABELS[:16])
+    for weights in ("balanced", {"pos": 2.0}):
+        config = _config(tiny_bert_dir, learning_rate=1e-3, class_weight=weights)
+        tune(*data, config, max_epochs=1, n_hidden=[8], C=[1.0])
+    counts = {c: LABELS.count(c) for c in ("neg", "pos")}
+    balanced = {c: len(LABELS) / (2 * n) for c, n in counts.items()}
+    assert seen == [balanced, {"neg": 1.0, "pos": 2.0}]  # as the tuned EFTClassifier's head
 
 
 def test_tune_command_continues_after_an_interruption(tiny_bert_dir, tmp_path, monkeypatch):

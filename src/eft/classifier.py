@@ -713,7 +713,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 bp_validation_accuracy=bp_result.validation_score,
                 bp_epoch_seconds=bp_result.epoch_seconds,
                 bp_best_epoch=bp_result.best_epoch,
-                bp_seconds_to_best=bp_result.seconds_to_best,
+                # fused mode's head statistics (in the last epoch) are head time, as in timings
+                bp_seconds_to_best=bp_result.seconds_to_best
+                - (sink_seconds if bp_result.best_epoch in (None, bp_result.epochs_run) else 0.0),
                 bp_stopped_by_callback=bp_result.stopped_by_callback,
             )
             if evaluate is not None:

@@ -100,6 +100,16 @@ def load_experiment(path: str | Path) -> Experiment:
         )
     if sum(row.baseline for row in rows) > 1:
         raise InputError(f"Experiment {path}: more than one row is marked baseline.")
+    files: dict[str, str] = {}  # rows are kept, and their predictions written, by name
+    for row in rows:
+        other = files.get(_slug(row.name))
+        files[_slug(row.name)] = row.name
+        if other is not None:
+            same = "the same name" if other == row.name else "names that give the same file name"
+            raise InputError(
+                f"Experiment {path}: rows {other!r} and {row.name!r} have {same} "
+                f"({_slug(row.name)}_seed*.jsonl); give each row its own name."
+            )
     return Experiment(
         dataset=raw["dataset"],
         metric=raw["metric"],

@@ -1160,6 +1160,25 @@ class SweepResult:
         }
 
 
+def check_sweep_grid(
+    n_hidden: Sequence[int], C: Sequence[float], scoring: str
+) -> tuple[list[int], list[float]]:
+    """The sorted, distinct sizes and strengths of a :func:`sweep`; ValueError if any is
+    invalid (as ``scoring``, which must be "accuracy" or "weighted_f1")."""
+    if scoring not in ("accuracy", "weighted_f1"):
+        raise ValueError(f"scoring must be 'accuracy' or 'weighted_f1', got {scoring!r}.")
+    try:
+        sizes = sorted({int(n) for n in n_hidden})
+        strengths = sorted({float(c) for c in C})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"n_hidden and C must hold numbers: {error}") from error
+    if not sizes or sizes[0] < 1 or any(int(n) != n for n in n_hidden):
+        raise ValueError(f"n_hidden values must be integers >= 1, got {list(n_hidden)}.")
+    if not strengths or strengths[0] <= 0 or not math.isfinite(strengths[-1]):
+        raise ValueError(f"C values must be finite and > 0, got {list(C)}.")
+    return sizes, strengths
+
+
 def sweep(
     train_batches: Iterable[tuple[Any, Any]] | Callable[[], Iterable[tuple[Any, Any]]],
     X_val: Any,
@@ -1193,14 +1212,7 @@ def sweep(
     """
     import time
 
-    if scoring not in ("accuracy", "weighted_f1"):
-        raise ValueError(f"scoring must be 'accuracy' or 'weighted_f1', got {scoring!r}.")
-    sizes = sorted({int(n) for n in n_hidden})
-    strengths = sorted({float(c) for c in C})
-    if not sizes or sizes[0] < 1:
-        raise ValueError(f"n_hidden values must be integers >= 1, got {list(n_hidden)}.")
-    if not strengths or strengths[0] <= 0 or not math.isfinite(strengths[-1]):
-        raise ValueError(f"C values must be finite and > 0, got {list(C)}.")
+    sizes, strengths = check_sweep_grid(n_hidden, C, scoring)
     clock = time.perf_counter()
     full = IELMClassifier(
         n_hidden=sizes[-1],

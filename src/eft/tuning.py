@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from eft.atomic import atomic_file, json_default, write_text
-from eft.checkpoint import STATE_FILE, json_digest, read_run_state
+from eft.checkpoint import STATE_FILE, json_digest, read_checkpoint, read_run_state
 from eft.classifier import (
     EFTClassifier,
     check_label_form,
@@ -57,7 +57,7 @@ from eft.classifier import (
 )
 from eft.config import EFTConfig
 from eft.errors import InputError
-from eft.ielm import ACTIVATIONS, sweep
+from eft.ielm import ACTIVATIONS, check_sweep_grid, sweep
 
 DEFAULT_N_HIDDEN = (250, 500, 1000, 2000, 4000)
 DEFAULT_C = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
@@ -165,6 +165,10 @@ def tune(
         raise InputError(f"Unknown activation(s) {unknown}; choose from {sorted(ACTIVATIONS)}.")
     if not all(isinstance(v, bool) for v in grid["standardize"]):
         raise InputError(f"standardize values must be True or False, got {grid['standardize']}.")
+    try:
+        check_sweep_grid(n_hidden, C, scoring)
+    except ValueError as error:
+        raise InputError(str(error)) from error
     heads = list(itertools.product(grid["activation"], grid["standardize"]))
     epochs: list[dict[str, Any]] = []
     state_file = fingerprint = None
@@ -182,6 +186,9 @@ def tune(
         )
         saved = _saved_rows(workdir, fingerprint)
         workdir.mkdir(parents=True, exist_ok=True)
+        if not saved:  # the fingerprint first: the BP checkpoints written next are this run's
+            state = {"format": TUNING_STATE_FORMAT, "fingerprint": fingerprint, "rows": []}
+            write_text(state_file, json.dumps(state) + "\n")
     try:
         for index, (lr, pooling) in enumerate(
             itertools.product(grid["learning_rate"], grid["pooling"])
@@ -321,6 +328,12 @@ def _saved_rows(checkpoint_dir: Path, fingerprint: str) -> list[dict[str, Any]]:
         )
     path = checkpoint_dir / TUNING_STATE_FILE
     if not path.is_file():
+        if checkpoint_dir.exists() and any(checkpoint_dir.iterdir()):
+            raise InputError(
+                f"{checkpoint_dir} is in the way of this tuning run's checkpoint folder and is "
+                f"not one (it has no {TUNING_STATE_FILE}): move or delete it, or pass "
+                "--no-checkpoint."
+            )
         return []
     expected = {"format": TUNING_STATE_FORMAT, "fingerprint": fingerprint}
     return list(read_run_state(path, expected, "`eft tune` run")["rows"])
@@ -386,8 +399,14 @@ def _tune_epoch(
         }
     )
     resume = checkpoint if (checkpoint / STATE_FILE).is_file() else None
+    resumed_epoch = resume is not None and read_checkpoint(resume)["epoch"] == k
     clf = EFTClassifier(step).fit(texts, labels, resume_from=resume)
     bp_seconds = clf.history_["bp_epoch_seconds"][-1]  # this epoch (timings_: all k)
+    class_weight = None  # the head's weights, as EFTClassifier gives its I-ELM
+    if classes is not None and recipe.get("class_weight") is not None:
+        counts = np.array([np.sum(labels == c) for c in clf.classes_])
+        by_index = clf._class_weights(counts, clf.classes_)
+        class_weight = {c: by_index[i] for i, c in enumerate(clf.classes_)}
     clock_features = time.perf_counter()
     train_features = clf.features(texts)
     eval_features = clf.features(eval_texts)
@@ -409,6 +428,7 @@ def _tune_epoch(
             C=C,
             activation=activation,
             standardize=scaled,
+            class_weight=class_weight,
             classes=classes,
             scoring=scoring,
             random_state=recipe["seed"],
@@ -443,7 +463,8 @@ def _tune_epoch(
             "bp_epoch": bp_seconds,
             "features": feature_seconds,
             "sweep": sweep_seconds,
-            "total": time.perf_counter() - clock,
+            # a BP epoch run by an interrupted process counts too (bp_epoch is its time)
+            "total": time.perf_counter() - clock + (bp_seconds if resumed_epoch else 0.0),
         },
     }
 
