@@ -491,6 +491,23 @@ def test_train_options_become_the_configuration():
     assert (config.label_smoothing, config.contrastive_weight) == (0.1, 0.5)
 
 
+def test_config_files_and_options_together(tmp_path):
+    from eft.cli import _config_from_args, build_parser
+
+    def config_of(*options):
+        return _config_from_args(build_parser().parse_args(["train", "--train", "t.csv", *options]))
+
+    file = tmp_path / "c.json"
+    file.write_text('{"bp_epochs": 2}')  # no learning rate: --method's default
+    assert config_of("--config", str(file), "--method", "bp").learning_rate == 5e-5
+    assert config_of("--config", str(file)).learning_rate == 2e-4
+    assert config_of("--config", str(file), "--method", "bp").bp_epochs == 2
+    # a saved model's configuration names its run's checkpoint folder: never reused
+    file.write_text('{"config": {"checkpoint_dir": "keepme", "n_hidden": 20}}')
+    config = config_of("--config", str(file))
+    assert config.checkpoint_dir is None and config.n_hidden == 20
+
+
 @pytest.mark.parametrize("command", ["experiment", "tune", "bench"])
 def test_single_process_commands_refuse_a_distributed_launch(
     command, monkeypatch, tmp_path, capsys

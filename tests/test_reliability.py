@@ -98,6 +98,50 @@ def test_default_learning_rate_depends_on_the_method():
     for bad in (0.0, -1e-5, "fast"):
         with pytest.raises(InputError, match="learning_rate must be a number > 0"):
             EFTConfig(learning_rate=bad)
+    # a rate left at its default follows a changed method (it stayed at 2e-4 for the baseline)
+    from eft import EFTClassifier
+
+    assert EFTConfig().replace(method="bp").learning_rate == 5e-5
+    assert EFTClassifier(method="bp").config.learning_rate == 5e-5
+    assert EFTClassifier().set_params(method="bp").config.learning_rate == 5e-5
+    assert EFTClassifier(EFTConfig(method="bp")).set_params(method="eft").config.learning_rate == (
+        2e-4
+    )
+    chosen = EFTClassifier(learning_rate=1e-5).set_params(method="bp")  # a chosen rate stays
+    assert chosen.config.learning_rate == 1e-5
+    assert chosen.set_params(method="eft").config.learning_rate == 1e-5
+    from sklearn.base import clone
+
+    assert clone(EFTClassifier()).set_params(method="bp").config.learning_rate == 5e-5
+
+
+def test_configuration_kinds_and_files_are_named(tmp_path):
+    bad = [
+        ({"batch_size": "16"}, "batch_size must be an integer, got '16' \\(str\\)"),
+        ({"n_hidden": None}, "n_hidden must be an integer"),
+        ({"bp_epochs": True}, "bp_epochs must be an integer"),
+        ({"C": "1"}, "C must be a number"),
+        ({"standardize": "yes"}, "standardize must be true or false"),
+        ({"pooling": ["cls"]}, "pooling must be a string"),
+        ({"early_stopping_patience": 0}, "early_stopping_patience must be an integer >= 1"),
+        ({"class_weight": ["a"]}, "class_weight must be null"),
+    ]
+    for values, message in bad:
+        with pytest.raises(InputError, match=message):
+            EFTConfig.from_dict(values)
+    assert EFTConfig(n_hidden=np.int64(64), C=np.float32(2.0)).n_hidden == 64  # numpy values
+    path = tmp_path / "config.json"
+    for content, message in [
+        (b'[{"bp_epochs": 1}]', "must hold a JSON object of EFT fields"),
+        (b'"eft"', "must hold a JSON object"),
+        (b'{"model": "caf\xe9"}', "Cannot read configuration"),  # Latin-1, not UTF-8
+        (b'{"bp_epochs": 1', "Cannot read configuration"),
+    ]:
+        path.write_bytes(content)
+        with pytest.raises(InputError, match=message):
+            EFTConfig.from_json(path)
+    path.write_bytes(b'\xef\xbb\xbf{"config": {"bp_epochs": 2}}')  # a BOM, as data files may
+    assert EFTConfig.from_json(path).bp_epochs == 2
 
 
 def test_constant_features_with_standardisation():

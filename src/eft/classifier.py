@@ -436,8 +436,8 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         """Replace ``config`` and/or change EFTConfig fields by name (a new config; the old
         one is not modified, so clones never share changes)."""
         config = params.pop("config") if "config" in params else self.config
-        if params:
-            config = EFTConfig.from_dict({**config.to_dict(), **params})
+        if params:  # a default learning rate follows a changed method
+            config = config.replace(**params)
         self.config = config
         return self
 

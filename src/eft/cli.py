@@ -460,9 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_from_args(args: argparse.Namespace):
     from eft.config import EFTConfig
 
-    values: dict[str, Any] = {}
-    if args.config:
-        values.update(EFTConfig.from_json(args.config).to_dict())
+    base = EFTConfig.from_json(args.config) if args.config else EFTConfig()
+    # where checkpoints go is each command's business (eft train: <output>.checkpoint); a saved
+    # model's eft_config.json names its own run's, which eft train deletes when done
+    values: dict[str, Any] = {"checkpoint_dir": None}
     mapping = {
         "model": "model",
         "method": "method",
@@ -498,7 +499,7 @@ def _config_from_args(args: argparse.Namespace):
         if value is not None:
             values[field] = value
     values["progress"] = not args.quiet
-    return EFTConfig.from_dict(values)
+    return base.replace(**values)  # a default learning rate follows --method
 
 
 def _load_training_data(args: argparse.Namespace, seed: int):
@@ -641,7 +642,7 @@ def command_train(args: argparse.Namespace) -> int:
     else:
         if not args.output:
             raise InputError("--output DIR is required (the folder to write the model to).")
-        config = _config_from_args(args)
+        config = _config_from_args(args)  # a --config file's checkpoint_dir is dropped
         if not args.no_checkpoint:
             config.checkpoint_dir = f"{Path(args.output)}.checkpoint"
     output = Path(args.output)

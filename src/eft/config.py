@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,16 @@ DEFAULT_LEARNING_RATE = {"eft": 2e-4, "bp": 5e-5}
 LR_SCHEDULES = ("linear", "constant", "linear_per_epoch")
 POOLINGS = ("cls", "mean", "cls_last4")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+# the fields' kinds, checked before their values (a JSON "16" or null is named, not a TypeError)
+_INTEGER_FIELDS = ("bp_epochs", "batch_size", "eval_batch_size", "max_length", "n_hidden")
+_INTEGER_FIELDS += ("n_iter", "seed")
+_NUMBER_FIELDS = ("weight_decay", "warmup_ratio", "layer_lr_decay", "label_smoothing")
+_NUMBER_FIELDS += ("contrastive_weight", "contrastive_temperature", "max_grad_norm", "C")
+_NUMBER_FIELDS += ("fused_fraction",)
+_BOOLEAN_FIELDS = ("tune_thresholds", "standardize", "elm_from_last_epoch", "feature_cache")
+_BOOLEAN_FIELDS += ("trust_remote_code", "flops", "progress")
+_STRING_FIELDS = ("method", "lr_schedule", "pooling", "activation", "device", "mixed_precision")
+_STRING_FIELDS += ("inference_precision",)
 
 
 @dataclass
@@ -123,17 +134,66 @@ class EFTConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # remembered (not a field) so that replace(method=...) gives the new method's default
+        self._default_learning_rate = self.learning_rate is None
         if self.learning_rate is None and self.method in DEFAULT_LEARNING_RATE:
             self.learning_rate = DEFAULT_LEARNING_RATE[self.method]
         self.validate()
 
+    def replace(self, **changes: Any) -> EFTConfig:
+        """A new config with ``changes`` (fields by name); this one is not modified. A
+        learning rate left at its default follows a changed ``method``: ``EFTConfig()
+        .replace(method="bp")`` fine-tunes at 5e-5, as ``EFTConfig(method="bp")`` does."""
+        values = {**self.to_dict(), **changes}
+        if self._default_learning_rate and "learning_rate" not in changes:
+            values["learning_rate"] = None
+        return EFTConfig.from_dict(values)
+
+    def _check_kinds(self) -> None:
+        def named(field: str, kind: str) -> InputError:
+            value = getattr(self, field)
+            return InputError(
+                f"Invalid EFT configuration: {field} must be {kind}, got {value!r} "
+                f"({type(value).__name__})."
+            )
+
+        for name in _INTEGER_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise named(name, "an integer")
+        for name in _NUMBER_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise named(name, "a number")
+        for name in _BOOLEAN_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise named(name, "true or false")
+        for name in _STRING_FIELDS:
+            if not isinstance(getattr(self, name), str):
+                raise named(name, "a string")
+        for name in ("model", "checkpoint_dir"):
+            if not isinstance(getattr(self, name), str | type(None)):
+                raise named(name, "a path (a string) or null")
+        patience = self.early_stopping_patience
+        if patience is not None and (
+            isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1
+        ):
+            raise named("early_stopping_patience", "an integer >= 1 or null (no early stopping)")
+        if not isinstance(self.class_weight, str | dict | type(None)):
+            raise named("class_weight", 'null, "balanced" or an object {label: weight}')
+        if not isinstance(self.extra, dict):
+            raise named("extra", "an object")
+
     def validate(self) -> None:
         """Raise InputError naming the first bad field."""
+        self._check_kinds()
         checks = [
             (self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}"),
-            (isinstance(self.bp_epochs, int) and self.bp_epochs >= 0, "bp_epochs must be >= 0"),
+            (self.bp_epochs >= 0, "bp_epochs must be >= 0"),
             (
-                isinstance(self.learning_rate, int | float) and self.learning_rate > 0,
+                isinstance(self.learning_rate, numbers.Real)
+                and not isinstance(self.learning_rate, bool)
+                and self.learning_rate > 0,
                 "learning_rate must be a number > 0",
             ),
             (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1"),
@@ -205,8 +265,17 @@ class EFTConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> EFTConfig:
+        """The config in a JSON file: its fields, or a ``{"config": {...}}`` document (a saved
+        model's ``eft_config.json``, ``eft tune``'s ``tuned_config.json``)."""
         try:
-            values = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
+            values = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise InputError(f"Cannot read configuration {path}: {error}") from error
-        return cls.from_dict(values.get("config", values))
+        if isinstance(values, dict) and isinstance(values.get("config"), dict):
+            values = values["config"]
+        if not isinstance(values, dict):
+            raise InputError(
+                f"Configuration {path} must hold a JSON object of EFT fields, e.g. "
+                f'{{"bp_epochs": 1, "n_hidden": 1000}}; it holds a {type(values).__name__}.'
+            )
+        return cls.from_dict(values)
