@@ -624,3 +624,41 @@ def test_train_stream_reads_the_file_in_chunks_and_gives_the_same_model(
     assert predictions[0] == predictions[1] and predictions[0].strip()
     bad = run_eft("train", "--dataset", "trec", "--stream", "--output", str(tmp_path / "x"))
     assert bad.returncode == 2 and "--stream reads a --train FILE" in bad.stderr
+
+
+def test_training_data_options_together(tmp_path, data_dir, tiny_bert_dir, monkeypatch):
+    import eft.encoder
+    from eft import datasets
+    from eft.cli import _config_from_args, _load_training_data, build_parser
+
+    def load(*options):
+        args = build_parser().parse_args(["train", "--output", "o", *options])
+        return _load_training_data(args, _config_from_args(args))
+
+    train = _write_csv(tmp_path / "t.csv", list(zip(TEXTS, LABELS, strict=True)))
+    # --max-train keeps the rows that eft bench and eft experiment keep
+    texts, labels, _, _ = load("--train", str(train), "--max-train", "10")
+    kept = datasets.subsample(datasets.Split(list(TEXTS), list(LABELS)), 10, seed=0)
+    assert (texts, labels) == (kept.texts, kept.labels)
+    with pytest.raises(InputError, match="positive integer, got 0"):
+        load("--train", str(train), "--max-train", "0")
+    # a validation file beside a dataset was ignored
+    with pytest.raises(InputError, match="--validation FILE goes with --train FILE"):
+        load("--dataset", "trec", "--data-dir", str(data_dir), "--validation", str(train))
+    # AG News ships its test split only here: named, not a KeyError
+    with pytest.raises(InputError, match="dataset 'ag_news' has no 'train' split"):
+        load("--dataset", "ag_news", "--data-dir", str(data_dir))
+    # EFT* context counts tokens with the configured model's tokenizer
+    asked = []
+    real = eft.encoder.load_tokenizer
+    monkeypatch.setattr(eft.encoder, "load_tokenizer", lambda *a: asked.append(a) or real(*a))
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": str(tiny_bert_dir)}))
+    load("--dataset", "meld", "--data-dir", str(data_dir), "--config", str(config))
+    load("--dataset", "meld", "--data-dir", str(data_dir), "--context-past", "8")  # default
+    load(
+        *["--dataset", "meld", "--data-dir", str(data_dir), "--config", str(config)],
+        "--context-past",
+        "8",
+    )
+    assert asked == [(None, False), (str(tiny_bert_dir), False)]  # default, then --config

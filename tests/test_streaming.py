@@ -60,6 +60,18 @@ def test_file_stream_bad_rows_and_columns(tmp_path):
     (tmp_path / "empty.csv").write_text("text,label\n")
     with pytest.raises(InputError, match="no data rows"):
         scan_rows(LabeledFileStream(tmp_path / "empty.csv"))
+    # JSONL lines name their own fields: a first line without a label is a bad row, as the
+    # in-memory reader takes it, and a column is missing only if no line has it
+    lines = [{"text": "unlabelled"}, {"text": "good one", "label": "a"}, {"text": "b", "label": 1}]
+    jsonl = tmp_path / "first.jsonl"
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.warns(UserWarning, match="skipped 1 bad row"):
+        summary = scan_rows(LabeledFileStream(jsonl, bad_rows="skip"))
+    assert summary.n_rows == 2 and summary.classes.tolist() == ["1", "a"]
+    with pytest.raises(InputError, match="line 1 has no 'label' field, nor has any line before"):
+        list(LabeledFileStream(jsonl))
+    with pytest.raises(InputError, match="column 'labels' not found.*did you mean 'label'"):
+        list(LabeledFileStream(jsonl, label_column="labels", bad_rows="skip"))
 
 
 def test_as_row_stream_accepts_reiterables_and_refuses_generators():

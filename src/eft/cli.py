@@ -502,9 +502,10 @@ def _config_from_args(args: argparse.Namespace):
     return base.replace(**values)  # a default learning rate follows --method
 
 
-def _load_training_data(args: argparse.Namespace, seed: int):
-    """Training texts and labels, and the validation ones (or None); ``seed`` draws the rows
-    that ``--validation-fraction`` holds out."""
+def _load_training_data(args: argparse.Namespace, config: Any):
+    """Training texts and labels, and the validation ones (or None); ``config.seed`` draws
+    the rows that ``--validation-fraction`` holds out, ``config.model`` counts the tokens of
+    EFT* context."""
     from eft import datasets
     from eft.benchmark import refuse_text_pairs_of_dataset
 
@@ -521,15 +522,20 @@ def _load_training_data(args: argparse.Namespace, seed: int):
             f"--multi-label reads label sets from --train/--validation files; the dataset "
             f"{args.dataset} has one label per text."
         )
+    if args.dataset and args.validation:
+        raise InputError(
+            f"--validation FILE goes with --train FILE; --dataset {args.dataset} brings its own "
+            f"splits (hold out training rows with --validation-fraction instead)."
+        )
     if args.dataset:
         dataset = datasets.load(args.dataset, data_dir=args.data_dir)
-        train = dataset.splits["train"]
+        train = dataset["train"]  # a named error where the data has none (AG News here)
         validation = dataset.splits.get("validation")
         if args.context_past or args.context_future:
             from eft.context import build_context_inputs
             from eft.encoder import load_tokenizer
 
-            tokenizer = load_tokenizer(args.model, bool(args.trust_remote_code))
+            tokenizer = load_tokenizer(config.model, config.trust_remote_code)
             texts = build_context_inputs(train, tokenizer, args.context_past, args.context_future)
             eval_texts = None
             if validation:
@@ -546,11 +552,9 @@ def _load_training_data(args: argparse.Namespace, seed: int):
         eval_texts = eval_labels = None
         if args.validation:
             eval_texts, eval_labels = _read_labeled(args, args.validation, separator)
-    if args.max_train and args.max_train < len(texts):
-        import numpy as np
-
-        keep = np.sort(np.random.default_rng(0).permutation(len(texts))[: args.max_train])
-        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    if args.max_train is not None:  # the rows eft bench and eft experiment keep
+        kept = datasets.subsample(datasets.Split(texts, labels), args.max_train, seed=0)
+        texts, labels = list(kept.texts), list(kept.labels)
     fraction = getattr(args, "validation_fraction", None)  # checkpoints of older runs lack it
     if fraction is not None:
         if eval_texts is not None:
@@ -559,7 +563,7 @@ def _load_training_data(args: argparse.Namespace, seed: int):
                 f"--validation-fraction holds out training rows for validation, but there is "
                 f"validation data already ({where}); drop one of the two."
             )
-        kept, held = datasets.hold_out(datasets.Split(texts, labels), fraction, seed)
+        kept, held = datasets.hold_out(datasets.Split(texts, labels), fraction, config.seed)
         if held is None:
             raise InputError(
                 f"--validation-fraction {fraction} of {len(texts)} rows holds out no row; "
@@ -650,7 +654,7 @@ def command_train(args: argparse.Namespace) -> int:
     stream = getattr(args, "stream", False)  # checkpoints of older runs lack it
     if stream:
         held_out = getattr(args, "validation_fraction", None)  # and this
-        if not args.train or args.dataset or args.max_train or held_out:
+        if not args.train or args.dataset or args.max_train is not None or held_out:
             raise InputError(
                 "--stream reads a --train FILE (no --dataset, --max-train or "
                 "--validation-fraction; give --validation FILE)."
@@ -661,7 +665,7 @@ def command_train(args: argparse.Namespace) -> int:
                 args, args.validation, label_separator=_label_separator(args)
             )
     else:
-        texts, labels, eval_texts, eval_labels = _load_training_data(args, config.seed)
+        texts, labels, eval_texts, eval_labels = _load_training_data(args, config)
     cli_args = {k: v for k, v in vars(args).items() if k not in ("resume", "command")}
     printer = _EpochPrinter(config.method == "eft", multi_label=_label_separator(args) is not None)
     callbacks = [] if args.quiet else [printer]
@@ -1108,7 +1112,7 @@ def command_tune(args: argparse.Namespace) -> int:
     from eft.tuning import finished_epochs, tune, write_tuning
 
     config = _config_from_args(args)
-    texts, labels, eval_texts, eval_labels = _load_training_data(args, config.seed)
+    texts, labels, eval_texts, eval_labels = _load_training_data(args, config)
     if eval_texts is None:
         raise InputError("Tuning needs validation data: --validation FILE, or a dataset with one.")
     try:

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from eft.datasets import (
+    _TABLE_KINDS,
+    _file_kind,
     _iter_records,
     _label_set,
     _label_str,
@@ -86,21 +88,35 @@ class LabeledFileStream:
         if self.bad_rows not in ("error", "skip"):
             raise InputError(f"bad_rows must be 'error' or 'skip', not {self.bad_rows!r}")
         columns: list[str] = []
+        required = {self.text_column: "text_column", self.label_column: "label_column"}
+        if pair_column:
+            required[pair_column] = "text_pair_column"
+        # a CSV/TSV header names every column; JSONL lines name their own fields, so a
+        # column is missing only if no line has it (a line without it is a bad row)
+        jsonl = _file_kind(self.path, _TABLE_KINDS) == "jsonl"
         checked = False
         self.skipped_ = 0
         for line_no, record in _iter_records(self.path, columns_out=columns):
-            if not checked:
-                table = _Table(self.path, columns, [])
-                _require_column(table, self.text_column, "text_column")
-                if pair_column:
-                    _require_column(table, pair_column, "text_pair_column")
-                _require_column(table, self.label_column, "label_column")
-                checked = True
+            if not checked and not jsonl:
+                for column, option in required.items():
+                    _require_column(_Table(self.path, columns, []), column, option)
+            checked = True
             problem = _row_problem(
                 record, self.text_column, self.label_column, pair_column, separator is not None
             )
             if problem:
                 if self.bad_rows == "error":
+                    never = [c for c in required if c not in columns]
+                    if jsonl and never:  # no line so far had it: a misspelled column?
+                        try:
+                            _require_column(_Table(self.path, columns, []), never[0], "")
+                        except InputError as error:
+                            raise InputError(
+                                f"{self.path.name}: line {line_no} has no '{never[0]}' field, "
+                                f"nor has any line before it ({error}); fix the column name "
+                                f"({required[never[0]]}) or the row, or skip bad rows with "
+                                f"bad_rows='skip' (--bad-rows skip)"
+                            ) from None
                     raise InputError(
                         f"{self.path.name}: line {line_no}: {problem}; fix or remove the row, "
                         f"or skip bad rows with bad_rows='skip' (--bad-rows skip)"
@@ -113,6 +129,8 @@ class LabeledFileStream:
             yield ((text, record[pair_column]) if pair_column else text), label
         if not checked:
             raise InputError(f"{self.path} has no data rows; add some examples")
+        for column, option in required.items():  # JSONL: on no line at all
+            _require_column(_Table(self.path, columns, []), column, option)
 
 
 class _IterableRows:
