@@ -51,7 +51,9 @@ def main() -> None:
         device="cpu",
         progress=False,
     )
-    callbacks = [StopOnRank(args.stop_on_rank)] if args.stop_on_rank is not None else None
+    callbacks = [StopOnRank(args.stop_on_rank)] if args.stop_on_rank is not None else []
+    rates = LearningRates()
+    callbacks.append(rates)
     if args.stream:
         clf = EFTClassifier(config).fit_stream(
             args.stream,
@@ -77,6 +79,7 @@ def main() -> None:
                     "timings": clf.timings_,
                     "bp_epochs_run": len(clf.history_.get("bp_train_loss", [])),
                     "bp_stopped_by_callback": clf.history_.get("bp_stopped_by_callback"),
+                    "learning_rate_after_epochs": rates.after_epochs,
                 }
             )
         )
@@ -93,6 +96,27 @@ def main() -> None:
         time.sleep(0.05)
     if left:
         sys.exit(f"gloo threads still running 2 s after destroy_process_group: {left}")
+
+
+class LearningRates(Callback):
+    """The BP stage's learning rate after every epoch, read from its scheduler."""
+
+    def __init__(self) -> None:
+        import eft.backprop
+
+        self.after_epochs: list[float] = []
+        self.scheduler = None
+        make = eft.backprop._schedule
+
+        def keep(*args, **kwargs):
+            self.scheduler = make(*args, **kwargs)
+            return self.scheduler
+
+        eft.backprop._schedule = keep
+
+    def on_epoch_end(self, log, model) -> bool:
+        self.after_epochs.append(float(self.scheduler.get_last_lr()[0]))
+        return False
 
 
 class StopOnRank(Callback):

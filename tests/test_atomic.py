@@ -33,6 +33,13 @@ def test_atomic_dir_replaces_the_whole_folder_or_nothing(tmp_path):
         (staging / "b.txt").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    # a folder left by a crash between the two renames is not in the way of the next save
+    left = tmp_path / f".model.old-{os.getpid()}"
+    left.mkdir()
+    (left / "c.txt").write_text("3")
+    with atomic_dir(target) as staging:
+        (staging / "c.txt").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"]
 
 
 def test_json_default_stores_numpy_and_torch_values():

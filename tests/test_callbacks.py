@@ -79,6 +79,21 @@ def test_a_callback_stops_the_bp_stage_and_the_head_fits_that_encoder(tiny_bert_
     assert last.history_["bp_stopped_by_callback"] is False
 
 
+def test_a_run_stopped_by_a_callback_resumes_as_stopped(tiny_bert_dir, tmp_path):
+    """Its checkpoint after the stopped epoch is resumed (after an interruption in the feature
+    pass, say) to the same model, without training the epochs the callback cancelled."""
+    folder = tmp_path / "checkpoint"
+    config = _config(tiny_bert_dir, bp_epochs=3, checkpoint_dir=str(folder))
+    stopped = EFTClassifier(config).fit(TEXTS, LABELS, callbacks=[Recorder(stop_after=1)])
+    recorder = Recorder()
+    resumed = EFTClassifier(config).fit(TEXTS, LABELS, resume_from=folder, callbacks=[recorder])
+    assert recorder.logs == [] and len(resumed.history_["bp_epoch_seconds"]) == 1
+    assert resumed.history_["bp_stopped_by_callback"] is True
+    np.testing.assert_allclose(
+        resumed.decision_function(TEXTS), stopped.decision_function(TEXTS), rtol=1e-5, atol=1e-6
+    )
+
+
 def test_a_stop_in_fused_mode_falls_back_to_a_feature_pass(tiny_bert_dir):
     """Fused mode collects the head's statistics in the last epoch; stopped before it, eft
     passes the texts through the encoder instead, so the head still sees every text once."""

@@ -129,6 +129,12 @@ def test_resume_refuses_what_is_not_a_checkpoint(tmp_path):
         read_checkpoint(tmp_path)
     result = run_eft("train", "--resume", str(tmp_path))
     assert result.returncode == 2 and "not an eft checkpoint" in result.stderr
+    (tmp_path / "checkpoint.json").write_text('{"format": "eft-checkpoint", ')  # cut short
+    with pytest.raises(InputError, match="checkpoint.json is damaged .*delete"):
+        read_checkpoint(tmp_path)
+    (tmp_path / "checkpoint.json").write_text("[1]")
+    with pytest.raises(InputError, match="format None version None is not a checkpoint"):
+        read_checkpoint(tmp_path)
 
 
 def test_run_progress_keeps_parts_and_tells_a_run_continued_on_another_machine(tmp_path):

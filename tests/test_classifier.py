@@ -313,6 +313,9 @@ def test_validation_data_calibrates_the_softmax_and_the_save_keeps_it(tiny_bert_
         meta_file.write_text(json.dumps({**meta, "temperature": bad}))
         with pytest.raises(InputError, match="'temperature'.*positive number"):
             EFTClassifier.from_pretrained(tmp_path / "m")
+    meta_file.write_text("[1, 2]")  # valid JSON, not an object: named, not an AttributeError
+    with pytest.raises(InputError, match="is damaged: it holds a JSON list, not an object"):
+        EFTClassifier.from_pretrained(tmp_path / "m")
 
 
 def test_standard_fine_tuning_baseline(tiny_bert_dir, tmp_path):
@@ -413,13 +416,26 @@ def test_iterations_and_pooling_options(tiny_bert_dir):
         assert 1 <= clf.head_.n_iter_ <= 3
 
 
-def test_flops_per_phase(tiny_bert_dir):
+def test_flops_per_phase(tiny_bert_dir, monkeypatch):
     clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, flops=True)).fit(TEXTS, LABELS)
     flops = clf.flops_
     assert set(flops) == {"bp_feature_extractor", "bp_classifier", "feedforward", "elm"}
     assert flops["bp_classifier"] == 3 * 2 * len(TEXTS) * 32 * 2  # fwd + 2 bwd matmuls
     assert flops["bp_feature_extractor"] > 2 * flops["feedforward"] > 0
     assert flops["elm"] == int(elm_flops(len(TEXTS), 32, 48, 2, 1))
+    # validation passes after each epoch are not training FLOPs (as in timings_), and fused
+    # mode's head statistics, fed inside the BP phase, are the head's (elm_flops counts them)
+    validated = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, flops=True))
+    validated.fit(TEXTS, LABELS, TEXTS[:16], LABELS[:16])
+    assert validated.flops_["bp_feature_extractor"] == flops["bp_feature_extractor"]
+    assert validated.flops_["evaluation"] == flops["feedforward"] // 4 + 16 * 2 * 32 * 2
+    from functools import partial
+
+    small_chunks = partial(eft.classifier.IELMClassifier, batch_size=8)  # fed during BP
+    monkeypatch.setattr(eft.classifier, "IELMClassifier", small_chunks)
+    fused = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, flops=True, elm_from_last_epoch=True))
+    fused.fit(TEXTS, LABELS)
+    assert fused.flops_["bp_feature_extractor"] == flops["bp_feature_extractor"]
 
 
 def test_input_errors(tiny_bert_dir, tmp_path):

@@ -106,10 +106,14 @@ def test_two_ranks_streaming_a_file_give_the_single_process_head(tiny_bert_dir, 
     _run([*common, "--stream", str(stream), "--out", str(tmp_path / "ddp")], nproc=2)
     results = _same_head(tmp_path, 33)
     assert results[0]["predictions"] == results[1]["predictions"]
-    # a streamed DDP BP epoch: the ranks' shares of a 3-row chunk differ, the steps may not
-    args = [*common, "--stream", str(stream), "--bp-epochs", "1", "--out", str(tmp_path / "bp")]
+    # streamed DDP BP epochs: the ranks' shares of a 3-row chunk differ, the steps may not;
+    # the linear schedule reaches 0 at the end of the last epoch, not halfway (it stepped
+    # once per rank for each of one rank's steps)
+    args = [*common, "--stream", str(stream), "--bp-epochs", "2", "--out", str(tmp_path / "bp")]
     _run(args, nproc=2)
-    assert len(json.loads((tmp_path / "bp" / "result.json").read_text())["predictions"]) == 33
+    result = json.loads((tmp_path / "bp" / "result.json").read_text())
+    assert len(result["predictions"]) == 33
+    assert result["learning_rate_after_epochs"] == [pytest.approx(2.5e-4), 0.0]
 
 
 def test_two_ranks_streaming_label_sets_give_the_single_process_head(tiny_bert_dir, tmp_path):

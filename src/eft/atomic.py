@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,9 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         yield staging
         _publish(staging)
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            # a unique name: a folder left by a crash between the renames (or another
+            # thread's save) must not be in the way of this one
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
             os.replace(target, old)
             os.replace(staging, target)
             shutil.rmtree(old, ignore_errors=True)

@@ -250,7 +250,10 @@ def train_backprop(
         )
     else:  # a stream: every rank reads its own share already, so the batches stay unprepared
         source = input_ids
-        scheduler = _schedule(optimizer, config, len(source) * epochs, len(source))
+        # len(source) counts this rank's steps, while the prepared scheduler steps once per
+        # rank at every optimizer step (as for a prepared loader's unsharded length)
+        steps = len(source) * accelerator.num_processes
+        scheduler = _schedule(optimizer, config, steps * epochs, steps)
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     cross_entropy = nn.CrossEntropyLoss(
         weight=None if class_weights is None else class_weights.to(accelerator.device),
@@ -285,7 +288,7 @@ def train_backprop(
             best_score = state["best_score"]
         since_best, best_state = int(state["since_best"]), state["best_state"]
     show = config.progress and accelerator.is_main_process
-    stopped = patience is not None and since_best >= patience
+    stopped = (patience is not None and since_best >= patience) or result.stopped_by_callback
     for epoch in range(start_epoch, 0 if stopped else epochs):
         model.train()
         last = epoch == epochs - 1

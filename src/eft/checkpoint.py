@@ -121,7 +121,14 @@ def read_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
             f"{folder} is not an eft checkpoint ({STATE_FILE} is missing). Checkpoints are the "
             f"'<output>.checkpoint' folders that `eft train` writes after each BP epoch."
         )
-    state = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(
+            f"{path} is damaged ({error}); delete {folder} to train from the start."
+        ) from error
+    if not isinstance(state, dict):
+        state = {}  # reported below as a format None
     if (
         state.get("format") != CHECKPOINT_FORMAT
         or state.get("format_version") != CHECKPOINT_VERSION
