@@ -176,3 +176,21 @@ def test_run_progress_keeps_parts_and_tells_a_run_continued_on_another_machine(t
         RunProgress.open(folder, "bench", "digest")
     assert (folder / "notes.txt").is_file()
     assert RunProgress.open(None, "bench", "digest").part_folder("bp") is None  # --no-checkpoint
+
+
+def test_resume_refuses_a_checkpoint_of_other_labels_or_settings(tiny_bert_dir, tmp_path):
+    from eft import EFTConfig
+
+    folder = tmp_path / "checkpoint"
+    values = dict(model=str(tiny_bert_dir), n_hidden=16, batch_size=8, device="cpu", progress=False)
+    config = EFTConfig(**values, bp_epochs=1, checkpoint_dir=str(folder))
+    EFTClassifier(config).fit(TEXTS, LABELS)
+    other = EFTConfig(**values, bp_epochs=1, learning_rate=1e-3, checkpoint_dir=str(folder))
+    with pytest.raises(InputError, match="other settings \\(learning_rate 0.0002 there, 0.001"):
+        EFTClassifier(other).fit(TEXTS, LABELS, resume_from=folder)
+    renamed = ["good" if y == "pos" else y for y in LABELS]
+    with pytest.raises(InputError, match="written for the labels \\['neg', 'pos'\\]"):
+        EFTClassifier(config).fit(TEXTS, renamed, resume_from=folder)
+    longer = EFTConfig(**values, bp_epochs=2, checkpoint_dir=str(folder))  # more epochs: fine
+    resumed = EFTClassifier(longer).fit(TEXTS, LABELS, resume_from=folder)
+    assert len(resumed.history_["bp_epoch_seconds"]) == 2

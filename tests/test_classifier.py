@@ -68,6 +68,13 @@ def test_class_weight_reaches_the_bp_loss_and_the_head(tiny_bert_dir):
     assert fits["{'pos': 3.0}"].head_.class_weight == {0: 1.0, 1: 3.0}
     losses = {name: clf.history_["bp_train_loss"][0] for name, clf in fits.items()}
     assert len(set(losses.values())) == 3  # the same seed and batches: only the weights differ
+    # a label the data does not hold (a typo) is named, as scikit-learn does; a refit that
+    # fails leaves no model that would map its scores onto the new labels
+    refit = fits["None"].set_params(class_weight={"Pos": 3.0})
+    with pytest.raises(InputError, match="class_weight names labels .*\\['Pos'\\]"):
+        refit.fit(texts, labels)
+    with pytest.raises(InputError, match="not fitted"):
+        refit.predict(texts)
 
 
 def test_scikit_learn_clone_params_and_grid_search(tiny_bert_dir):
@@ -143,7 +150,7 @@ def test_fused_fraction_passes_the_first_steps_samples_after_training(tiny_bert_
     np.testing.assert_allclose(clf.features(TEXTS), full.features(TEXTS), rtol=1e-5, atol=1e-6)
     assert not np.allclose(clf.head_.gamma_.numpy(), full.head_.gamma_.numpy())
     for bad in (0.0, 1.5, "half"):
-        with pytest.raises(InputError, match="fused_fraction must be in"):
+        with pytest.raises(InputError, match="fused_fraction must be (in|a number)"):
             _config(tiny_bert_dir, elm_from_last_epoch=True, fused_fraction=bad)
     with pytest.raises(InputError, match="fused_fraction applies to fused mode only"):
         _config(tiny_bert_dir, fused_fraction=0.5)

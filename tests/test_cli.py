@@ -156,6 +156,7 @@ def test_evaluate_writes_predictions_and_metrics(trained):
 
 
 def test_validation_fraction_holds_out_training_rows(tiny_bert_dir, tmp_path):
+    from eft import EFTConfig
     from eft.cli import _load_training_data, build_parser
 
     train = _write_csv(tmp_path / "train.csv", list(zip(TEXTS, LABELS, strict=True)))
@@ -163,7 +164,7 @@ def test_validation_fraction_holds_out_training_rows(tiny_bert_dir, tmp_path):
 
     def load(*options: str, seed: int = 42):
         args = build_parser().parse_args(["train", "--train", str(train), *options])
-        return _load_training_data(args, seed)
+        return _load_training_data(args, EFTConfig(seed=seed))
 
     texts, labels, eval_texts, eval_labels = load("--validation-fraction", "0.25")
     assert (len(texts), len(eval_texts)) == (48, 16) and len(eval_labels) == 16

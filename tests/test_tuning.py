@@ -121,7 +121,9 @@ def test_tune_on_label_sets_scores_subset_accuracy(tiny_bert_dir, tmp_path):
     from tests.test_classifier import _multi_label_config, _multi_label_data
 
     texts, labels = _multi_label_data()
-    config = _multi_label_config(tiny_bert_dir)
+    # tune_thresholds is the tuned model's (its fit has validation data); the tuner's BP runs
+    # have none, and refused it
+    config = _multi_label_config(tiny_bert_dir, tune_thresholds=True)
     result = tune(
         texts[:240],
         labels[:240],
@@ -135,7 +137,10 @@ def test_tune_on_label_sets_scores_subset_accuracy(tiny_bert_dir, tmp_path):
     for epoch in result.epochs:  # subset accuracies: 1/8 by chance with 3 labels
         assert epoch["best_score"] == max(r["accuracy"] for r in epoch["table"]) > 0.5
         assert 0 <= epoch["linear_head_accuracy"] <= 1
-    tuned = EFTClassifier(result.best_config).fit(texts[:240], labels[:240])
+    assert result.best_config.tune_thresholds is True
+    tuned = EFTClassifier(result.best_config).fit(
+        texts[:240], labels[:240], texts[240:], labels[240:]
+    )
     assert tuned.multi_label_ and tuned.score(texts[240:], labels[240:]) > 0.5
     with pytest.raises(InputError, match="validation labels are one label per text"):
         tune(texts, labels, texts[:2], ["war", "money"], config)

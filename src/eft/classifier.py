@@ -617,6 +617,10 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 "needs the training data in memory; with a streamed training set use "
                 "fused_fraction=1 (fully fused) or turn fused mode off."
             )
+        if resume_from is not None:
+            _check_resume(Path(resume_from), cfg, classes)
+        if hasattr(self, "model_"):  # a refit that fails leaves no model for other labels
+            del self.model_
         fit_begin(callbacks, self)
         accelerator = _accelerator(cfg)
         device = accelerator.device
@@ -823,6 +827,13 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         if weights == "balanced":
             return {i: float(counts.sum() / (len(classes) * c)) for i, c in enumerate(counts)}
         if isinstance(weights, dict):
+            names = {str(c) for c in classes}
+            unknown = [k for k in weights if str(k) not in names]
+            if unknown:
+                raise InputError(
+                    f"class_weight names labels that the training data does not hold: "
+                    f"{unknown[:10]}; its labels are {sorted(names)[:20]}."
+                )
             return {
                 i: float(weights.get(str(c), weights.get(c, 1.0))) for i, c in enumerate(classes)
             }
@@ -1400,6 +1411,35 @@ def _thresholds(folder: Path, values: Any, model: EFTClassifier) -> np.ndarray |
             f"({len(model.classes_)}); fix the file or retrain."
         )
     return np.asarray(values, dtype=np.float64)
+
+
+# what a checkpoint's BP state depends on: resuming it under other values is refused
+_RESUME_FIELDS = ("model", "method", "learning_rate", "weight_decay", "warmup_ratio")
+_RESUME_FIELDS += ("layer_lr_decay", "label_smoothing", "contrastive_weight", "lr_schedule")
+_RESUME_FIELDS += ("batch_size", "max_length", "pooling", "seed", "class_weight")
+
+
+def _check_resume(folder: Path, config: EFTConfig, classes: np.ndarray) -> None:
+    """Refuse a checkpoint written for other labels or another BP recipe (``bp_epochs`` may
+    differ: a run may go on for more epochs)."""
+    from eft.checkpoint import read_checkpoint
+
+    state = read_checkpoint(folder)
+    labels = json.loads(json.dumps(classes.tolist(), default=json_default))
+    if "labels" in state and state["labels"] != labels:
+        raise InputError(
+            f"{folder} was written for the labels {state['labels'][:20]}, not "
+            f"{labels[:20]}: resume it with its own training data, or start afresh."
+        )
+    saved = state.get("config", {})
+    ours = json.loads(json.dumps(config.to_dict(), default=json_default))  # as saved
+    changed = [k for k in _RESUME_FIELDS if k in saved and saved[k] != ours[k]]
+    if changed:
+        values = ", ".join(f"{k} {saved[k]!r} there, {ours[k]!r} here" for k in changed)
+        raise InputError(
+            f"{folder} was written by a run with other settings ({values}): resume it with "
+            f"its own, or start afresh."
+        )
 
 
 def read_model_metadata(folder: Path) -> dict[str, Any]:

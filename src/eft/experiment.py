@@ -18,7 +18,7 @@ For each row and seed it trains on the train split (early stopping on validation
 ``method="bp"``), predicts the test split, and records the score, the per-phase times and
 the predictions. The output folder gets ``results.json``, ``table.md`` (paper layout: score,
 TTM in minutes, BP epochs, the double dagger where a row is not significantly worse than the
-baseline by a paired bootstrap), Table 6 (per-phase times of the EFT rows) and, when FLOPs
+baseline by a paired bootstrap), Table 6 (per-phase times of every row) and, when FLOPs
 were counted, Table 7.
 
 With ``checkpoint_dir`` (``eft experiment`` keeps ``<output>.checkpoint``) an interrupted

@@ -396,6 +396,7 @@ def _tune_epoch(
             "lr_schedule": "linear_per_epoch",
             "early_stopping_patience": None,
             "checkpoint_dir": str(checkpoint),
+            "tune_thresholds": False,  # the sweep scores the heads; the tuned model tunes its own
         }
     )
     resume = checkpoint if (checkpoint / STATE_FILE).is_file() else None
