@@ -133,6 +133,10 @@ def tune(
     within one standard error, or ``"one_se_epoch"``, the fewest epochs within one standard
     error and then the best head at that k (see module notes).
 
+    Heads are scored as :func:`eft.ielm.sweep` solves them: once (``n_iter=1``), with the
+    config's ``class_weight``, on the leading rows of one random layer drawn for the largest
+    ``n_hidden``. The tuned model draws its own layer, and runs the config's ``n_iter``.
+
     With ``checkpoint_dir`` the run can be interrupted and continued: every finished epoch's
     row and the encoder checkpoint of the fine-tuning run in progress are kept there, and a
     later call with the same data and options continues after the last finished epoch (the
