@@ -445,6 +445,21 @@ def test_flops_per_phase(tiny_bert_dir, monkeypatch):
     assert fused.flops_["bp_feature_extractor"] == flops["bp_feature_extractor"]
 
 
+def test_score_checks_its_labels_as_fit_does(tiny_bert_dir):
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    assert clf.score(TEXTS, LABELS) == np.mean(clf.predict(TEXTS) == np.asarray(LABELS))
+    assert clf.score(TEXTS, np.asarray(LABELS)) == clf.score(TEXTS, LABELS)
+    # each of these gave a number (label sets broadcast, one label for all, unknown labels)
+    with pytest.raises(InputError, match="label"):
+        clf.score(TEXTS[:2], [["pos"], ["neg"]])
+    with pytest.raises(InputError, match="2 scoring texts but 1 label"):
+        clf.score(TEXTS[:2], ["pos"])
+    with pytest.raises(InputError, match="Scoring labels not seen in training: \\['meh'\\]"):
+        clf.score(TEXTS[:2], ["meh", "neg"])
+    with pytest.raises(InputError, match="not seen in training: \\[0, 1\\]"):  # ints, not names
+        clf.score(TEXTS[:2], [0, 1])
+
+
 def test_input_errors(tiny_bert_dir, tmp_path):
     clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0))
     with pytest.raises(InputError, match=r"single class \('pos'\);"):
@@ -490,6 +505,24 @@ def test_load_refuses_incomplete_or_incompatible_folders(tiny_bert_dir, tmp_path
         EFTClassifier.from_pretrained(out)
     with pytest.raises(InputError, match="eft_config.json is missing"):
         EFTClassifier.from_pretrained(tiny_bert_dir)
+    meta["format_version"] = 1
+    # without tokenizer.json a tokenizer loads with a handful of tokens: every text [UNK]
+    assert "tokenizer.json" in meta["tokenizer_files"] and meta["tokenizer_size"] > 10
+    (out / "tokenizer.json").rename(tmp_path / "tokenizer.json")
+    (out / "eft_config.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="is incomplete: tokenizer.json is missing"):
+        EFTClassifier.from_pretrained(out)
+    (tmp_path / "tokenizer.json").rename(out / "tokenizer.json")
+    (out / "eft_config.json").write_text(json.dumps({**meta, "tokenizer_size": 5}))
+    with pytest.raises(InputError, match="the tokenizer there has .* tokens, but the model was"):
+        EFTClassifier.from_pretrained(out)
+    # labels that do not match the head's outputs (a hand-edited file)
+    (out / "eft_config.json").write_text(json.dumps({**meta, "labels": ["a", "b", "c"]}))
+    with pytest.raises(InputError, match="lists 3 labels, but the head has 2 outputs"):
+        EFTClassifier.from_pretrained(out)
+    older = {k: v for k, v in meta.items() if not k.startswith("tokenizer_")}
+    (out / "eft_config.json").write_text(json.dumps(older))  # saves before these fields
+    assert EFTClassifier.from_pretrained(out).predict(TEXTS).tolist() == clf.predict(TEXTS).tolist()
 
 
 def test_gpu_trained_model_loads_on_cpu(tiny_bert_dir, tmp_path):

@@ -396,9 +396,25 @@ def test_predict_reads_stdin_with_input_dash(trained, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["predict", str(out), "great film", "awful book", "--quiet"]) == 0
     expected = capsys.readouterr().out
-    monkeypatch.setattr("sys.stdin", io.StringIO("great film\n\nawful book\r\n"))
-    assert main(["predict", str(out), "--input", "-", "--quiet"]) == 0
-    assert capsys.readouterr().out == expected  # blank lines skipped, line ends dropped
+    for given in ("great film\n\nawful book\r\n", "\ufeffgreat film\nawful book\n"):
+        monkeypatch.setattr("sys.stdin", io.StringIO(given))
+        assert main(["predict", str(out), "--input", "-", "--quiet"]) == 0
+        # blank lines skipped, line ends and a byte-order mark dropped, as from a file
+        assert capsys.readouterr().out == expected
+    # a file with a bad row: refused, naming the option that skips it; or skipped
+    holes = _write_csv(out.parent / "holes.csv", [("great film", "pos"), ("", "neg")])
+    assert main(["predict", str(out), "--input", str(holes), "--quiet"]) == 2
+    assert "(--bad-rows skip)" in capsys.readouterr().err
+    assert main(["predict", str(out), "--input", str(holes), "--bad-rows", "skip", "--quiet"]) == 0
+    assert capsys.readouterr().out == expected.splitlines(keepends=True)[0]
+
+    class ClosedPipe(io.StringIO):  # `eft predict ... | head -1` once head has exited
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["predict", str(out), "great film", "--quiet"]) == 141
+    monkeypatch.undo()
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert main(["predict", str(out), "--input", "-"]) == 2
     assert "read no text from stdin" in capsys.readouterr().err

@@ -1035,11 +1035,13 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
     def score(self, texts: Sequence[Any], labels: Any) -> float:
         """Accuracy on ``texts`` (multi-label: the share of texts whose label set is exactly
         right, scikit-learn's subset accuracy)."""
-        if not getattr(self, "multi_label_", False):
-            return float(np.mean(self.predict(texts) == np.asarray(labels)))
+        multi_label = getattr(self, "multi_label_", False)
+        self._check_fitted()
         texts, labels = check_texts_and_labels(texts, labels, "scoring")
-        check_label_form(labels, True, "scoring")
+        check_label_form(labels, multi_label, "scoring")
         _, targets = encode_labels(labels, self.classes_, "scoring")
+        if not multi_label:  # label names the model does not know are refused, not missed
+            return float(np.mean(self.decision_function(texts).argmax(1) == targets))
         return float((self.predict(texts) == targets).all(1).mean())
 
     # -- persistence ----------------------------------------------------------------------------
@@ -1056,7 +1058,11 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         with atomic_dir(target) as staging:
             with quiet_transformers():
                 self.model_.encoder.backbone.save_pretrained(staging)
-                self.tokenizer_.save_pretrained(staging)
+                written = self.tokenizer_.save_pretrained(staging)
+            # checked at load: without tokenizer.json a tokenizer loads with a handful of tokens
+            tokenizer_files = sorted(
+                Path(f).name for f in written if Path(f).parent == staging and Path(f).is_file()
+            )
             if self.head_ is not None:
                 self.head_.save(staging / ELM_HEAD_FILE)
             else:
@@ -1069,11 +1075,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                     staging / LINEAR_HEAD_FILE,
                 )
             (staging / CONFIG_FILE).write_text(
-                json.dumps(self._metadata(), indent=2, default=json_default), encoding="utf-8"
+                json.dumps(self._metadata(tokenizer_files), indent=2, default=json_default),
+                encoding="utf-8",
             )
         return target
 
-    def _metadata(self) -> dict[str, Any]:
+    def _metadata(self, tokenizer_files: list[str]) -> dict[str, Any]:
         import transformers
 
         from eft import __version__
@@ -1087,6 +1094,8 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             "labels": self.classes_.tolist(),
             "label_type": "int" if self.classes_.dtype.kind in "iu" else "str",
             "feature_dim": self.model_.encoder.feature_dim,
+            "tokenizer_files": tokenizer_files,
+            "tokenizer_size": len(self.tokenizer_),
             "text_pairs": getattr(self, "text_pairs_", False),
             "multi_label": getattr(self, "multi_label_", False),
             "temperature": getattr(self, "temperature_", 1.0),
@@ -1116,6 +1125,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         if not (folder / head_file).is_file():
             raise InputError(f"{folder} is incomplete: {head_file} is missing.")
         accelerator_device = _accelerator(config).device
+        for name in meta.get("tokenizer_files") or []:  # older saves: not recorded
+            if not (folder / str(name)).is_file():
+                raise InputError(f"{folder} is incomplete: {name} is missing.")
         try:
             with quiet_transformers():
                 tokenizer = AutoTokenizer.from_pretrained(
@@ -1126,6 +1138,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 )
         except (OSError, ValueError) as error:
             raise InputError(f"{folder} is incomplete or damaged: {error}") from error
+        size = meta.get("tokenizer_size")  # older saves: not recorded
+        if size is not None and len(tokenizer) != size:
+            raise InputError(
+                f"{folder}: the tokenizer there has {len(tokenizer)} tokens, but the model was "
+                f"saved with {size}; the folder's tokenizer files were changed: save it again."
+            )
         text_pairs = meta.get("text_pairs", False)  # older saves: single texts
         if not isinstance(text_pairs, bool):
             raise InputError(f"{folder / CONFIG_FILE}: 'text_pairs' must be true or false.")
@@ -1150,6 +1168,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         model.max_length_ = model_max_length(config.max_length, backbone, tokenizer)
         dtype = np.int64 if meta["label_type"] == "int" else np.str_
         model.classes_ = np.asarray(meta["labels"], dtype=dtype)
+        outputs = len(model.head_.classes_) if model.head_ is not None else head.out_features
+        if len(model.classes_) != outputs:
+            raise InputError(
+                f"{folder / CONFIG_FILE}: field 'labels' lists {len(model.classes_)} labels, but "
+                f"the head has {outputs} outputs; fix the file or retrain."
+            )
         model.device_ = accelerator_device
         model._autocast = _autocast_dtype(accelerator_device, config)
         model.temperature_ = _temperature(folder, meta.get("temperature", 1.0))  # older saves: 1

@@ -30,6 +30,17 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+def add_bad_text_rows(parser: argparse.ArgumentParser, option: str) -> None:
+    """``--bad-rows`` of a command that reads unlabelled texts from ``option``'s file."""
+    parser.add_argument(
+        "--bad-rows",
+        choices=("error", "skip"),
+        default="error",
+        help=f"rows of {option} FILE with an empty or missing text: fail, or skip them with "
+        "a count",
+    )
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     from eft.benchmark import add_text_pair_column
 
@@ -291,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--text-column", default="text", help="text column of --input")
     add_text_pair_column(predict)
+    add_bad_text_rows(predict, "--input")
     predict.add_argument("--output", help="write JSONL predictions here (default: stdout)")
     predict.add_argument(
         "--all-scores",
@@ -333,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--text-pair-column", help="second text of each pair in --check-input (pair models)"
     )
+    add_bad_text_rows(export, "--check-input")
 
     data = commands.add_parser(
         "data", help="show a named dataset's splits and label counts", formatter_class=_Formatter
@@ -937,7 +950,12 @@ def command_predict(args: argparse.Namespace) -> int:
     elif args.input:
         from eft.datasets import read_text_file
 
-        texts = read_text_file(args.input, args.text_column, text_pair_column=args.text_pair_column)
+        texts = read_text_file(
+            args.input,
+            args.text_column,
+            bad_rows=args.bad_rows,
+            text_pair_column=args.text_pair_column,
+        )
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
     if args.input == "-" and model.text_pairs_:
         texts = _tab_separated_pairs(texts)
@@ -998,6 +1016,10 @@ def _stdin_lines(args: argparse.Namespace) -> list[str]:
             "drop --text-pair-column (it names a column of a .csv, .tsv or .jsonl file)."
         )
     lines = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    if lines and lines[0].startswith("\ufeff"):  # a byte-order mark, as a file's is dropped
+        lines[0] = lines[0][1:]
+        if not lines[0].strip():
+            lines.pop(0)
     if not lines:
         raise InputError("--input - read no text from stdin: pipe one text per line.")
     return lines
@@ -1031,7 +1053,10 @@ def command_export(args: argparse.Namespace) -> int:
         from eft.datasets import read_text_file
 
         texts = read_text_file(
-            args.check_input, args.text_column, text_pair_column=args.text_pair_column
+            args.check_input,
+            args.text_column,
+            bad_rows=args.bad_rows,
+            text_pair_column=args.text_pair_column,
         )
         _check_input_kind(model, model_dir, args, "--check-input FILE")
     model.set_params(progress=False)
@@ -1274,6 +1299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("eft: interrupted; no partial output was written.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `eft predict ... | head`: the reader has what it wanted
+        # what is left unwritten goes nowhere (Python's own flush at exit would fail too)
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # a stdout without a file descriptor
+            pass
+        return 141  # as a process ended by SIGPIPE (128 + 13)
     finally:
         _end_process_group()
 

@@ -441,7 +441,8 @@ def _filter_rows(
             raise InputError(
                 f"{table.path.name}: {n_bad} bad row(s) (empty or missing text, missing label "
                 f"or wrong number of fields); first: data row {row_no} (line {line_no}): "
-                f"{problem}; fix or remove them, or skip them with bad_rows='skip'"
+                f"{problem}; fix or remove them, or skip them with bad_rows='skip' "
+                f"(--bad-rows skip)"
             )
         warnings.warn(
             f"{table.path.name}: skipped {n_bad} bad row(s) of {len(table.rows)} (first: data "
