@@ -679,3 +679,70 @@ def test_training_data_options_together(tmp_path, data_dir, tiny_bert_dir, monke
         "8",
     )
     assert asked == [(None, False), (str(tiny_bert_dir), False)]  # default, then --config
+
+
+def test_commands_refuse_before_working_and_leave_nothing_behind(
+    trained, tiny_bert_dir, tmp_path, capsys
+):
+    from eft.cli import main
+
+    folder, out, _ = trained
+    train = folder / "train.csv"
+    capsys.readouterr()
+    # texts after an option are texts (argparse stopped at the first option)
+    assert main(["predict", str(out), "great film", "--quiet"]) == 0
+    first = capsys.readouterr().out
+    assert main(["predict", str(out), "--quiet", "great film"]) == 0
+    assert capsys.readouterr().out == first
+    # a file where a folder goes, a folder where a file goes: refused before any work
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for command in (
+        ["tune", "--train", str(train), "--validation", str(train), "--output", str(afile)],
+        ["bench", "--train", str(train), "--validation", str(train), "--test", str(train)]
+        + ["--output-dir", str(afile)],
+    ):
+        assert main(command) == 2
+        assert "is a file; give a folder" in capsys.readouterr().err
+    for command in (
+        ["predict", str(out), "great film", "--output", str(tmp_path)],
+        ["evaluate", str(out), "--data", str(train), "--predictions", str(tmp_path)],
+        ["evaluate", str(out), "--data", str(train), "--metrics", str(tmp_path)],
+    ):
+        assert main(command) == 2
+        assert "is a folder; give the path of the file" in capsys.readouterr().err
+    assert main(["tune", "--train", str(train), "--output", "t", "--method", "bp"]) == 2
+    assert "--method bp (standard fine-tuning) has none of them" in capsys.readouterr().err
+    # a bad --model: the tuning run's new checkpoint goes, and the corrected command runs
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    tuned = tmp_path / "tuned"
+    command = ["tune", "--train", str(train), "--validation", str(train), "--output", str(tuned)]
+    command += ["--max-epochs", "1", "--grid-n-hidden", "16", "--grid-C", "1", "--quiet"]
+    assert main([*command, "--model", str(not_a_model)]) == 2
+    assert "is not a Hugging Face model folder" in capsys.readouterr().err
+    assert not (tmp_path / "tuned.checkpoint").exists()
+    assert main([*command, "--model", str(tiny_bert_dir), "--device", "cpu"]) == 0
+    assert (tuned / "tuned_config.json").is_file()
+    # a loaded model's config does not carry its training run's checkpoint folder
+    from eft import EFTClassifier
+
+    saved = json.loads((out / "eft_config.json").read_text())["config"]["checkpoint_dir"]
+    assert saved and EFTClassifier.from_pretrained(out).config.checkpoint_dir is None
+
+
+def test_help_shows_defaults_of_zero_and_compare_prints_both_p_values(tmp_path):
+    from eft.cli import build_parser
+
+    help_text = " ".join(
+        build_parser()._subparsers._group_actions[0].choices["compare"].format_help().split()
+    )
+    assert "(default: 0)" in help_text  # --seed 0 was hidden as if it had no default
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    truth = ["x", "y"] * 20
+    a.write_text("".join(json.dumps({"label": t, "prediction": t}) + "\n" for t in truth))
+    b.write_text("".join(json.dumps({"label": t, "prediction": "x"}) + "\n" for t in truth))
+    result = run_eft("compare", str(a), str(b), "--metric", "accuracy")
+    assert result.returncode == 0, result.stderr
+    assert "p-value (B better than A): 1.0000" in result.stdout
+    assert "p-value (B worse than A) 0.0000 >= 0.05): no" in result.stdout

@@ -111,3 +111,23 @@ def test_experiment_runs_rows_and_writes_paper_tables(
         "Resumed after an interruption (2 processes, same machine)"
         in (tmp_path / "again" / "table.md").read_text()
     )
+
+
+def test_rows_that_need_validation_data_are_refused_before_any_training(
+    data_dir, tmp_path, monkeypatch
+):
+    import eft.experiment
+    from eft import InputError
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a row trained before the refusal")
+
+    monkeypatch.setattr(eft.experiment, "_train_and_test", no_training)
+    spec = tmp_path / "trec.toml"
+    spec.write_text(
+        'dataset = "trec"\nmetric = "accuracy"\n'  # TREC has no validation split of its own
+        '[[rows]]\nname = "EFT"\nbp_epochs = 1\n'
+        '[[rows]]\nname = "FT"\nmethod = "bp"\nbp_epochs = 3\nearly_stopping_patience = 1\n'
+    )
+    with pytest.raises(InputError, match="row 'FT' stops early .* validation_fraction"):
+        run_experiment(load_experiment(spec), seeds=1, data_dir=str(data_dir), progress=False)

@@ -697,14 +697,25 @@ def _run_digest(args: argparse.Namespace, splits: Sequence[datasets.Split]) -> s
     return json_digest(options, *columns)
 
 
+def _bench_paths(args: argparse.Namespace) -> tuple[str, Path, str]:
+    """The run's title, output folder and file stem."""
+    title = args.name or args.dataset or Path(args.train).resolve().parent.name or "data"
+    output_dir = Path(args.output_dir or DEFAULT_OUTPUT_DIR)
+    return title, output_dir, f"bench_{title}" + (f"_{args.tag}" if args.tag else "")
+
+
+def bench_checkpoint_dir(args: argparse.Namespace) -> Path | None:
+    """Where ``eft bench`` keeps an interrupted run (None with ``--no-checkpoint``)."""
+    _, output_dir, stem = _bench_paths(args)
+    return None if args.no_checkpoint else output_dir / f"{stem}.checkpoint"
+
+
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run every method of the module docstring; write and return the results."""
     train, validation, test, dataset_options = _splits_from_args(args)
-    title = args.name or args.dataset or Path(args.train).resolve().parent.name or "data"
+    title, output_dir, stem = _bench_paths(args)
     metric = args.metric or METRIC.get(args.dataset or "", "accuracy")
-    output_dir = Path(args.output_dir or DEFAULT_OUTPUT_DIR)
-    stem = f"bench_{title}" + (f"_{args.tag}" if args.tag else "")
-    checkpoint = None if args.no_checkpoint else output_dir / f"{stem}.checkpoint"
+    checkpoint = bench_checkpoint_dir(args)
     progress = RunProgress.open(checkpoint, "bench", _run_digest(args, (train, validation, test)))
     if progress.continued:
         print(

@@ -7,10 +7,12 @@ nothing is left half-written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     name that value in their own help text instead."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False):
+        if action.default is None or action.default is False:  # 0 is a default to show
             return action.help
         return super()._get_help_string(action)
 
@@ -638,7 +640,6 @@ def format_timings(timings: dict[str, float]) -> str:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    import shutil
 
     from eft.checkpoint import read_checkpoint
     from eft.classifier import EFTClassifier, _check_output_dir
@@ -810,6 +811,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from eft.classifier import EFTClassifier
 
     model_dir, _ = _saved_model_dir(args, "evaluate")
+    _refuse_folder(args.predictions, "--predictions")
+    _refuse_folder(args.metrics, "--metrics")
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
     _check_input_kind(model, model_dir, args, "--data FILE")
     model.set_params(progress=not args.quiet)  # a bar for a pass over 2 s, on stderr
@@ -936,6 +939,8 @@ def command_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from eft.classifier import EFTClassifier
+
+    _refuse_folder(args.output, "--output")
 
     model_dir, texts = _saved_model_dir(args, "predict")
     if bool(texts) == bool(args.input):
@@ -1105,8 +1110,8 @@ def command_compare(args: argparse.Namespace) -> int:
     )
     print(f"p-value (B better than A): {result['p_value']:.4f}")
     print(
-        "B is comparable to A (not significantly worse, p >= 0.05): "
-        f"{'yes' if result['comparable'] else 'no'}"
+        f"B is comparable to A (not significantly worse: p-value (B worse than A) "
+        f"{result['p_value_worse']:.4f} >= 0.05): {'yes' if result['comparable'] else 'no'}"
     )
     return 0
 
@@ -1132,10 +1137,15 @@ def _selection_line(selection: str, standard_error: float) -> str:
 
 
 def command_tune(args: argparse.Namespace) -> int:
-    import shutil
 
     from eft.tuning import finished_epochs, tune, write_tuning
 
+    if args.method == "bp":
+        raise InputError(
+            "eft tune chooses EFT's k, n_hidden and C; --method bp (standard fine-tuning) has "
+            "none of them: drop --method, or compare both with eft bench."
+        )
+    _refuse_file(args.output, "--output")
     config = _config_from_args(args)
     texts, labels, eval_texts, eval_labels = _load_training_data(args, config)
     if eval_texts is None:
@@ -1161,23 +1171,24 @@ def command_tune(args: argparse.Namespace) -> int:
     if done:
         print(f"continuing the interrupted tuning run in {checkpoint} ({done} epoch(s) done)")
     try:
-        result = tune(
-            texts,
-            labels,
-            eval_texts,
-            eval_labels,
-            config,
-            max_epochs=args.max_epochs,
-            n_hidden=n_hidden,
-            C=strengths,
-            scoring=args.scoring,
-            learning_rates=learning_rates,
-            poolings=_comma_list(args.grid_pooling, str),
-            activations=_comma_list(args.grid_activation, str),
-            standardize=standardize,
-            selection=args.selection,
-            checkpoint_dir=checkpoint,
-        )
+        with _new_folders_go_on_input_error(checkpoint):
+            result = tune(
+                texts,
+                labels,
+                eval_texts,
+                eval_labels,
+                config,
+                max_epochs=args.max_epochs,
+                n_hidden=n_hidden,
+                C=strengths,
+                scoring=args.scoring,
+                learning_rates=learning_rates,
+                poolings=_comma_list(args.grid_pooling, str),
+                activations=_comma_list(args.grid_activation, str),
+                standardize=standardize,
+                selection=args.selection,
+                checkpoint_dir=checkpoint,
+            )
     except KeyboardInterrupt:
         done = finished_epochs(checkpoint) if checkpoint is not None else 0
         kept = (
@@ -1221,19 +1232,21 @@ def command_experiment(args: argparse.Namespace) -> int:
 
     spec = load_experiment(args.config)
     output = args.output or f"benchmarks/results/experiment_{Path(args.config).stem}"
+    _refuse_file(output, "--output")
     checkpoint = None if args.no_checkpoint else Path(f"{Path(output)}.checkpoint")
     try:
-        results = run_experiment(
-            spec,
-            seeds=args.seeds,
-            data_dir=args.data_dir,
-            model=args.model,
-            max_train=args.max_train,
-            output=output,
-            progress=not args.quiet,
-            flops=args.flops,
-            checkpoint_dir=checkpoint,
-        )
+        with _new_folders_go_on_input_error(checkpoint, Path(output)):
+            results = run_experiment(
+                spec,
+                seeds=args.seeds,
+                data_dir=args.data_dir,
+                model=args.model,
+                max_train=args.max_train,
+                output=output,
+                progress=not args.quiet,
+                flops=args.flops,
+                checkpoint_dir=checkpoint,
+            )
     except KeyboardInterrupt:
         kept = (
             f" Finished runs and the fit in progress are kept in {checkpoint}: run the same "
@@ -1249,13 +1262,41 @@ def command_experiment(args: argparse.Namespace) -> int:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    from eft.benchmark import run_benchmark
+    from eft.benchmark import DEFAULT_OUTPUT_DIR, bench_checkpoint_dir, run_benchmark
 
+    _refuse_file(args.output_dir or DEFAULT_OUTPUT_DIR, "--output-dir")
     try:
-        run_benchmark(args)
+        with _new_folders_go_on_input_error(bench_checkpoint_dir(args)):
+            run_benchmark(args)
     except KeyboardInterrupt:  # run_benchmark said what is kept for the same command
         return 130
     return 0
+
+
+def _refuse_file(path: str | os.PathLike, option: str) -> None:
+    """A folder to write into must not be a file (found before the work, not after it)."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise InputError(f"{option} {path} is a file; give a folder to write the results into.")
+
+
+def _refuse_folder(path: str | os.PathLike | None, option: str) -> None:
+    """A file to write must not be a folder."""
+    if path is not None and Path(path).is_dir():
+        raise InputError(f"{option} {path} is a folder; give the path of the file to write.")
+
+
+@contextlib.contextmanager
+def _new_folders_go_on_input_error(*folders: Path | None) -> Iterator[None]:
+    """Folders a command creates (its checkpoint, its output) go again when it stops on an
+    input error (a bad --model, an option refused by the first fit): nothing then waits to be
+    continued, and the corrected command starts afresh. Interruptions keep them."""
+    new = [f for f in folders if f is not None and not f.exists()]
+    try:
+        yield
+    except InputError:
+        for folder in new:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 COMMANDS = {
@@ -1289,7 +1330,11 @@ def _refuse_distributed_launch(command: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "predict" and not any(e.startswith("-") for e in extra):
+        args.texts = [*args.texts, *extra]  # texts after an option (argparse stops at it)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         _refuse_distributed_launch(args.command)
         return COMMANDS[args.command](args)

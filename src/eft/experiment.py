@@ -156,6 +156,14 @@ def run_experiment(
     if max_train and max_train < len(train):
         train = datasets.subsample(train, max_train, seed=0)
     validation, test = data.splits.get("validation"), data.splits["test"]
+    for row in experiment.rows:  # refused now, not after the rows before it have trained
+        config = EFTConfig.from_dict(row.config)
+        if validation is None and config.method == "bp" and config.early_stopping_patience:
+            raise InputError(
+                f"Experiment row {row.name!r} stops early (early_stopping_patience), which needs "
+                f"validation data, and {experiment.dataset} has no validation split here: set "
+                f"validation_fraction under [dataset_options], or drop the patience."
+            )
     out = Path(output) if output else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
