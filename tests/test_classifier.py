@@ -489,6 +489,9 @@ def test_input_errors(tiny_bert_dir, tmp_path):
     baseline = EFTClassifier(_config(tiny_bert_dir, method="bp", early_stopping_patience=2))
     with pytest.raises(InputError, match="Early stopping .* needs validation data"):
         baseline.fit(TEXTS, LABELS)
+    eft_with_patience = EFTClassifier(_config(tiny_bert_dir, early_stopping_patience=2))
+    with pytest.raises(InputError, match="early_stopping_patience stops standard fine-tuning"):
+        eft_with_patience.fit(TEXTS, LABELS, TEXTS[:8], LABELS[:8])  # was silently ignored
 
 
 def test_load_refuses_incomplete_or_incompatible_folders(tiny_bert_dir, tmp_path):

@@ -275,7 +275,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mixed-precision",
         choices=MIXED_PRECISION,
         default="auto",
-        help="every method's (auto: bf16 on a GPU that supports it; bf16 also on CPU)",
+        help="every method's (auto: bf16 on a GPU that supports it, float32 elsewhere; bf16 "
+        "on a CPU only when named, where it may be emulated and slow)",
     )
     parser.add_argument(
         "--inference-precision",
@@ -579,7 +580,8 @@ def _markdown(payload: dict[str, Any]) -> str:
     if head["ielm_default_head"]:
         default = head["ielm_default_head"]
         lines[-1] += (
-            f" With the default n_hidden 1000 and C 1 instead of the tuned values: "
+            f" With the default n_hidden 1000 and C 1 instead of the "
+            f"{'tuned' if tuning else 'given'} values: "
             f"{default['fit_seconds']:.2f} s ({default['test_score']:.2f}), "
             f"{head['train_seconds'] / max(default['fit_seconds'], 1e-9):.1f}x."
         )

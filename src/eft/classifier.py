@@ -601,6 +601,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 )
             check_label_form(eval_labels, multi_label, "validation")
             _, eval_targets = encode_labels(eval_labels, classes, "evaluation")
+        if cfg.method == "eft" and cfg.early_stopping_patience is not None:
+            raise InputError(
+                "early_stopping_patience stops standard fine-tuning (method='bp', --method bp); "
+                "EFT trains its bp_epochs and fits its head. Drop the patience, or stop the BP "
+                "stage from a callback."
+            )
         if cfg.method == "bp" and cfg.early_stopping_patience and eval_texts is None:
             raise InputError(
                 "Early stopping (early_stopping_patience) needs validation data: pass "

@@ -353,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         "data", help="show a named dataset's splits and label counts", formatter_class=_Formatter
     )
     data.add_argument("name", help="meld, iemocap, imdb, ag_news, trec, sst2")
-    data.add_argument("--data-dir", help="root of the datasets (default: $EFT_DATA_DIR)")
+    data.add_argument(
+        "--data-dir", help="root of the datasets (default: $EFT_DATA_DIR, else ~/.cache/eft/data)"
+    )
     data.add_argument("--json", action="store_true", help="print JSON")
 
     compare = commands.add_parser(
