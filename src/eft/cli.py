@@ -642,7 +642,6 @@ def format_timings(timings: dict[str, float]) -> str:
 
 
 def command_train(args: argparse.Namespace) -> int:
-
     from eft.checkpoint import read_checkpoint
     from eft.classifier import EFTClassifier, _check_output_dir
     from eft.config import EFTConfig
@@ -943,7 +942,6 @@ def command_predict(args: argparse.Namespace) -> int:
     from eft.classifier import EFTClassifier
 
     _refuse_folder(args.output, "--output")
-
     model_dir, texts = _saved_model_dir(args, "predict")
     if bool(texts) == bool(args.input):
         raise InputError("Give texts as arguments or --input FILE (one of the two).")
