@@ -746,3 +746,27 @@ def test_help_shows_defaults_of_zero_and_compare_prints_both_p_values(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "p-value (B better than A): 1.0000" in result.stdout
     assert "p-value (B worse than A) 0.0000 >= 0.05): no" in result.stdout
+
+
+def test_an_input_error_keeps_finished_work_and_removes_the_rest(tmp_path):
+    from eft.checkpoint import finished_parts
+    from eft.cli import _new_folders_go_on_input_error
+
+    for finished, kept in ((["tuning"], True), ([], False)):
+        checkpoint, output = tmp_path / f"run{kept}.checkpoint", tmp_path / f"run{kept}"
+        with pytest.raises(InputError):
+            with _new_folders_go_on_input_error(checkpoint, output, finished=finished_parts):
+                checkpoint.mkdir()
+                output.mkdir()
+                state = {"finished": finished}
+                (checkpoint / "run_state.json").write_text(json.dumps(state))
+                raise InputError("a later method's option is refused")
+        assert checkpoint.exists() == output.exists() == kept
+    # without a checkpoint, files written to the output are finished work
+    output = tmp_path / "no-checkpoint"
+    with pytest.raises(InputError):
+        with _new_folders_go_on_input_error(None, output, finished=finished_parts):
+            output.mkdir()
+            (output / "eft_seed42.jsonl").write_text("{}\n")
+            raise InputError("the second row is refused")
+    assert output.exists()

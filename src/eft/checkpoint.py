@@ -191,6 +191,16 @@ MACHINE_FIELDS = ("cpu_model", "gpu", "usable_cores")
 """What must match for times measured by two processes of one run to be compared."""
 
 
+def finished_parts(folder: str | os.PathLike) -> int:
+    """How many parts (runs, methods) an interrupted ``eft bench`` or ``eft experiment`` run
+    finished in ``folder`` (0 where it holds none, or no readable state)."""
+    path = Path(folder) / RUN_STATE_FILE
+    try:
+        return len(json.loads(path.read_text(encoding="utf-8")).get("finished", []))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 class RunProgress:
     """The finished parts of a long command (``eft bench``, ``eft experiment``), kept in a
     folder so that the same command, run again after an interruption, skips them.

@@ -1171,7 +1171,7 @@ def command_tune(args: argparse.Namespace) -> int:
     if done:
         print(f"continuing the interrupted tuning run in {checkpoint} ({done} epoch(s) done)")
     try:
-        with _new_folders_go_on_input_error(checkpoint):
+        with _new_folders_go_on_input_error(checkpoint, finished=finished_epochs):
             result = tune(
                 texts,
                 labels,
@@ -1228,6 +1228,7 @@ def command_tune(args: argparse.Namespace) -> int:
 
 
 def command_experiment(args: argparse.Namespace) -> int:
+    from eft.checkpoint import finished_parts
     from eft.experiment import format_tables, load_experiment, run_experiment
 
     spec = load_experiment(args.config)
@@ -1235,7 +1236,7 @@ def command_experiment(args: argparse.Namespace) -> int:
     _refuse_file(output, "--output")
     checkpoint = None if args.no_checkpoint else Path(f"{Path(output)}.checkpoint")
     try:
-        with _new_folders_go_on_input_error(checkpoint, Path(output)):
+        with _new_folders_go_on_input_error(checkpoint, Path(output), finished=finished_parts):
             results = run_experiment(
                 spec,
                 seeds=args.seeds,
@@ -1263,10 +1264,11 @@ def command_experiment(args: argparse.Namespace) -> int:
 
 def command_bench(args: argparse.Namespace) -> int:
     from eft.benchmark import DEFAULT_OUTPUT_DIR, bench_checkpoint_dir, run_benchmark
+    from eft.checkpoint import finished_parts
 
     _refuse_file(args.output_dir or DEFAULT_OUTPUT_DIR, "--output-dir")
     try:
-        with _new_folders_go_on_input_error(bench_checkpoint_dir(args)):
+        with _new_folders_go_on_input_error(bench_checkpoint_dir(args), finished=finished_parts):
             run_benchmark(args)
     except KeyboardInterrupt:  # run_benchmark said what is kept for the same command
         return 130
@@ -1286,16 +1288,25 @@ def _refuse_folder(path: str | os.PathLike | None, option: str) -> None:
 
 
 @contextlib.contextmanager
-def _new_folders_go_on_input_error(*folders: Path | None) -> Iterator[None]:
+def _new_folders_go_on_input_error(
+    checkpoint: Path | None, *outputs: Path, finished: Callable[[Path], int]
+) -> Iterator[None]:
     """Folders a command creates (its checkpoint, its output) go again when it stops on an
-    input error (a bad --model, an option refused by the first fit): nothing then waits to be
-    continued, and the corrected command starts afresh. Interruptions keep them."""
-    new = [f for f in folders if f is not None and not f.exists()]
+    input error before finishing anything (a bad --model, an option the first fit refuses):
+    the corrected command then starts afresh instead of being refused as another run. Work
+    finished before the error (``finished(checkpoint)`` parts, or files in the outputs without
+    a checkpoint) is kept for the same command, as after an interruption."""
+    new = [f for f in (checkpoint, *outputs) if f is not None and not f.exists()]
     try:
         yield
     except InputError:
-        for folder in new:
-            shutil.rmtree(folder, ignore_errors=True)
+        if checkpoint is not None:
+            done = checkpoint.exists() and finished(checkpoint) > 0
+        else:
+            done = any(p.is_file() for f in outputs if f.exists() for p in f.rglob("*"))
+        if not done:
+            for folder in new:
+                shutil.rmtree(folder, ignore_errors=True)
         raise
 
 
