@@ -449,6 +449,11 @@ def test_score_checks_its_labels_as_fit_does(tiny_bert_dir):
     clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
     assert clf.score(TEXTS, LABELS) == np.mean(clf.predict(TEXTS) == np.asarray(LABELS))
     assert clf.score(TEXTS, np.asarray(LABELS)) == clf.score(TEXTS, LABELS)
+    right = clf.predict(TEXTS) == np.asarray(LABELS)  # weighted as scikit-learn's score
+    weights = np.arange(1, len(TEXTS) + 1, dtype=float)
+    assert clf.score(TEXTS, LABELS, sample_weight=weights) == pytest.approx(
+        (weights * right).sum() / weights.sum()
+    )
     # each of these gave a number (label sets broadcast, one label for all, unknown labels)
     with pytest.raises(InputError, match="label"):
         clf.score(TEXTS[:2], [["pos"], ["neg"]])

@@ -1038,17 +1038,21 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         input_ids = self._input_ids(texts)
         return self._scores(self.model_.encoder, input_ids, "features")
 
-    def score(self, texts: Sequence[Any], labels: Any) -> float:
+    def score(self, texts: Sequence[Any], labels: Any, sample_weight: Any = None) -> float:
         """Accuracy on ``texts`` (multi-label: the share of texts whose label set is exactly
-        right, scikit-learn's subset accuracy)."""
+        right, scikit-learn's subset accuracy), weighted by ``sample_weight`` if given."""
+        from sklearn.metrics import accuracy_score
+
         multi_label = getattr(self, "multi_label_", False)
         self._check_fitted()
         texts, labels = check_texts_and_labels(texts, labels, "scoring")
         check_label_form(labels, multi_label, "scoring")
         _, targets = encode_labels(labels, self.classes_, "scoring")
         if not multi_label:  # label names the model does not know are refused, not missed
-            return float(np.mean(self.decision_function(texts).argmax(1) == targets))
-        return float((self.predict(texts) == targets).all(1).mean())
+            right = self.decision_function(texts).argmax(1) == targets
+        else:
+            right = (self.predict(texts) == targets).all(1)
+        return float(accuracy_score(np.ones_like(right), right, sample_weight=sample_weight))
 
     # -- persistence ----------------------------------------------------------------------------
 
