@@ -191,14 +191,19 @@ MACHINE_FIELDS = ("cpu_model", "gpu", "usable_cores")
 """What must match for times measured by two processes of one run to be compared."""
 
 
+def count_in_state(path: Path, key: str) -> int:
+    """The length of the list ``key`` of the JSON state file ``path`` (0 where there is no
+    readable file, or no such list): what an interrupted run finished."""
+    try:
+        return len(json.loads(path.read_text(encoding="utf-8")).get(key, []))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 def finished_parts(folder: str | os.PathLike) -> int:
     """How many parts (runs, methods) an interrupted ``eft bench`` or ``eft experiment`` run
     finished in ``folder`` (0 where it holds none, or no readable state)."""
-    path = Path(folder) / RUN_STATE_FILE
-    try:
-        return len(json.loads(path.read_text(encoding="utf-8")).get("finished", []))
-    except (OSError, ValueError, AttributeError):
-        return 0
+    return count_in_state(Path(folder) / RUN_STATE_FILE, "finished")
 
 
 class RunProgress:

@@ -32,14 +32,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
-def add_bad_text_rows(parser: argparse.ArgumentParser, option: str) -> None:
-    """``--bad-rows`` of a command that reads unlabelled texts from ``option``'s file."""
+def _add_bad_rows(parser: argparse.ArgumentParser, rows: str) -> None:
+    """``--bad-rows``: what to do with ``rows`` (the bad ones of the command's files)."""
     parser.add_argument(
         "--bad-rows",
         choices=("error", "skip"),
         default="error",
-        help=f"rows of {option} FILE with an empty or missing text: fail, or skip them with "
-        "a count",
+        help=f"{rows}: fail, or skip them with a count",
     )
 
 
@@ -49,12 +48,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-column", default="text", help="column (or JSON key) of the text")
     add_text_pair_column(parser)
     parser.add_argument("--label-column", default="label", help="column (or JSON key) of the label")
-    parser.add_argument(
-        "--bad-rows",
-        choices=("error", "skip"),
-        default="error",
-        help="rows with empty text or a missing label: fail, or skip them with a count",
-    )
+    _add_bad_rows(parser, "rows with empty text or a missing label")
     parser.add_argument(
         "--data-dir",
         default=None,
@@ -304,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--text-column", default="text", help="text column of --input")
     add_text_pair_column(predict)
-    add_bad_text_rows(predict, "--input")
+    _add_bad_rows(predict, "rows of --input FILE with an empty or missing text")
     predict.add_argument("--output", help="write JSONL predictions here (default: stdout)")
     predict.add_argument(
         "--all-scores",
@@ -347,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--text-pair-column", help="second text of each pair in --check-input (pair models)"
     )
-    add_bad_text_rows(export, "--check-input")
+    _add_bad_rows(export, "rows of --check-input FILE with an empty or missing text")
 
     data = commands.add_parser(
         "data", help="show a named dataset's splits and label counts", formatter_class=_Formatter
@@ -604,6 +598,15 @@ def _read_labeled(
         bad_rows=args.bad_rows,
         text_pair_column=_text_pair_column(args),
         label_separator=label_separator,
+    )
+
+
+def _read_texts(args: argparse.Namespace, path: str) -> list[Any]:
+    """An unlabelled file of texts read with the command's column and bad-row options."""
+    from eft import datasets
+
+    return datasets.read_text_file(
+        path, args.text_column, bad_rows=args.bad_rows, text_pair_column=args.text_pair_column
     )
 
 
@@ -953,14 +956,7 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.input == "-":
         texts = _stdin_lines(args)
     elif args.input:
-        from eft.datasets import read_text_file
-
-        texts = read_text_file(
-            args.input,
-            args.text_column,
-            bad_rows=args.bad_rows,
-            text_pair_column=args.text_pair_column,
-        )
+        texts = _read_texts(args, args.input)
     model = EFTClassifier.from_pretrained(model_dir, device=args.device)
     if args.input == "-" and model.text_pairs_:
         texts = _tab_separated_pairs(texts)
@@ -1055,14 +1051,7 @@ def command_export(args: argparse.Namespace) -> int:
     if args.text_pair_column and not args.check_input:
         raise InputError("--text-pair-column names a column of --check-input FILE; give one.")
     if args.check_input:
-        from eft.datasets import read_text_file
-
-        texts = read_text_file(
-            args.check_input,
-            args.text_column,
-            bad_rows=args.bad_rows,
-            text_pair_column=args.text_pair_column,
-        )
+        texts = _read_texts(args, args.check_input)
         _check_input_kind(model, model_dir, args, "--check-input FILE")
     model.set_params(progress=False)
     path = export_onnx(model, args.output, opset_version=args.opset, quantize=args.quantize)

@@ -48,7 +48,13 @@ import numpy as np
 import torch
 
 from eft.atomic import atomic_file, json_default, write_text
-from eft.checkpoint import STATE_FILE, json_digest, read_checkpoint, read_run_state
+from eft.checkpoint import (
+    STATE_FILE,
+    count_in_state,
+    json_digest,
+    read_checkpoint,
+    read_run_state,
+)
 from eft.classifier import (
     EFTClassifier,
     check_label_form,
@@ -315,13 +321,7 @@ def _fingerprint(
 
 def finished_epochs(checkpoint_dir: str | Path) -> int:
     """How many tuning rows (epochs) an interrupted run left in ``checkpoint_dir``."""
-    path = Path(checkpoint_dir) / TUNING_STATE_FILE
-    if not path.is_file():
-        return 0
-    try:
-        return len(json.loads(path.read_text(encoding="utf-8")).get("rows", []))
-    except (OSError, ValueError, AttributeError):
-        return 0
+    return count_in_state(Path(checkpoint_dir) / TUNING_STATE_FILE, "rows")
 
 
 def _saved_rows(checkpoint_dir: Path, fingerprint: str) -> list[dict[str, Any]]:
