@@ -377,6 +377,11 @@ def test_multi_label_train_evaluate_predict_and_compare(tiny_bert_dir, tmp_path,
             "the dataset trec has one label per text",
         ),
         (["evaluate", str(out), "--dataset", "trec"], "The model is multi-label"),
+        (  # the model does not keep the training data's separator: the message names it
+            ["evaluate", str(out), "--data", str(dev)],
+            "holds labels joined by '|': the model does not keep its training data's separator, "
+            "give it with --label-separator '|' (this file was split at ',')",
+        ),
         (  # JSON lists without --multi-label
             ["train", "--train", str(train), *options, "--output", str(tmp_path / "x")],
             "not a single label (multi-label data: `eft train --multi-label`)",
@@ -770,3 +775,20 @@ def test_an_input_error_keeps_finished_work_and_removes_the_rest(tmp_path):
             (output / "eft_seed42.jsonl").write_text("{}\n")
             raise InputError("the second row is refused")
     assert output.exists()
+
+
+def test_per_class_lists_every_label_of_the_model_in_its_order():
+    """Single-label --per-class lists a label absent from the data and the predictions, with
+    support 0, as multi-label models list every label."""
+    from types import SimpleNamespace
+
+    from eft.cli import _single_label_evaluation
+
+    proba = np.array([[0.1, 0.2, 0.7], [0.1, 0.3, 0.6], [0.8, 0.1, 0.1]])
+    model = SimpleNamespace(classes_=np.array([2, 7, 10]), predict_proba=lambda texts: proba)
+    scores, _, per_class, rows = _single_label_evaluation(model, [10, 2, 2], ["a", "b", "c"])
+    assert list(per_class) == ["2", "7", "10"]  # the model's order, not the strings' order
+    assert per_class["7"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert per_class["2"]["support"] == 2 and per_class["2"]["recall"] == 50.0
+    assert [row["prediction"] for row in rows] == ["10", "10", "2"]
+    assert scores["accuracy"] == pytest.approx(200 / 3)

@@ -225,6 +225,11 @@ def test_per_class_scores_match_sklearns_report():
         assert row["support"] == report[label]["support"]
     assert scores["fear"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert list(per_class_scores([1, 0, 1], [1, 1, 1])) == ["0", "1"]  # keys are strings
+    # given labels: in their order, one absent from both lists listed with support 0
+    listed = per_class_scores(truth, predicted, labels=["neutral", "joy", "surprise"])
+    assert list(listed) == ["neutral", "joy", "surprise"]
+    assert listed["joy"] == scores["joy"]
+    assert listed["surprise"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
 
 
 def test_label_sets_are_compared_as_sets_whatever_their_order(tmp_path):

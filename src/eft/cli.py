@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -822,7 +823,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
     model.set_params(progress=not args.quiet)  # a bar for a pass over 2 s, on stderr
     texts, labels = _load_evaluation_data(args, model.multi_label_)
     if model.multi_label_:
-        scores, printed, per_class, rows = _multi_label_evaluation(model, labels, texts)
+        scores, printed, per_class, rows = _multi_label_evaluation(
+            model, labels, texts, args.label_separator
+        )
     else:
         scores, printed, per_class, rows = _single_label_evaluation(model, labels, texts)
     width = 16 if model.multi_label_ else 12  # the longest name, subset_accuracy, and 1
@@ -880,20 +883,37 @@ def _single_label_evaluation(model: Any, labels: list[Any], texts: list[Any]):
         for y, p, q in zip(truth.tolist(), predicted.tolist(), proba.max(1), strict=True)
     ]
     printed = ("accuracy", "weighted_f1", "macro_f1", "ece")
-    return scores, printed, per_class_scores(truth, predicted), rows
+    # every label of the model, as a multi-label model lists every label
+    per_class = per_class_scores(truth, predicted, labels=list(column))
+    return scores, printed, per_class, rows
 
 
-def _multi_label_evaluation(model: Any, labels: list[Any], texts: list[Any]):
+def _multi_label_evaluation(model: Any, labels: list[Any], texts: list[Any], separator: str = ","):
     """As :func:`_single_label_evaluation`, for a multi-label model and label sets of strings:
     the fields list the true and the predicted labels (in the model's order) and the predicted
-    ones' probabilities."""
+    ones' probabilities. An unknown label made of known ones joined by a character is named
+    as a cell split at another separator than the training data's (the model does not keep
+    it)."""
     import numpy as np
 
     from eft.classifier import encode_labels
     from eft.metrics import MULTI_LABEL_METRICS, multi_label_scores, per_label_scores
 
     names = np.asarray([str(c) for c in model.classes_])
-    _, truth = encode_labels(labels, names, "evaluation")
+    try:
+        _, truth = encode_labels(labels, names, "evaluation")
+    except InputError as error:
+        known, used = set(names.tolist()), set("".join(names))
+        for cell in sorted({str(v) for row in labels for v in row} - known):
+            for mark in sorted(set(cell) - used):  # cell = known labels joined by mark?
+                if set(cell.split(mark)) <= known:
+                    raise InputError(
+                        f"{error} The cell {cell!r} holds labels joined by {mark!r}: the "
+                        f"model does not keep its training data's separator, give it with "
+                        f"--label-separator {shlex.quote(mark)} (this file was split at "
+                        f"{separator!r})."
+                    ) from error
+        raise
     proba = model.predict_proba(texts)
     predicted = (proba > 0.5).astype(np.int64)  # as predict decides
     scores = multi_label_scores(truth, predicted)

@@ -65,11 +65,17 @@ def classification_scores(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[
     }
 
 
-def per_class_scores(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, dict[str, float]]:
-    """Precision, recall and F1 (percent) and support of every label in ``y_true`` or
-    ``y_pred``, keyed by the label as a string (scikit-learn's ``classification_report``)."""
+def per_class_scores(
+    y_true: Sequence[Any], y_pred: Sequence[Any], labels: Sequence[Any] | None = None
+) -> dict[str, dict[str, float]]:
+    """Precision, recall and F1 (percent) and support of every label in ``labels`` (in that
+    order; by default every label in ``y_true`` or ``y_pred``), keyed by the label as a string
+    (scikit-learn's ``classification_report``). A label absent from both scores 0 with
+    support 0, as :func:`per_label_scores` lists every label of a multi-label model."""
     y_true_a, y_pred_a = _as_label_arrays(y_true, y_pred)
-    labels = np.unique(np.concatenate([y_true_a, y_pred_a]))
+    if labels is None:
+        labels = np.unique(np.concatenate([y_true_a, y_pred_a]))
+    labels = np.asarray(labels)
     scores = precision_recall_fscore_support(y_true_a, y_pred_a, labels=labels, zero_division=0)
     return _per_label_rows(labels.tolist(), *scores)
 
