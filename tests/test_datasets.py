@@ -370,6 +370,11 @@ def test_read_csv_tsv_jsonl_and_gzip(tmp_path):
     with gzip.open(tmp_path / "a.jsonl.gz", "wt", encoding="utf-8") as handle:
         handle.write("\n".join(lines))
     assert read_labeled_file(tmp_path / "a.jsonl.gz", "review", "y") == (texts, labels)
+    # JSON numbers have no int/float kind: 1 and 1.0 are one label; true reads as in a CSV
+    values = [1, 1.0, 0.0, 0.5, True, False]
+    lines = [json.dumps({"text": "a text", "label": v}) for v in values]
+    (tmp_path / "n.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    assert read_labeled_file(tmp_path / "n.jsonl")[1] == ["1", "1", "0", "0.5", "true", "false"]
 
 
 def test_multi_label_files_give_label_sets(tmp_path):

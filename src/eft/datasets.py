@@ -456,7 +456,15 @@ def _filter_rows(
 
 
 def _label_str(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else str(value)
+    """A label as a string: stripped text, or a JSON value as JSON reads it (``true``, and
+    ``1.0`` as ``1``: JSON numbers have no int/float kind, so 1 and 1.0 are one label)."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _label_set(value: Any, separator: str) -> tuple[str, ...]:
