@@ -209,6 +209,14 @@ def test_predict_texts_and_files(trained):
         assert sum(s["score"] for s in r["scores"]) == pytest.approx(1)
         assert r["scores"][0] == {"label": r["prediction"], "score": r["score"]}
         assert r["scores"][0]["score"] >= r["scores"][1]["score"]
+    # --text-column names a column of a table: refused where there is none
+    for given, message in (
+        (["great film"], "text arguments have no columns: drop it"),
+        (["--input", "-"], "--input - (one text per line) have no columns"),
+        (["--input", str(source)], "is a .txt file, one text per line, without columns"),
+    ):
+        result = run_eft("predict", str(out), *given, "--text-column", "review")
+        assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def test_text_pairs_from_two_columns_train_evaluate_and_predict(

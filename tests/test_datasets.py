@@ -514,6 +514,8 @@ def test_read_text_file(tmp_path):
         read_text_file(tmp_path / "in.csv", text_column="bdy")
     (tmp_path / "in.jsonl").write_text('{"text": "x"}\n{"text": "y", "label": 3}\n')
     assert read_text_file(tmp_path / "in.jsonl") == ["x", "y"]
+    with pytest.raises(InputError, match="is a .txt file, one text per line, without columns"):
+        read_text_file(tmp_path / "in.txt", text_column="body")
     (tmp_path / "blank.txt").write_text("\n \n")
     with pytest.raises(InputError, match="is empty"):
         read_text_file(tmp_path / "blank.txt")

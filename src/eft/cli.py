@@ -973,6 +973,12 @@ def command_predict(args: argparse.Namespace) -> int:
             "--text-pair-column names a column of --input FILE; give the text pairs in a "
             ".csv, .tsv or .jsonl file."
         )
+    if args.text_column != "text" and args.input in (None, "-"):
+        given = "text arguments" if args.input is None else "--input - (one text per line)"
+        raise InputError(
+            f"--text-column names a column of a .csv, .tsv or .jsonl --input FILE; {given} "
+            "have no columns: drop it."
+        )
     if args.input == "-":
         texts = _stdin_lines(args)
     elif args.input:

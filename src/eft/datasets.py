@@ -541,6 +541,12 @@ def read_text_file(
             f"{path} is a .txt file, one text per line; text pairs need a .csv, .tsv or .jsonl "
             f"file with the columns {text_column!r} and {text_pair_column!r}"
         )
+    if kind == "txt" and text_column != "text":
+        raise InputError(
+            f"{path} is a .txt file, one text per line, without columns; text_column "
+            f"(--text-column) {text_column!r} names a column of a .csv, .tsv or .jsonl file: "
+            "drop it."
+        )
     if kind == "txt":
         texts = [line for line in _read_lines(path) if line.strip()]
         if not texts:
