@@ -472,6 +472,17 @@ def test_bad_encoding_names_offset(tmp_path):
     message = str(info.value)
     assert "not UTF-8" in message and "byte offset 14" in message and "0xe9" in message
     assert "re-encode" in message and "\n" not in message
+    # past the first 1 MiB block, after a two-byte character split across the blocks' border
+    body = b"text,label\n" + b"a" * ((1 << 20) - 12) + "\u00e9".encode() + b",x\nb\xe9,y\n"
+    assert body[(1 << 20) - 1 : (1 << 20) + 1] == "\u00e9".encode()
+    offset = body.index(b"\xe9,y")
+    for name, data in (("big.csv", body), ("big.csv.gz", gzip.compress(body))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(InputError, match=f"byte 0xe9 at byte offset {offset}"):
+            read_labeled_file(tmp_path / name)
+    (tmp_path / "cut.txt").write_bytes(b"first\nsecond \xc3")  # a character cut at the end
+    with pytest.raises(InputError, match="byte 0xc3 at byte offset 13"):
+        read_text_file(tmp_path / "cut.txt")
 
 
 def test_bad_rows_error_and_skip(tmp_path):

@@ -19,6 +19,7 @@ raises :class:`eft.errors.InputError` with a one-line message that says what to 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import gzip
@@ -212,15 +213,27 @@ def _check_readable(path: Path) -> None:
 
 
 def _decode_error(path: Path, error: UnicodeDecodeError) -> InputError:
-    """Turn a decode error into a message with the absolute byte offset of the bad byte."""
+    """Turn a decode error into a message with the absolute byte offset of the bad byte
+    (found by decoding the file again in 1 MiB blocks, so a file larger than memory is fine)."""
     offset: int | None = None
     byte = None
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        raw = gzip.open(path).read() if path.name.lower().endswith(".gz") else path.read_bytes()
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        offset, byte = exc.start, exc.object[exc.start]
-    except OSError:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as handle:
+            read = 0
+            while offset is None:
+                block = handle.read(1 << 20)
+                try:
+                    decoder.decode(block, final=not block)
+                except UnicodeDecodeError as exc:
+                    # exc.object is the decoder's carried-over bytes plus this block
+                    carried = len(exc.object) - len(block)
+                    offset, byte = read - carried + exc.start, exc.object[exc.start]
+                if not block:
+                    break
+                read += len(block)
+    except (OSError, EOFError):
         pass
     where = "" if offset is None else f" (byte 0x{byte:02x} at byte offset {offset})"
     if path.name.lower().endswith(".gz") and offset is not None:
