@@ -192,5 +192,14 @@ def test_resume_refuses_a_checkpoint_of_other_labels_or_settings(tiny_bert_dir, 
     with pytest.raises(InputError, match="written for the labels \\['neg', 'pos'\\]"):
         EFTClassifier(config).fit(TEXTS, renamed, resume_from=folder)
     longer = EFTConfig(**values, bp_epochs=2, checkpoint_dir=str(folder))  # more epochs: fine
+    state_file = folder / "checkpoint.json"  # the earlier process's epoch took 100 s
+    state = json.loads(state_file.read_text())
+    state["result"]["epoch_seconds"] = [100.0]
+    state_file.write_text(json.dumps(state))
+    start = time.perf_counter()
     resumed = EFTClassifier(longer).fit(TEXTS, LABELS, resume_from=folder)
-    assert len(resumed.history_["bp_epoch_seconds"]) == 2
+    wall = time.perf_counter() - start
+    assert resumed.history_["bp_epoch_seconds"][0] == 100.0
+    # the total counts the earlier process's epoch, as "bp" and "train" do
+    timings = resumed.timings_
+    assert timings["bp"] >= 100 and timings["train"] <= timings["total"] <= wall + 100

@@ -66,6 +66,9 @@ class BPResult:
     """A callback's ``on_epoch_end`` ended the stage before its last epoch."""
     unfed_indices: list[int] = field(default_factory=list)
     """Samples of the last epoch's batches before ``feature_sink_fraction`` (in-memory data)."""
+    resumed_seconds: float = 0.0
+    """Seconds of the epochs and validation passes restored from a checkpoint: the earlier
+    processes' share of ``seconds`` and ``evaluation_seconds`` (0 for a fit not resumed)."""
 
     @property
     def seconds(self) -> float:
@@ -284,6 +287,7 @@ def train_backprop(
         if source is None:
             sampler.epoch = start_epoch
         result = BPResult(**state["result"])
+        result.resumed_seconds = result.seconds + result.evaluation_seconds
         if state["best_score"] is not None:
             best_score = state["best_score"]
         since_best, best_state = int(state["since_best"]), state["best_state"]

@@ -5,7 +5,9 @@ Stages and the timings they report (paper Appendix F):
 * ``bp`` - steps 1-5: backprop with a linear head for ``bp_epochs`` epochs;
 * ``feedforward`` - steps 6-7: one eval-mode pass of the training texts through the encoder;
 * ``elm`` - steps 8-9: hidden layer, ``Lambda``, ``Gamma`` and the closed-form solve;
-* ``total`` - the whole ``fit`` after the model is loaded (tokenising and evaluation included).
+* ``total`` - the whole ``fit`` after the model is loaded (tokenising and evaluation included;
+  a fit resumed from a checkpoint adds the earlier processes' BP epochs and validation passes,
+  as ``bp`` counts them, but not the time lost to the interruption).
 
 ``train`` is ``bp + feedforward + elm``, the paper's training time (TTM).
 """
@@ -674,6 +676,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         unfed: list[int] = []  # fused_fraction < 1: samples of the last epoch's first steps
         stopped_early = False  # by a callback, before the last epoch: no fused features
         kept_logits = None  # bp: the kept epoch's validation logits, when train_backprop had them
+        resumed_seconds = 0.0  # the BP seconds of the processes a resumed fit continues
         if cfg.bp_epochs > 0:
             bp_model = EncoderWithLinearHead(encoder, len(classes))
             sink = feeder = None
@@ -737,6 +740,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             sink_seconds = sink_timer.seconds()
             timings["bp"] = bp_result.seconds - sink_seconds
             timings["elm"] += sink_seconds
+            resumed_seconds = bp_result.resumed_seconds
             history.update(
                 bp_train_loss=bp_result.train_loss,
                 bp_validation_accuracy=bp_result.validation_score,
@@ -817,7 +821,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             kept = bp_result.best_epoch if stopping else bp_result.epochs_run
             history["validation_accuracy"] = bp_result.validation_score[kept - 1]
         timings["train"] = timings["bp"] + timings["feedforward"] + timings["elm"]
-        timings["total"] = time.perf_counter() - fit_start
+        # a resumed fit counts the earlier processes' epochs as its "bp" does (not the time
+        # lost to the interruption), so the total is never below the training time
+        timings["total"] = time.perf_counter() - fit_start + resumed_seconds
         self.timings_ = timings
         self.flops_ = dict(flops.counts) if cfg.flops else None
         self.history_ = history
