@@ -69,10 +69,13 @@ def test_two_ranks_with_backprop_and_iterations_run(tiny_bert_dir, tmp_path, kin
     """DDP BP epoch + Eq. 8-9 iterations with all-reduced statistics complete on 2 ranks
     (with text pairs too: the segment ids are derived on each rank; and with label sets: 0/1
     label rows in the batches and the head's statistics)."""
-    args = ["--model", str(tiny_bert_dir), "--n-texts", "33", "--bp-epochs", "1", "--n-iter", "2"]
-    option = [] if kind == "single" else [f"--{kind}"]
+    args = ["--model", str(tiny_bert_dir), "--n-texts", "33", "--n-iter", "2"]
+    option = ["--bp-epochs", "2"] if kind == "single" else ["--bp-epochs", "1", f"--{kind}"]
     _run([*args, *option, "--out", str(tmp_path / "ddp")], nproc=2)
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
+    if kind == "single":  # 9 batches on 2 ranks take 5 steps each: the linear schedule spans
+        # 10 steps an epoch (it was 9, so the rate was 2.2e-4 after the first of two epochs)
+        assert result["learning_rate_after_epochs"] == [pytest.approx(2.5e-4), 0.0]
     assert result["n_samples_seen"] >= 33 and len(result["predictions"]) == 33
     assert result["text_pairs"] is (kind == "pairs")
     assert result["multi_label"] is (kind == "multi-label")

@@ -247,10 +247,12 @@ def train_backprop(
             batch_sampler=sampler,
             collate_fn=Collator(pad_id),
         )
-        scheduler = _schedule(optimizer, config, len(sampler) * epochs, len(sampler))
-        model, optimizer, loader, scheduler = accelerator.prepare(
-            model, optimizer, loader, scheduler
-        )
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        # the prepared scheduler steps once per rank at every optimizer step, and each rank
+        # takes len(loader) steps: the batches divided among the ranks, the last rounded up
+        # (accelerate evens them out), so not len(sampler) where they do not divide evenly
+        steps = len(loader) * accelerator.num_processes
+        scheduler = accelerator.prepare(_schedule(optimizer, config, steps * epochs, steps))
     else:  # a stream: every rank reads its own share already, so the batches stay unprepared
         source = input_ids
         # len(source) counts this rank's steps, while the prepared scheduler steps once per
