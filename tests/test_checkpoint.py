@@ -203,3 +203,34 @@ def test_resume_refuses_a_checkpoint_of_other_labels_or_settings(tiny_bert_dir, 
     # the total counts the earlier process's epoch, as "bp" and "train" do
     timings = resumed.timings_
     assert timings["bp"] >= 100 and timings["train"] <= timings["total"] <= wall + 100
+
+
+def test_the_fp16_loss_scale_is_checkpointed_and_restored(tmp_path):
+    """fp16 training (a CUDA GPU) resumes at the loss scale it reached, not the initial one;
+    a CPU GradScaler stands in for accelerate's."""
+    import torch
+
+    from eft.backprop import BPResult
+    from eft.checkpoint import restore_checkpoint, save_checkpoint
+
+    def parts(scale: float):
+        model = torch.nn.Linear(3, 2)
+        optimizer = torch.optim.AdamW(model.parameters())
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+        return model, optimizer, scheduler, scaler
+
+    model, optimizer, scheduler, scaler = parts(65536.0)
+    scaler.scale(torch.ones(()))  # the scale is made at first use
+    scaler.update(new_scale=512.0)  # as after overflowing steps halved it
+    save_checkpoint(tmp_path / "c", 1, model, optimizer, scheduler, BPResult(), {}, {}, scaler)
+    assert read_checkpoint(tmp_path / "c")["grad_scaler"]["scale"] == 512.0
+    *others, fresh = parts(65536.0)
+    restore_checkpoint(tmp_path / "c", *others, fresh)
+    assert fresh.get_scale() == 512.0
+    # float32 or bf16 training has no scaler: nothing saved, nothing to restore
+    save_checkpoint(tmp_path / "d", 1, model, optimizer, scheduler, BPResult(), {}, {})
+    assert "grad_scaler" not in read_checkpoint(tmp_path / "d")
+    *others, fresh = parts(65536.0)
+    restore_checkpoint(tmp_path / "d", *others, fresh)  # an older checkpoint: initial scale
+    assert fresh.get_scale() == 65536.0

@@ -283,7 +283,7 @@ def train_backprop(
     start_epoch = 0
     if resume_from is not None:
         state = restore_checkpoint(
-            resume_from, accelerator.unwrap_model(model), optimizer, scheduler
+            resume_from, accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler
         )
         start_epoch = int(state["epoch"])
         if source is None:
@@ -392,6 +392,7 @@ def train_backprop(
                 result,
                 {"state": best_state, "score": best_score, "since_best": since_best},
                 checkpoint_metadata or {},
+                scaler=accelerator.scaler,  # fp16: the loss scale reached, as the optimizer's
             )
         wait_for_everyone(accelerator)
         if stop:

@@ -77,8 +77,10 @@ def save_checkpoint(
     result: Any,
     best: dict[str, Any],
     metadata: dict[str, Any],
+    scaler: Any = None,
 ) -> None:
-    """Write the state after ``epoch`` finished BP epochs to ``folder`` (replacing it)."""
+    """Write the state after ``epoch`` finished BP epochs to ``folder`` (replacing it); with
+    fp16 training, the ``scaler``'s (a ``torch.amp.GradScaler``) loss scale too."""
     with atomic_dir(folder) as staging:
         save_file(_tensors(model.state_dict()), staging / "model.safetensors")
         optimizer_state = optimizer.state_dict()
@@ -110,6 +112,8 @@ def save_checkpoint(
             "since_best": best.get("since_best", 0),
             **metadata,
         }
+        if scaler is not None and scaler.is_enabled():
+            state["grad_scaler"] = scaler.state_dict()  # numbers: scale, growth tracker, ...
         (staging / STATE_FILE).write_text(json.dumps(state, default=float), encoding="utf-8")
 
 
@@ -159,8 +163,10 @@ def restore_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    scaler: Any = None,
 ) -> dict[str, Any]:
-    """Load weights, optimizer, scheduler and RNG states; returns the JSON part."""
+    """Load weights, optimizer, scheduler, RNG and (fp16) loss-scaler states; returns the JSON
+    part."""
     folder = Path(folder)
     state = read_checkpoint(folder)
     device = next(model.parameters()).device
@@ -176,6 +182,8 @@ def restore_checkpoint(
     scheduler_state = scheduler.state_dict()
     scheduler_state.update(state["scheduler"])
     scheduler.load_state_dict(scheduler_state)
+    if scaler is not None and scaler.is_enabled() and state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])  # older checkpoints: the initial scale
     rng = load_file(folder / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
     cuda = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda."))]
