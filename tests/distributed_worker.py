@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--multi-label", action="store_true", help="label sets: + 'long'")
     parser.add_argument("--label-separator", help="--stream: a multi-label file")
     parser.add_argument("--stop-on-rank", type=int, help="a callback stops BP there, epoch 1")
+    parser.add_argument("--standardize", action="store_true", help="a standardised head")
     args = parser.parse_args()
     texts, labels = TEXTS[: args.n_texts], LABELS[: args.n_texts]
     if args.pairs:
@@ -50,6 +51,7 @@ def main() -> None:
         fused_fraction=args.fused_fraction or 1.0,
         device="cpu",
         progress=False,
+        standardize=args.standardize,
     )
     callbacks = [StopOnRank(args.stop_on_rank)] if args.stop_on_rank is not None else []
     rates = LearningRates()

@@ -423,6 +423,25 @@ def test_iterations_and_pooling_options(tiny_bert_dir):
         assert 1 <= clf.head_.n_iter_ <= 3
 
 
+def test_standardize_uses_every_training_text_whatever_the_batch_size(tiny_bert_dir):
+    """The head is centred and scaled by the features of every training text (one encoder
+    pass, kept in memory for the head's two reads), not by the first eval batch of the
+    length-sorted pass (the longest texts), so eval_batch_size does not change the model."""
+    models = [
+        EFTClassifier(
+            _config(tiny_bert_dir, bp_epochs=0, pooling="mean", standardize=True, **size)
+        ).fit(TEXTS, LABELS)
+        for size in ({"eval_batch_size": 4}, {"eval_batch_size": 256})
+    ]
+    features = models[0].features(TEXTS)
+    for clf in models:
+        np.testing.assert_allclose(clf.head_.mean_.numpy(), features.mean(0), atol=1e-5)
+        np.testing.assert_allclose(clf.head_.scale_.numpy(), features.std(0), rtol=1e-4)
+    np.testing.assert_allclose(
+        models[0].decision_function(TEXTS), models[1].decision_function(TEXTS), atol=1e-5
+    )
+
+
 def test_flops_per_phase(tiny_bert_dir, monkeypatch):
     clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, flops=True)).fit(TEXTS, LABELS)
     flops = clf.flops_

@@ -48,15 +48,22 @@ def _same_head(tmp_path: Path, n_texts: int) -> list[dict]:
     single = IELMClassifier.load(tmp_path / "single" / "head.safetensors")
     ddp = IELMClassifier.load(tmp_path / "ddp" / "head.safetensors")
     assert ddp.n_samples_seen_ == single.n_samples_seen_ == n_texts
-    for name in ("gamma_", "lambda_", "output_weights_"):
+    for name in ("gamma_", "lambda_", "output_weights_", "mean_", "scale_"):
+        if getattr(single, name) is None:  # not standardised
+            assert getattr(ddp, name) is None
+            continue
         a, b = getattr(single, name).numpy(), getattr(ddp, name).numpy()
         assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max(), name
     return [json.loads((tmp_path / d / "result.json").read_text()) for d in ("single", "ddp")]
 
 
-@pytest.mark.parametrize("n_texts", [64, 33])  # 33 does not divide evenly by 2 ranks
-def test_two_ranks_give_the_single_process_head(tiny_bert_dir, tmp_path, n_texts):
+@pytest.mark.parametrize(  # 33 does not divide evenly by 2 ranks
+    ("n_texts", "standardize"), [(64, False), (33, False), (33, True)]
+)
+def test_two_ranks_give_the_single_process_head(tiny_bert_dir, tmp_path, n_texts, standardize):
+    """Standardised: the mean and scale of every rank's features, summed across the ranks."""
     common = ["--model", str(tiny_bert_dir), "--n-texts", str(n_texts)]
+    common += ["--standardize"] if standardize else []
     _run([*common, "--out", str(tmp_path / "single")], nproc=1)
     _run([*common, "--out", str(tmp_path / "ddp")], nproc=2)
     results = _same_head(tmp_path, n_texts)

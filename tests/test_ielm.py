@@ -371,6 +371,53 @@ def test_standardize_and_module_export():
     np.testing.assert_allclose(out.argmax(1), model.predict(X))
 
 
+def test_standardize_uses_every_row_of_a_batch_stream():
+    """fit_batches and sweep standardise by the mean and scale of every row (a pass of their
+    own), as fit does with the whole X: not by the first batch, which in a length-sorted
+    feature pass holds the longest texts."""
+    from eft.ielm import feature_moments, sweep
+
+    X, y = _data(n=300, d=12)
+    X = X * 50 + 7
+    X[:20] += 30  # the first batch is unlike the rest
+    batches = [(X[i : i + 20], y[i : i + 20]) for i in range(0, 300, 20)]
+    whole = IELMClassifier(n_hidden=64, standardize=True, random_state=0).fit(X, y)
+    for source in (batches, lambda: iter(batches)):  # re-iterable: a list or a function
+        streamed = IELMClassifier(n_hidden=64, standardize=True, random_state=0)
+        streamed.fit_batches(source)
+        np.testing.assert_allclose(streamed.mean_.numpy(), X.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(streamed.scale_.numpy(), X.std(0), rtol=1e-6)
+        np.testing.assert_allclose(
+            streamed.decision_function(X), whole.decision_function(X), atol=1e-6
+        )
+    best = sweep(batches, X, y, n_hidden=[32, 64], C=[1.0], standardize=True, random_state=0)
+    np.testing.assert_allclose(best.best_estimator.mean_.numpy(), X.mean(0), rtol=1e-6)
+    # a one-shot iterator is read once: its first batch standardises, as partial_fit's does
+    once = IELMClassifier(n_hidden=64, standardize=True, random_state=0)
+    once.fit_batches(iter(batches))
+    np.testing.assert_allclose(once.mean_.numpy(), X[:20].mean(0), rtol=1e-6)
+    # moments about a shift: exact for features far from 0, 1 for a constant feature
+    far = np.random.default_rng(0).normal(1e6, 1e-2, size=(500, 3))
+    far[:, 2] = 5.0
+    mean, scale = feature_moments([(far[:250],), (far[250:],)])
+    np.testing.assert_allclose(mean.numpy(), far.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(scale.numpy()[:2], far.std(0)[:2], rtol=1e-6)
+    assert scale[2] == 1.0
+
+
+def test_features_that_require_grad_are_read_as_data():
+    """Features straight from a module outside no_grad fit and predict (they are detached)."""
+    X, y = _data(n=120, d=8)
+    layer = torch.nn.Linear(8, 8)
+    features = layer(torch.from_numpy(X).float())
+    assert features.requires_grad
+    model = IELMClassifier(n_hidden=16, random_state=0).fit(features, y)
+    model.partial_fit(features[:10], y[:10])
+    expected = IELMClassifier(n_hidden=16, random_state=0).fit(features.detach(), y)
+    expected.partial_fit(features.detach()[:10], y[:10])
+    np.testing.assert_array_equal(model.predict(features), expected.predict(features.detach()))
+
+
 def test_save_load_roundtrip(tmp_path):
     X, y = _data(n=300, d=12)
     labels = np.array(["neg", "neu", "pos"])[y]

@@ -866,6 +866,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         feed_timer = _PhaseTimer(device)
         check = _FiniteCheck(device, cfg)
         cache: list[tuple[torch.Tensor, np.ndarray]] = []
+        # standardize: the head reads the features twice (their mean and scale, then its
+        # statistics), so in-memory data keeps them (n x d floats) instead of a second pass
+        keep = cfg.standardize or (cfg.feature_cache and cfg.n_iter > 1)
 
         def passes() -> Iterator[tuple[torch.Tensor, np.ndarray]]:
             if cache:
@@ -874,7 +877,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             for features, batch_labels in self._feature_pass(
                 data, encoder, accelerator, feed_timer, check, flops
             ):
-                if cfg.feature_cache and cfg.n_iter > 1 and data.cacheable:  # further passes
+                if keep and data.cacheable:  # for the passes after this one
                     cache.append((features, batch_labels))
                 yield features, batch_labels
 

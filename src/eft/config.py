@@ -99,6 +99,10 @@ class EFTConfig:
     instead of 0.5 on the I-ELM's outputs (0 on the baseline's logits). Needs validation
     data; labels without a positive validation text keep the fixed threshold."""
     standardize: bool = False
+    """Centre and scale the features before the I-ELM's projection, by the mean and standard
+    deviation of every training text's features: in-memory data keeps its features for the
+    two reads this takes, a stream (``fit_stream``) is passed through the encoder twice. In
+    fused mode, from the first ``IELMClassifier.batch_size`` texts of the last BP epoch."""
     elm_from_last_epoch: bool = False
     """Fused mode: accumulate the I-ELM statistics from the last BP epoch's forward passes
     (detached, dropout on, weights still moving) and skip the separate feedforward pass."""

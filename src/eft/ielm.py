@@ -324,8 +324,10 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         Per-class weights (weighted ELM). "balanced" uses ``n / (n_classes * count)``; it needs
         all labels up front, so it is refused by :meth:`partial_fit` (pass a dict instead).
     standardize : bool, default=False
-        Centre and scale features before the projection. :meth:`fit` uses the whole ``X``;
-        :meth:`partial_fit` and :meth:`fit_batches` use the first batch.
+        Centre and scale features before the projection, by the mean and standard deviation
+        of every training row: :meth:`fit` uses the whole ``X``, :meth:`fit_batches` and
+        :func:`sweep` make a pass of their own over the batches first (a one-shot iterator,
+        which cannot be read twice, and :meth:`partial_fit` use the first batch).
     batch_size : int, default=4096
         Rows projected at once; bounds the memory of :meth:`fit` and of predictions.
         :meth:`fit_batches` joins smaller batches into chunks of this many rows.
@@ -419,6 +421,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         device-side flag that :meth:`_raise_if_non_finite` reads once per pass.
         """
         if isinstance(X, torch.Tensor):
+            X = X.detach()  # features are data, also straight from a module outside no_grad
             if X.ndim != 2:
                 raise ValueError(
                     f"Expected a 2-D array of features (n_samples, n_features), got shape "
@@ -530,8 +533,14 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
 
     # -- state ----------------------------------------------------------------------------------
 
-    def _start(self, n_features: int, X_first: torch.Tensor | None) -> None:
-        """Draw the random layer and zero the statistics."""
+    def _start(
+        self,
+        n_features: int,
+        X_first: torch.Tensor | None,
+        moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """Draw the random layer and zero the statistics; with ``standardize``, centre and
+        scale by ``moments`` (the mean and scale of every row), else by ``X_first``'s."""
         device = self._device()
         weights, bias = random_hidden_layer(self.n_hidden, n_features, self.random_state)
         # Project in float64 when the features are float64, else in float32.
@@ -543,7 +552,9 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         self.input_weights_ = torch.from_numpy(weights).to(device=device, dtype=dtype)
         self.bias_ = torch.from_numpy(bias).to(device=device, dtype=dtype)
         self.mean_ = self.scale_ = None
-        if self.standardize and X_first is not None:
+        if self.standardize and moments is not None:
+            self.mean_, self.scale_ = (m.to(device=device, dtype=dtype) for m in moments)
+        elif self.standardize and X_first is not None:
             Xd = X_first.to(device=device, dtype=torch.float64)
             self.mean_ = Xd.mean(0).to(dtype)
             std = Xd.std(0, unbiased=False) if len(Xd) > 1 else torch.ones_like(Xd[0])
@@ -756,7 +767,8 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         if all_reduce and classes is None:
             raise ValueError("all_reduce=True needs `classes`, so that every rank agrees on them.")
         make_iter = _pass_factory(batches, self.n_iter)
-        self._accumulate_stream(make_iter(), classes, all_reduce)
+        moments = _standardization_pass(self, batches, make_iter, all_reduce)
+        self._accumulate_stream(make_iter(), classes, all_reduce, moments)
         self._solve()
         self.n_iter_ = 1
         if self.n_iter > 1:
@@ -764,9 +776,14 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _accumulate_stream(
-        self, batches: Iterable[tuple[Any, Any]], classes: Any, all_reduce: bool
+        self,
+        batches: Iterable[tuple[Any, Any]],
+        classes: Any,
+        all_reduce: bool,
+        moments: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        """One pass: fresh random layer and statistics from every batch (no solve)."""
+        """One pass: fresh random layer and statistics from every batch (no solve);
+        ``moments``: the standardisation of :meth:`_feature_moments`."""
         for attr in ("gamma_", "output_weights_"):
             if hasattr(self, attr):
                 delattr(self, attr)
@@ -796,7 +813,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                     self.classes_ = np.unique(y)
                 else:
                     self._set_classes(y, classes)
-                self._start(Xt.shape[1], Xt)
+                self._start(Xt.shape[1], Xt, moments)
                 if all_reduce:
                     self._broadcast_random_layer()
             if classes is None and not self._multilabel and np.setdiff1d(y, self.classes_).size:
@@ -1099,6 +1116,62 @@ def _all_reduce_sum(*tensors: torch.Tensor) -> None:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
+def _standardization_pass(
+    model: IELMClassifier,
+    batches: Iterable[Any] | Callable[[], Iterable[Any]],
+    make_iter: Callable[[], Iterator[Any]],
+    all_reduce: bool,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """With ``standardize``, the mean and scale of every row of ``batches``, from a pass of
+    their own (None without ``standardize``, or for a one-shot iterator, which can be read
+    once only: its first batch standardises, as in :meth:`IELMClassifier.partial_fit`)."""
+    if not model.standardize:
+        return None
+    if not callable(batches) and iter(batches) is batches:  # type: ignore[arg-type]
+        return None
+    return feature_moments(make_iter(), model._device(), all_reduce)
+
+
+def feature_moments(
+    batches: Iterable[Any], device: str | torch.device = "cpu", all_reduce: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation (float64, population; 1 where a feature is constant) of the
+    features of every ``(X, ...)`` batch, accumulated about the first batch's mean so that
+    features far from 0 keep their precision; summed across ranks with ``all_reduce``."""
+    shift: torch.Tensor | None = None
+    total = first = square = None
+    for batch in batches:
+        X = batch[0] if isinstance(batch, (tuple, list)) else batch
+        X = X.detach() if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X))
+        X = X.to(device=device, dtype=torch.float64)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise ValueError(f"Expected 2-D batches of features, got shape {tuple(X.shape)}.")
+        if shift is None:
+            shift = X.mean(0)
+            if all_reduce:  # one shift for every rank, so that the sums add up
+                _broadcast(shift)
+            total = torch.zeros(1, dtype=torch.float64, device=shift.device)
+            first, square = torch.zeros_like(shift), torch.zeros_like(shift)
+        centred = X - shift
+        first += centred.sum(0)
+        square += (centred * centred).sum(0)
+        total += X.shape[0]
+    if shift is None:
+        raise ValueError("fit_batches got no batches.")
+    if all_reduce:
+        _all_reduce_sum(first, square, total)
+    mean_offset = first / total
+    std = (square / total - mean_offset * mean_offset).clamp_min(0).sqrt()
+    return shift + mean_offset, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def _broadcast(tensor: torch.Tensor) -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(tensor, src=0)
+
+
 def _concatenate(batches: Sequence[EncodedBatch]) -> EncodedBatch:
     """Join encoded batches row-wise; a batch without weights counts with weight 1."""
     if len(batches) == 1:
@@ -1229,7 +1302,9 @@ def sweep(
             "class_weight='balanced' needs all labels up front; pass a dict computed from the "
             "labels (sklearn.utils.class_weight.compute_class_weight)."
         )
-    full._accumulate_stream(_pass_factory(train_batches, 1)(), classes, all_reduce)
+    make_iter = _pass_factory(train_batches, 1)
+    moments = _standardization_pass(full, train_batches, make_iter, all_reduce)
+    full._accumulate_stream(make_iter(), classes, all_reduce, moments)
     seconds = {"pass": time.perf_counter() - clock}
 
     clock = time.perf_counter()
