@@ -70,10 +70,10 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
         val_index, test_index = (
             np.searchsorted(clf.classes_, s.labels) for s in (validation, test)
         )
-        temperature = fit_temperature(clf.decision_function(list(validation.texts)), val_index)
+        temperature = fit_temperature(clf._class_scores(list(validation.texts)), val_index)
         if method == "eft":
             assert temperature == clf.temperature_  # what eft train fitted and saves
-        scores = clf.decision_function(list(test.texts))
+        scores = clf._class_scores(list(test.texts))  # every class, also for two
         results[method] = {
             "train_seconds": clf.timings_["train"],
             "plain": quality(scores, test_index, 1.0),

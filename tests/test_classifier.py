@@ -295,7 +295,15 @@ def test_validation_data_calibrates_the_softmax_and_the_save_keeps_it(tiny_bert_
     calibration = clf.history_["calibration"]
     assert calibration["temperature"] == clf.temperature_ and 0 < clf.temperature_ != 1.0
     assert calibration["validation_nll"] <= calibration["validation_nll_uncalibrated"]
-    scores, index = clf.decision_function(texts), np.searchsorted(clf.classes_, labels)
+    scores, index = clf._class_scores(texts), np.searchsorted(clf.classes_, labels)
+    # two classes: decision_function is the second class's margin, as scikit-learn's
+    margin = clf.decision_function(texts)
+    assert margin.shape == (len(texts),)
+    np.testing.assert_allclose(margin, scores[:, 1] - scores[:, 0])
+    from sklearn.metrics import get_scorer, roc_auc_score
+
+    auc = get_scorer("roc_auc")(clf, texts, labels)  # reads decision_function
+    assert auc == pytest.approx(roc_auc_score(np.asarray(labels) == "pos", margin))
     assert calibration["validation_nll"] == pytest.approx(
         negative_log_likelihood(scores, index, clf.temperature_)
     )
@@ -309,7 +317,9 @@ def test_validation_data_calibrates_the_softmax_and_the_save_keeps_it(tiny_bert_
     plain = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1)).fit(TEXTS, LABELS)
     assert plain.temperature_ == 1.0 and "calibration" not in plain.history_
     np.testing.assert_allclose(
-        plain.predict_proba(texts), softmax(plain.decision_function(texts), axis=1), rtol=1e-5
+        plain.predict_proba(texts)[:, 1],
+        1 / (1 + np.exp(-plain.decision_function(texts))),
+        rtol=1e-5,
     )
     meta_file = tmp_path / "m" / "eft_config.json"
     meta = json.loads(meta_file.read_text())

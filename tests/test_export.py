@@ -54,7 +54,7 @@ def test_the_onnx_graph_gives_the_models_scores_and_probabilities(
     # batches of another size and length than the traced ones (dynamic axes)
     texts = [*TEXTS[:5], "a text longer than any of the training texts, with unknown words"]
     scores, proba = _run(path, clf, texts)
-    np.testing.assert_allclose(scores, clf.decision_function(texts), atol=1e-4)
+    np.testing.assert_allclose(scores, clf._class_scores(texts), atol=1e-4)
     np.testing.assert_allclose(proba, clf.predict_proba(texts), atol=1e-4)
     assert clf.classes_[scores.argmax(1)].tolist() == clf.predict(texts).tolist()
     if method == "eft":  # the graph holds the fitted temperature, not a plain softmax
@@ -84,7 +84,7 @@ def test_multi_label_and_text_pair_models_export(tiny_bert_dir, tmp_path):
     pairs = EFTClassifier(_config(tiny_bert_dir)).fit(PAIR_TEXTS * 2, PAIR_LABELS * 2)
     path = export_onnx(pairs, tmp_path / "pairs.onnx")
     scores, proba = _run(path, pairs, PAIR_TEXTS)  # segment ids come from the graph
-    np.testing.assert_allclose(scores, pairs.decision_function(PAIR_TEXTS), atol=1e-4)
+    np.testing.assert_allclose(scores, pairs._class_scores(PAIR_TEXTS), atol=1e-4)
     assert {p.key: p.value for p in onnx.load(str(path)).metadata_props}["eft_text_pairs"] == "true"
 
 
@@ -190,5 +190,5 @@ def test_the_other_poolings_and_standardised_features_export(pooling, tiny_bert_
     path = export_onnx(clf, tmp_path / f"{pooling}.onnx")
     texts = [*TEXTS[:3], "a text longer than any of the training texts, with unknown words"]
     scores, _ = _run(path, clf, texts)  # mean pooling masks the padding inside the graph
-    np.testing.assert_allclose(scores, clf.decision_function(texts), atol=1e-4)
+    np.testing.assert_allclose(scores, clf._class_scores(texts), atol=1e-4)
     assert check_onnx(clf, path, texts)["same_predictions"] == 1.0

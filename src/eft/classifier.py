@@ -1006,7 +1006,17 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         return self._fixed_threshold if thresholds is None else thresholds
 
     def decision_function(self, texts: Sequence[Any]) -> np.ndarray:
-        """Class scores (n, n_classes): I-ELM outputs, or the baseline's logits."""
+        """Class scores (n, n_classes): I-ELM outputs, or the baseline's logits. For two
+        classes (single-label), ``scores[:, 1] - scores[:, 0]``, shape (n,): the second
+        class's margin, as scikit-learn's binary classifiers give it (its ``roc_auc`` scorer
+        and ``CalibratedClassifierCV`` read it so)."""
+        scores = self._class_scores(texts)
+        if len(self.classes_) == 2 and not getattr(self, "multi_label_", False):
+            return scores[:, 1] - scores[:, 0]
+        return scores
+
+    def _class_scores(self, texts: Sequence[Any]) -> np.ndarray:
+        """Every class's score (n, n_classes), also for two classes."""
         input_ids = self._input_ids(texts)  # checks that the model is fitted first
         return self._scores(self.model_, input_ids)
 
@@ -1016,7 +1026,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         classifiers give (each text's labels: ``classes_[row == 1]``)."""
         if getattr(self, "multi_label_", False):  # a label's probability above 0.5
             return (self.predict_proba(texts) > 0.5).astype(np.int64)
-        scores = self.decision_function(texts)
+        scores = self._class_scores(texts)
         return self.classes_[scores.argmax(1)]
 
     def predict_proba(self, texts: Sequence[Any]) -> np.ndarray:
@@ -1031,10 +1041,10 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         own (``thresholds_``, with ``tune_thresholds``); :meth:`predict` gives the labels whose
         probability is above 0.5.
         """
-        return self._probabilities(self.decision_function(texts))
+        return self._probabilities(self._class_scores(texts))
 
     def _probabilities(self, scores: np.ndarray) -> np.ndarray:
-        """:meth:`predict_proba` of already computed :meth:`decision_function` scores."""
+        """:meth:`predict_proba` of already computed class scores (:meth:`_class_scores`)."""
         scores = torch.from_numpy(scores)
         temperature = getattr(self, "temperature_", 1.0)
         if getattr(self, "multi_label_", False):
@@ -1058,7 +1068,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         check_label_form(labels, multi_label, "scoring")
         _, targets = encode_labels(labels, self.classes_, "scoring")
         if not multi_label:  # label names the model does not know are refused, not missed
-            right = self.decision_function(texts).argmax(1) == targets
+            right = self._class_scores(texts).argmax(1) == targets
         else:
             right = (self.predict(texts) == targets).all(1)
         return float(accuracy_score(np.ones_like(right), right, sample_weight=sample_weight))

@@ -4,8 +4,9 @@ calibration as one graph (Algorithm 1's final model, step 17, for serving withou
 The graph takes ``input_ids`` and ``attention_mask`` (int64, batch x sequence; what the saved
 model's tokenizer gives with ``padding=True, truncation=True, max_length=max_length_``; text
 pairs as ``tokenizer(text, text_pair)`` encodes them; BERT's segment ids are derived inside
-the graph, so ``token_type_ids`` is not an input). It returns ``scores``
-(:meth:`~eft.EFTClassifier.decision_function`) and ``probabilities``
+the graph, so ``token_type_ids`` is not an input). It returns ``scores``, every class's
+(:meth:`~eft.EFTClassifier.decision_function`'s, which for two classes gives their
+difference), and ``probabilities``
 (:meth:`~eft.EFTClassifier.predict_proba`: ``softmax(scores / T)``, multi-label
 ``sigmoid((scores - t) / T)`` with each label's threshold t). The prediction is the argmax of
 ``scores`` (multi-label: every label whose probability passes 0.5). The labels and the other
@@ -242,7 +243,7 @@ def check_onnx(model: Any, path: str | os.PathLike, texts: Sequence[Any]) -> dic
     scores, proba = onnx_outputs(session, model, texts)
     autocast, model._autocast = model._autocast, None
     try:
-        expected_scores = model.decision_function(list(texts))
+        expected_scores = model._class_scores(list(texts))
     finally:
         model._autocast = autocast
     expected_proba = model._probabilities(expected_scores)
