@@ -75,10 +75,19 @@ def test_class_weight_reaches_the_bp_loss_and_the_head(tiny_bert_dir):
         refit.fit(texts, labels)
     with pytest.raises(InputError, match="not fitted"):
         refit.predict(texts)
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    with pytest.raises(NotFittedError):  # as scikit-learn's own: neither labels nor head left
+        check_is_fitted(refit)
+    assert not hasattr(refit, "classes_") and not hasattr(refit, "head_")
+    with pytest.raises(NotFittedError, match=r"call fit\(\) or from_pretrained"):
+        EFTClassifier().predict(["a text"])
 
 
 def test_scikit_learn_clone_params_and_grid_search(tiny_bert_dir):
     from sklearn.base import clone, is_classifier
+    from sklearn.exceptions import FitFailedWarning
     from sklearn.model_selection import GridSearchCV, cross_val_score
 
     clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1))
@@ -98,6 +107,18 @@ def test_scikit_learn_clone_params_and_grid_search(tiny_bert_dir):
     search = GridSearchCV(clf, {"C": [0.1, 10.0]}, cv=2).fit(TEXTS, LABELS)
     assert search.best_params_["C"] in (0.1, 10.0)
     assert len(search.cv_results_["params"]) == 2
+    # values are checked by fit, as in scikit-learn: an invalid candidate scores error_score
+    # and the search goes on; fields that depend on each other may be set one at a time
+    probe = clone(clf).set_params(bp_epochs=0)
+    with pytest.warns(FitFailedWarning, match="n_hidden must be >= 1"):
+        sizes = GridSearchCV(probe, {"n_hidden": [0, 16]}, cv=2, error_score=np.nan)
+        sizes.fit(TEXTS, LABELS)
+    assert np.isnan(sizes.cv_results_["mean_test_score"][0])
+    assert sizes.best_params_ == {"n_hidden": 16}
+    fused = clone(clf).set_params(fused_fraction=0.5)  # needs elm_from_last_epoch
+    with pytest.raises(InputError, match="fused_fraction"):
+        fused.fit(TEXTS, LABELS)
+    fused.set_params(elm_from_last_epoch=True).config.validate()
     assert search.best_estimator_.config.C == search.best_params_["C"]
     assert set(search.predict(TEXTS)) <= {"neg", "pos"}
     assert not hasattr(clf, "classes_")  # the searches fit clones, never the estimator
@@ -950,3 +971,17 @@ def test_multi_label_refusals(tiny_bert_dir):
             TEXTS, LABELS, TEXTS[:2], [["pos"], ["neg"]]
         )
     assert single.multi_label_ is False
+
+
+def test_save_writes_the_recipe_the_model_was_fitted_with(tiny_bert_dir, tmp_path):
+    """set_params after fit changes the next fit, not the fitted model, nor what it saves."""
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0, max_length=32, pooling="cls"))
+    clf.fit(TEXTS, LABELS)
+    expected = clf.predict_proba(TEXTS)
+    clf.set_params(max_length=8, pooling="mean", method="bp", bp_epochs=1)
+    np.testing.assert_array_equal(clf.predict_proba(TEXTS), expected)  # unchanged in memory
+    loaded = EFTClassifier.from_pretrained(clf.save_pretrained(tmp_path / "m"), device="cpu")
+    assert (loaded.config.max_length, loaded.config.pooling) == (32, "cls")
+    assert loaded.config.method == "eft"
+    np.testing.assert_allclose(loaded.predict_proba(TEXTS), expected, rtol=1e-5, atol=1e-7)
+    assert clf.config.pooling == "mean"  # the next fit's

@@ -542,3 +542,24 @@ def test_ill_conditioned_systems_warn_and_stay_finite():
     assert (model.predict(X) == y).mean() > 0.9
     tiny = IELMClassifier(n_hidden=20, C=1e-12, random_state=0).fit(X, y)
     assert np.isfinite(tiny.decision_function(X)).all()
+
+
+def test_class_weight_labels_partial_fit_classes_and_huge_C_are_checked():
+    """As scikit-learn: a class_weight key naming no class is refused (it weighted nothing),
+    partial_fit refuses other classes than its first call's, and C=10**400 is not finite."""
+    X, y = _data(n=120, d=8)
+    for fit in (
+        lambda m: m.fit(X, y),
+        lambda m: m.partial_fit(X, y, classes=[0, 1, 2]),
+        lambda m: m.fit_batches([(X, y)]),
+    ):
+        with pytest.raises(
+            ValueError, match=r"class_weight names labels that are not classes: \['1'\]"
+        ):
+            fit(IELMClassifier(n_hidden=8, class_weight={"1": 50.0}))
+    model = IELMClassifier(n_hidden=8).partial_fit(X, y, classes=[0, 1, 2])
+    model.partial_fit(X, y, classes=[2, 1, 0])  # the same labels in another order: fine
+    with pytest.raises(ValueError, match=r"classes=\[0, 1, 2, 3\] is not the same as on the first"):
+        model.partial_fit(X, y, classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="C must be a finite number > 0"):
+        IELMClassifier(C=10**400).fit(X, y)

@@ -49,7 +49,7 @@ from eft.encoder import (
     quiet_transformers,
     tokenize,
 )
-from eft.errors import InputError
+from eft.errors import InputError, NotFittedInputError
 from eft.ielm import IELMClassifier, softmax_keeping_argmax
 from eft.metrics import is_label_set
 from eft.modeling import EFTModel
@@ -454,10 +454,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
     def set_params(self, **params: Any) -> EFTClassifier:
         """Replace ``config`` and/or change EFTConfig fields by name (a new config; the old
-        one is not modified, so clones never share changes)."""
+        one is not modified, so clones never share changes). As in scikit-learn, the values
+        are checked by :meth:`fit` (names here): ``GridSearchCV`` gives an invalid
+        combination its ``error_score`` and goes on."""
         config = params.pop("config") if "config" in params else self.config
         if params:  # a default learning rate follows a changed method
-            config = config.replace(**params)
+            config = config.replace(checked=False, **params)
         self.config = config
         return self
 
@@ -491,6 +493,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         interrupted run with the same configuration and data. ``callbacks`` see every BP epoch
         and may stop the BP stage early (:mod:`eft.callbacks`).
         """
+        self.config.validate()  # set_params leaves it to fit, as scikit-learn does
         texts, labels = check_texts_and_labels(texts, labels)
         classes, targets = encode_labels(labels)
         if targets.ndim == 2:
@@ -539,6 +542,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         """
         from eft.streaming import as_row_stream, scan_rows
 
+        self.config.validate()  # set_params leaves it to fit, as scikit-learn does
         if int(chunk_rows) != chunk_rows or chunk_rows < 1:
             raise InputError(f"chunk_rows must be a positive integer, got {chunk_rows}")
         rows = as_row_stream(
@@ -627,8 +631,41 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             )
         if resume_from is not None:
             _check_resume(Path(resume_from), cfg, classes)
-        if hasattr(self, "model_"):  # a refit that fails leaves no model for other labels
-            del self.model_
+        self._forget_fit()  # a refit that fails leaves nothing of the last fit or of itself
+        try:
+            return self._fit_checked(
+                data,
+                classes,
+                counts,
+                eval_texts,
+                eval_targets,
+                resume_from,
+                checkpoint_metadata,
+                callbacks,
+            )
+        except BaseException:
+            self._forget_fit()  # check_is_fitted says "not fitted", as predict does
+            raise
+
+    def _forget_fit(self) -> None:
+        """Delete every fitted attribute (``classes_``, ``model_``, ``head_``, ...)."""
+        for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("_")]:
+            delattr(self, name)
+
+    def _fit_checked(
+        self,
+        data: _TextsInMemory | _TextStream,
+        classes: np.ndarray,
+        counts: np.ndarray,
+        eval_texts: Sequence[Any] | None,
+        eval_targets: np.ndarray | None,
+        resume_from: str | os.PathLike | None,
+        checkpoint_metadata: dict[str, Any] | None,
+        callbacks: Sequence[Any],
+    ) -> EFTClassifier:
+        """:meth:`_fit` after its checks: the stages of Algorithm 1."""
+        cfg = self.config
+        multi_label = data.multi_label
         fit_begin(callbacks, self)
         accelerator = _accelerator(cfg)
         device = accelerator.device
@@ -829,6 +866,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = history
         self.model_name_ = name
         self.n_train_ = len(data)
+        self.fit_config_ = cfg  # what save_pretrained writes, whatever set_params does later
         fit_end(callbacks, self)
         return self
 
@@ -957,7 +995,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
-            raise InputError("This EFTClassifier is not fitted; call fit() or from_pretrained().")
+            raise NotFittedInputError(
+                "This EFTClassifier is not fitted; call fit() or from_pretrained()."
+            )
 
     def _scores(
         self, model: torch.nn.Module, input_ids: list[list[int]], description: str = "predict"
@@ -1118,7 +1158,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
             "eft_version": __version__,
-            "config": self.config.to_dict(),
+            # the model's own recipe: a set_params after fit changes the next fit, not this
+            # model (its pooling, max_length, precision and head were fixed by fit)
+            "config": getattr(self, "fit_config_", self.config).to_dict(),
             "base_model": self.model_name_,
             "labels": self.classes_.tolist(),
             "label_type": "int" if self.classes_.dtype.kind in "iu" else "str",

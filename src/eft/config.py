@@ -144,14 +144,27 @@ class EFTConfig:
             self.learning_rate = DEFAULT_LEARNING_RATE[self.method]
         self.validate()
 
-    def replace(self, **changes: Any) -> EFTConfig:
+    def replace(self, checked: bool = True, **changes: Any) -> EFTConfig:
         """A new config with ``changes`` (fields by name); this one is not modified. A
         learning rate left at its default follows a changed ``method``: ``EFTConfig()
-        .replace(method="bp")`` fine-tunes at 5e-5, as ``EFTConfig(method="bp")`` does."""
+        .replace(method="bp")`` fine-tunes at 5e-5, as ``EFTConfig(method="bp")`` does.
+
+        ``checked=False`` leaves the values unchecked (names are checked) until
+        :meth:`validate`: scikit-learn's ``set_params`` sets and ``fit`` checks, so that
+        ``GridSearchCV`` scores an invalid combination ``error_score`` and goes on, and
+        fields that depend on each other may be set one at a time."""
         values = {**self.to_dict(), **changes}
         if self._default_learning_rate and "learning_rate" not in changes:
             values["learning_rate"] = None
-        return EFTConfig.from_dict(values)
+        if checked:
+            return EFTConfig.from_dict(values)
+        _refuse_unknown_fields(values)
+        config = EFTConfig.__new__(EFTConfig)
+        config.__dict__.update(values)
+        config._default_learning_rate = config.learning_rate is None
+        if config.learning_rate is None:
+            config.learning_rate = DEFAULT_LEARNING_RATE.get(config.method)
+        return config
 
     def _check_kinds(self) -> None:
         def named(field: str, kind: str) -> InputError:
@@ -258,13 +271,7 @@ class EFTConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EFTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(
-                f"Unknown EFT configuration field(s): {', '.join(unknown)}. "
-                f"Valid fields: {', '.join(sorted(known))}."
-            )
+        _refuse_unknown_fields(values)
         return cls(**values)
 
     @classmethod
@@ -283,3 +290,13 @@ class EFTConfig:
                 f'{{"bp_epochs": 1, "n_hidden": 1000}}; it holds a {type(values).__name__}.'
             )
         return cls.from_dict(values)
+
+
+def _refuse_unknown_fields(values: dict[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(EFTConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(
+            f"Unknown EFT configuration field(s): {', '.join(unknown)}. "
+            f"Valid fields: {', '.join(sorted(known))}."
+        )

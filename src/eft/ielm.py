@@ -390,7 +390,9 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self) -> None:
         if not isinstance(self.n_hidden, (int, np.integer)) or self.n_hidden < 1:
             raise ValueError(f"n_hidden must be an integer >= 1, got {self.n_hidden!r}.")
-        if not isinstance(self.C, (int, float, np.number)) or not (0 < self.C < math.inf):
+        if not isinstance(self.C, (int, float, np.number)) or not (
+            0 < _as_float(self.C) < math.inf
+        ):
             raise ValueError(f"C must be a finite number > 0, got {self.C!r}.")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
@@ -407,6 +409,18 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         ):
             raise ValueError(
                 f"class_weight must be None, 'balanced' or a dict, got {self.class_weight!r}."
+            )
+
+    def _check_class_weight_labels(self) -> None:
+        """A ``class_weight`` key that names no class (a typo, a string for an int label) is
+        refused, as scikit-learn refuses it, instead of weighting nothing."""
+        if not isinstance(self.class_weight, dict) or self._multilabel:
+            return
+        unknown = [k for k in self.class_weight if k not in set(self.classes_.tolist())]
+        if unknown:
+            raise ValueError(
+                f"class_weight names labels that are not classes: {unknown[:10]}; the classes "
+                f"are {self.classes_.tolist()[:20]}."
             )
 
     def _device(self) -> torch.device:
@@ -654,6 +668,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         if len(y) != Xt.shape[0]:
             raise ValueError(f"X has {Xt.shape[0]} samples but y has {len(y)}.")
         self._set_classes(y)
+        self._check_class_weight_labels()
         T, index = self._targets(y)
         w = self._sample_weights(index, sample_weight, y)
         if w is not None and not self._multilabel:
@@ -713,6 +728,14 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                     "the stream will contain)."
                 )
             self._set_classes(y, classes)
+            self._check_class_weight_labels()
+        elif classes is not None and not self._multilabel:
+            given = np.unique(_to_numpy(classes))
+            if not np.array_equal(given, self.classes_):  # as scikit-learn's SGDClassifier
+                raise ValueError(
+                    f"classes={given.tolist()} is not the same as on the first call to "
+                    f"partial_fit ({self.classes_.tolist()}); a fitted model's labels are fixed."
+                )
         T, index = self._targets(y)  # raises on unknown labels before anything changes
         w = self._sample_weights(index, sample_weight, y)
         if first:
@@ -835,6 +858,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         flush()
         if not hasattr(self, "gamma_"):
             raise ValueError("fit_batches got no batches.")
+        self._check_class_weight_labels()  # the labels are known now (also those discovered)
         self._raise_if_non_finite()
         if all_reduce:
             self.all_reduce_statistics()
@@ -1114,6 +1138,14 @@ def _all_reduce_sum(*tensors: torch.Tensor) -> None:
         return
     for tensor in tensors:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
+def _as_float(value: Any) -> float:
+    """``float(value)``; inf for an integer too large for a float (``C=10**400``)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _standardization_pass(
