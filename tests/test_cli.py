@@ -410,10 +410,15 @@ def test_predict_reads_stdin_with_input_dash(trained, monkeypatch, capsys):
     assert main(["predict", str(out), "great film", "awful book", "--quiet"]) == 0
     expected = capsys.readouterr().out
     for given in ("great film\n\nawful book\r\n", "\ufeffgreat film\nawful book\n"):
-        monkeypatch.setattr("sys.stdin", io.StringIO(given))
-        assert main(["predict", str(out), "--input", "-", "--quiet"]) == 0
-        # blank lines skipped, line ends and a byte-order mark dropped, as from a file
-        assert capsys.readouterr().out == expected
+        for stdin in (io.StringIO(given), io.TextIOWrapper(io.BytesIO(given.encode()))):
+            monkeypatch.setattr("sys.stdin", stdin)  # text, or bytes (.buffer) as a pipe's
+            assert main(["predict", str(out), "--input", "-", "--quiet"]) == 0
+            # blank lines skipped, line ends and a byte-order mark dropped, as from a file
+            assert capsys.readouterr().out == expected
+    # bytes that are not UTF-8 are named, whatever the locale decodes (a file's are too)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"good movie\n\xe9 bad\n")))
+    assert main(["predict", str(out), "--input", "-", "--quiet"]) == 2
+    assert "Line 2 of stdin is not UTF-8 encoded (byte 0xe9 at byte 0" in capsys.readouterr().err
     # a file with a bad row: refused, naming the option that skips it; or skipped
     holes = _write_csv(out.parent / "holes.csv", [("great film", "pos"), ("", "neg")])
     assert main(["predict", str(out), "--input", str(holes), "--quiet"]) == 2

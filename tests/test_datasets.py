@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -483,6 +484,47 @@ def test_bad_encoding_names_offset(tmp_path):
     (tmp_path / "cut.txt").write_bytes(b"first\nsecond \xc3")  # a character cut at the end
     with pytest.raises(InputError, match="byte 0xc3 at byte offset 13"):
         read_text_file(tmp_path / "cut.txt")
+
+
+def test_quoting_header_and_gzip_damage_are_named(tmp_path):
+    """A quote never closed (csv's lax mode read the rest of the file into one field), a
+    column named twice (the last one was read), blank lines before the header (taken for an
+    empty file) and damaged gzip data (a zlib traceback), in memory and as a stream."""
+    from eft.streaming import as_row_stream
+
+    def read_both(path: Path):
+        in_memory = read_labeled_file(path)
+        streamed = list(as_row_stream(str(path)))
+        assert [row[0] for row in streamed] == in_memory[0]
+        return in_memory
+
+    cases = {
+        "open.csv": (
+            'text,label\ngood,"pos\nbad film,neg\ngreat,pos\n',
+            "opened on line 2 is never closed, so the 3 lines from there to the end of the file",
+        ),
+        "twice.csv": (
+            "text,label,text\ngood,pos,ID1\n",
+            "names the column(s) ['text'] more than once",
+        ),
+    }
+    for name, (body, message) in cases.items():
+        (tmp_path / name).write_text(body, encoding="utf-8")
+        with pytest.raises(InputError, match=re.escape(message)):
+            read_both(tmp_path / name)
+    # quoted fields over several lines, the last one too, are fine
+    (tmp_path / "multi.csv").write_text('text,label\n"a\nb",pos\nc,neg\n"d\ne",neg\n')
+    assert read_both(tmp_path / "multi.csv") == (["a\nb", "c", "d\ne"], ["pos", "neg", "neg"])
+    (tmp_path / "blank.csv").write_text("\n\ntext,label\ngood,pos\n")
+    assert read_both(tmp_path / "blank.csv") == (["good"], ["pos"])
+    data = bytearray(gzip.compress(b"text,label\n" + b"good film,pos\n" * 200))
+    data[20:50] = b"x" * 30
+    (tmp_path / "damaged.csv.gz").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="cannot read .*damaged gzip data"):
+        read_both(tmp_path / "damaged.csv.gz")
+    (tmp_path / "latin.csv.gz").write_bytes(gzip.compress(b"text,label\ncaf\xe9,x\n"))
+    with pytest.raises(InputError, match=re.escape("`zcat latin.csv.gz | iconv -f latin1")):
+        read_labeled_file(tmp_path / "latin.csv.gz")
 
 
 def test_bad_rows_error_and_skip(tmp_path):

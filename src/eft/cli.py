@@ -1042,7 +1042,7 @@ def _stdin_lines(args: argparse.Namespace) -> list[str]:
             "--input - reads one text, or one tab-separated text pair, per line from stdin; "
             "drop --text-pair-column (it names a column of a .csv, .tsv or .jsonl file)."
         )
-    lines = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    lines = [line.rstrip("\r\n") for line in _stdin_text() if line.strip()]
     if lines and lines[0].startswith("\ufeff"):  # a byte-order mark, as a file's is dropped
         lines[0] = lines[0][1:]
         if not lines[0].strip():
@@ -1050,6 +1050,24 @@ def _stdin_lines(args: argparse.Namespace) -> list[str]:
     if not lines:
         raise InputError("--input - read no text from stdin: pipe one text per line.")
     return lines
+
+
+def _stdin_text() -> Iterator[str]:
+    """Stdin's lines decoded as UTF-8 whatever the locale: bytes that are not UTF-8 are named
+    by line, as a file's are (a locale's lax decoding passed them on to the tokenizer)."""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # already text (a StringIO)
+        yield from sys.stdin
+        return
+    for number, line in enumerate(raw, start=1):
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InputError(
+                f"Line {number} of stdin is not UTF-8 encoded (byte 0x{line[error.start]:02x} "
+                f"at byte {error.start} of the line); re-encode it as UTF-8, e.g. "
+                "`... | iconv -f latin1 -t utf-8 | eft predict MODEL --input -`"
+            ) from None
 
 
 def _tab_separated_pairs(lines: list[str]) -> list[tuple[str, str]]:

@@ -29,8 +29,9 @@ import os
 import re
 import sys
 import warnings
+import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,15 +234,41 @@ def _decode_error(path: Path, error: UnicodeDecodeError) -> InputError:
                 if not block:
                     break
                 read += len(block)
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         pass
     where = "" if offset is None else f" (byte 0x{byte:02x} at byte offset {offset})"
     if path.name.lower().endswith(".gz") and offset is not None:
         where = where[:-1] + " of the decompressed data)"
+    command = f"iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}"
+    if path.name.lower().endswith(".gz"):  # iconv reads text, not gzip
+        command = f"zcat {path.name} | iconv -f latin1 -t utf-8 | gzip > utf8-{path.name}"
     return InputError(
-        f"{path} is not UTF-8 encoded{where}; re-encode it as UTF-8, e.g. "
-        f"`iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`"
+        f"{path} is not UTF-8 encoded{where}; re-encode it as UTF-8, e.g. `{command}`"
     )
+
+
+def _read_failure(error: BaseException) -> str:
+    """Why a file could not be read, in words (zlib names damaged gzip data by its codes)."""
+    if isinstance(error, zlib.error):
+        return f"damaged gzip data ({error})"
+    return str(error)
+
+
+class _LineTap:
+    """A file's lines as csv reads them, keeping those of the record being read (so that the
+    last record can be parsed again strictly: an unclosed quote swallows the rest of the file
+    into one field, which csv's lax mode reads without a word)."""
+
+    def __init__(self, handle: Iterable[str]) -> None:
+        self.handle, self.lines = iter(handle), list[str]()
+
+    def __iter__(self) -> _LineTap:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.handle)
+        self.lines.append(line)
+        return line
 
 
 def _read_lines(path: Path, encoding: str = "utf-8-sig") -> list[str]:
@@ -256,8 +283,8 @@ def _read_lines(path: Path, encoding: str = "utf-8-sig") -> list[str]:
             return [line.rstrip("\n") for line in handle]
     except UnicodeDecodeError as exc:
         raise _decode_error(path, exc) from None
-    except (OSError, EOFError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"cannot read {path}: {_read_failure(exc)}") from None
 
 
 def _iter_records(
@@ -310,8 +337,9 @@ def _iter_records(
             if quoting is None:
                 quoting = csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL
             csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**31 - 1)))
+            tap = _LineTap(handle)
             reader = csv.DictReader(
-                handle,
+                tap,
                 fieldnames=list(header) if header is not None else None,
                 delimiter=delimiter,
                 quoting=quoting,
@@ -320,14 +348,30 @@ def _iter_records(
             )
             try:
                 names = list(reader.fieldnames or [])
+                while not names and header is None:  # blank lines before the header row
+                    row = next(reader.reader, None)
+                    if row is None:
+                        break
+                    names = row
                 if not names:
                     raise InputError(f"{path} is empty: no header row and no data")
                 if header is None:
                     names = [c.strip() for c in names]
+                    twice = sorted({c for c in names if names.count(c) > 1})
+                    if twice:
+                        raise InputError(
+                            f"{path}: the header names the column(s) {twice} more than once; "
+                            "rename them so that each column has its own name"
+                        )
                     reader.fieldnames = names
                 columns[:] = names
+                tap.lines = []
+                last: list[str] = []
                 for record in reader:
+                    last, tap.lines = tap.lines, []
                     yield reader.line_num, record
+                if len(last) > 1 and quoting != csv.QUOTE_NONE:
+                    _refuse_unclosed_quote(path, last, reader.line_num, delimiter, quoting)
             except csv.Error as exc:
                 raise InputError(
                     f"{path}: malformed {kind.upper()} near line {reader.line_num} ({exc}); "
@@ -335,8 +379,26 @@ def _iter_records(
                 ) from None
     except UnicodeDecodeError as exc:
         raise _decode_error(path, exc) from None
-    except (OSError, EOFError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"cannot read {path}: {_read_failure(exc)}") from None
+
+
+def _refuse_unclosed_quote(
+    path: Path, lines: list[str], end_line: int, delimiter: str, quoting: int
+) -> None:
+    """The last record of a file, spanning several lines, parsed again strictly: a quote
+    opened and never closed took the rest of the file into one field."""
+    try:
+        for _ in csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True):
+            pass
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            first = end_line - len(lines) + 1
+            raise InputError(
+                f"{path}: a quoted field opened on line {first} is never closed, so the "
+                f"{len(lines)} lines from there to the end of the file would be one field; "
+                'close the quote (or double a quote inside a quoted field: "")'
+            ) from None
 
 
 def _read_table(
