@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from eft import InputError
 from eft.benchmark import load_splits, read_predictions
 from eft.metrics import classification_scores, paired_bootstrap
 from eft.tuning import SELECTIONS
@@ -234,6 +235,18 @@ def test_bench_splits_ag_news_test_file_when_train_is_absent(data_dir):
     small = load_splits("trec", data_dir, max_train=100, max_validation=50, max_test=40)
     assert [len(split) for split in small[:3]] == [100, 50, 40]
     assert small[3] == {"validation_fraction": 0.1}
+    # the spellings datasets.load takes get the same splits (agnews: its test split divided)
+    assert load_splits("AG-News", data_dir)[3] == {"test_fraction": 0.2}
+    assert load_splits("TREC", data_dir, max_train=100)[3] == {"validation_fraction": 0.1}
+    import argparse
+
+    from eft.benchmark import METRIC, canonical_dataset
+
+    args = argparse.Namespace(dataset="MELD")
+    canonical_dataset(args)
+    assert args.dataset == "meld" and METRIC["meld"] == "weighted_f1"
+    with pytest.raises(InputError, match="must be a positive integer, got 0"):  # kept all
+        load_splits("trec", data_dir, max_train=0)
 
 
 def test_the_resume_fingerprint_leaves_out_options_not_given():
@@ -392,3 +405,27 @@ def test_interrupted_bench_continues_to_the_results_of_an_uninterrupted_run(
     (checkpoint / "notes.txt").write_text("mine")
     assert bench(out) == 2
     assert "in the way" in capsys.readouterr().err and (checkpoint / "notes.txt").is_file()
+
+
+def test_bench_takes_bad_rows_as_its_message_says(tmp_path):
+    """The bad-row message names --bad-rows skip; eft bench takes it (and its default leaves
+    the resume fingerprint of earlier runs unchanged)."""
+    from eft.benchmark import _run_digest, _splits_from_args
+    from eft.cli import build_parser
+
+    files = []
+    for name in ("train", "validation", "test"):
+        path = tmp_path / f"{name}.csv"
+        path.write_text("text,label\ngood film,pos\n,neg\nbad film,neg\n", encoding="utf-8")
+        files += [f"--{name}", str(path)]
+    args = build_parser().parse_args(["bench", *files])
+    with pytest.raises(InputError, match=r"\(--bad-rows skip\)"):
+        _splits_from_args(args)
+    skipping = build_parser().parse_args(["bench", *files, "--bad-rows", "skip"])
+    with pytest.warns(UserWarning, match="skipped 1 bad row"):
+        train, *_ = _splits_from_args(skipping)
+    assert train.texts == ["good film", "bad film"]
+    older = build_parser().parse_args(["bench", *files])
+    del older.bad_rows  # as an eft before the option parsed it
+    assert _run_digest(older, [train]) == _run_digest(args, [train])
+    assert _run_digest(skipping, [train]) != _run_digest(args, [train])

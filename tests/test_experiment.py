@@ -131,3 +131,6 @@ def test_rows_that_need_validation_data_are_refused_before_any_training(
     )
     with pytest.raises(InputError, match="row 'FT' stops early .* validation_fraction"):
         run_experiment(load_experiment(spec), seeds=1, data_dir=str(data_dir), progress=False)
+    spec.write_text('dataset = "trec"\nmetric = "accuracy"\n[[rows]]\nname = "EFT"\n')
+    with pytest.raises(InputError, match="must be a positive integer, got 0"):  # was: every row
+        run_experiment(load_experiment(spec), 1, str(data_dir), max_train=0, progress=False)

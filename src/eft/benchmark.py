@@ -100,6 +100,7 @@ def load_splits(
     the loader options it chose (TREC: 10% of train for validation; AG News without its train
     file: the test split divided 80/20). ``max_*`` subsample with seed 0."""
     root = datasets.resolve_data_dir(data_dir)
+    dataset = datasets.canonical_name(dataset)  # "TREC", "agnews": the options below apply
     options: dict[str, Any] = {}
     if dataset == "trec":
         options["validation_fraction"] = 0.1
@@ -116,8 +117,8 @@ def _subsample(
     splits: Sequence[datasets.Split], limits: Sequence[int | None]
 ) -> tuple[datasets.Split, ...]:
     """Each split cut to its limit (random rows, seed 0); a split within its limit is kept."""
-    return tuple(
-        datasets.subsample(split, limit, seed=0) if limit and limit < len(split) else split
+    return tuple(  # subsample refuses 0 and negative limits (0 kept every row)
+        datasets.subsample(split, limit, seed=0) if limit is not None else split
         for split, limit in zip(splits, limits, strict=True)
     )
 
@@ -130,21 +131,34 @@ def load_file_splits(
     label_column: str = "label",
     text_pair_column: str | None = None,
     label_separator: str | None = None,
+    bad_rows: str = "error",
 ) -> tuple[datasets.Split, datasets.Split, datasets.Split]:
     """Your own train, validation and test files (CSV, TSV or JSONL, optionally ``.gz``);
     with ``text_pair_column``, every text is a ``(text, text_pair)`` pair; with
-    ``label_separator``, every label a set of labels (multi-label)."""
+    ``label_separator``, every label a set of labels (multi-label); ``bad_rows`` as
+    :func:`eft.datasets.read_labeled_file` takes it."""
     return tuple(
         datasets.Split(
             *datasets.read_labeled_file(
                 path,
                 text_column,
                 label_column,
+                bad_rows=bad_rows,
                 text_pair_column=text_pair_column,
                 label_separator=label_separator,
             )
         )
         for path in (train, validation, test)
+    )
+
+
+def add_bad_rows(parser: argparse.ArgumentParser | argparse._ArgumentGroup, rows: str) -> None:
+    """``--bad-rows``: what to do with ``rows`` (the bad ones of the command's files)."""
+    parser.add_argument(
+        "--bad-rows",
+        choices=("error", "skip"),
+        default="error",
+        help=f"{rows}: fail, or skip them with a count",
     )
 
 
@@ -215,6 +229,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_text_pair_column(files)
     files.add_argument("--label-column", default="label", help="column (or JSON key) of the label")
     add_multi_label(files)
+    add_bad_rows(files, "rows with empty text or a missing label")
     files.add_argument("--name", help="name in the results (default: the train file's folder)")
     parser.add_argument(
         "--metric",
@@ -654,7 +669,12 @@ def _splits_from_args(args: argparse.Namespace):
         )
     separator = args.label_separator if multi_label else None
     splits = load_file_splits(
-        *files, args.text_column, args.label_column, pair_column, label_separator=separator
+        *files,
+        args.text_column,
+        args.label_column,
+        pair_column,
+        label_separator=separator,
+        bad_rows=getattr(args, "bad_rows", "error"),  # benches of older runs lack it
     )
     limits = (args.max_train, args.max_validation, args.max_test)
     return (*_subsample(splits, limits), {"files": [str(Path(f)) for f in files]})
@@ -695,6 +715,8 @@ def _run_digest(args: argparse.Namespace, splits: Sequence[datasets.Split]) -> s
     if not options.get("multi_label"):  # as before multi-label benches: single-label runs'
         options.pop("multi_label", None)  # fingerprints unchanged
         options.pop("label_separator", None)
+    if options.get("bad_rows") == "error":  # the default, as before the option: unchanged
+        options.pop("bad_rows")
     columns = [list(part) for split in splits for part in (split.texts, split.labels)]
     return json_digest(options, *columns)
 
@@ -706,6 +728,13 @@ def _bench_paths(args: argparse.Namespace) -> tuple[str, Path, str]:
     return title, output_dir, f"bench_{title}" + (f"_{args.tag}" if args.tag else "")
 
 
+def canonical_dataset(args: argparse.Namespace) -> None:
+    """``--dataset`` as :data:`eft.datasets.DATASETS` spells it (``TREC``, ``agnews``): its
+    splits, its paper metric and the names of the files written follow the dataset."""
+    if args.dataset:
+        args.dataset = datasets.canonical_name(args.dataset)
+
+
 def bench_checkpoint_dir(args: argparse.Namespace) -> Path | None:
     """Where ``eft bench`` keeps an interrupted run (None with ``--no-checkpoint``)."""
     _, output_dir, stem = _bench_paths(args)
@@ -714,6 +743,7 @@ def bench_checkpoint_dir(args: argparse.Namespace) -> Path | None:
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run every method of the module docstring; write and return the results."""
+    canonical_dataset(args)
     train, validation, test, dataset_options = _splits_from_args(args)
     title, output_dir, stem = _bench_paths(args)
     metric = args.metric or METRIC.get(args.dataset or "", "accuracy")

@@ -33,23 +33,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
-def _add_bad_rows(parser: argparse.ArgumentParser, rows: str) -> None:
-    """``--bad-rows``: what to do with ``rows`` (the bad ones of the command's files)."""
-    parser.add_argument(
-        "--bad-rows",
-        choices=("error", "skip"),
-        default="error",
-        help=f"{rows}: fail, or skip them with a count",
-    )
-
-
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    from eft.benchmark import add_text_pair_column
+    from eft.benchmark import add_bad_rows, add_text_pair_column
 
     parser.add_argument("--text-column", default="text", help="column (or JSON key) of the text")
     add_text_pair_column(parser)
     parser.add_argument("--label-column", default="label", help="column (or JSON key) of the label")
-    _add_bad_rows(parser, "rows with empty text or a missing label")
+    add_bad_rows(parser, "rows with empty text or a missing label")
     parser.add_argument(
         "--data-dir",
         default=None,
@@ -183,7 +173,12 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from eft import __version__
-    from eft.benchmark import add_label_separator, add_multi_label, add_text_pair_column
+    from eft.benchmark import (
+        add_bad_rows,
+        add_label_separator,
+        add_multi_label,
+        add_text_pair_column,
+    )
     from eft.config import EFTConfig
     from eft.tuning import SELECTIONS
 
@@ -299,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--text-column", default="text", help="text column of --input")
     add_text_pair_column(predict)
-    _add_bad_rows(predict, "rows of --input FILE with an empty or missing text")
+    add_bad_rows(predict, "rows of --input FILE with an empty or missing text")
     predict.add_argument("--output", help="write JSONL predictions here (default: stdout)")
     predict.add_argument(
         "--all-scores",
@@ -342,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--text-pair-column", help="second text of each pair in --check-input (pair models)"
     )
-    _add_bad_rows(export, "rows of --check-input FILE with an empty or missing text")
+    add_bad_rows(export, "rows of --check-input FILE with an empty or missing text")
 
     data = commands.add_parser(
         "data", help="show a named dataset's splits and label counts", formatter_class=_Formatter
@@ -1296,9 +1291,15 @@ def command_experiment(args: argparse.Namespace) -> int:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    from eft.benchmark import DEFAULT_OUTPUT_DIR, bench_checkpoint_dir, run_benchmark
+    from eft.benchmark import (
+        DEFAULT_OUTPUT_DIR,
+        bench_checkpoint_dir,
+        canonical_dataset,
+        run_benchmark,
+    )
     from eft.checkpoint import finished_parts
 
+    canonical_dataset(args)  # before the checkpoint's name, which holds it
     _refuse_file(args.output_dir or DEFAULT_OUTPUT_DIR, "--output-dir")
     try:
         with _new_folders_go_on_input_error(bench_checkpoint_dir(args), finished=finished_parts):

@@ -1172,14 +1172,22 @@ def _load_hf(
     return Dataset(f"hf:{name}", splits, label_names)
 
 
+def canonical_name(name: str) -> str:
+    """A dataset name as :data:`DATASETS` spells it (``AG-News``, ``agnews`` -> ``ag_news``);
+    ``hf:`` names and unknown names are returned as given (stripped, lower case)."""
+    if name.strip().lower().startswith("hf:"):
+        return name.strip()
+    key = name.strip().lower().replace("-", "_")
+    return _ALIASES.get(key, key)
+
+
 def load(name: str, data_dir: str | os.PathLike[str] | None = None, **options: Any) -> Dataset:
     """Load a dataset by name: one of :data:`DATASETS` (``agnews``/``ag-news`` accepted), or
     ``hf:<name>`` through Hugging Face ``datasets`` (``options`` go to ``load_dataset``, plus
     ``text_column``/``label_column``). ``options`` go to the loader (e.g. ``variant="glue"``)."""
     if name.lower().startswith("hf:"):
         return _load_hf(name[3:], **options)
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
+    key = canonical_name(name)
     if key not in _LOADERS:
         raise InputError(
             f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}, or hf:<name> for a "

@@ -153,7 +153,7 @@ def run_experiment(
                 f"{', '.join(data.splits) or 'none'}); see `eft data {experiment.dataset}`."
             )
     train = data.splits["train"]
-    if max_train and max_train < len(train):
+    if max_train is not None:  # 0 or a negative number is refused (0 kept every row)
         train = datasets.subsample(train, max_train, seed=0)
     validation, test = data.splits.get("validation"), data.splits["test"]
     for row in experiment.rows:  # refused now, not after the rows before it have trained
