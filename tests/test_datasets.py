@@ -389,6 +389,13 @@ def test_multi_label_files_give_label_sets(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     assert read_labeled_file(path, label_separator=",")[1] == [("sports", "3"), ()]
+    scalars = [
+        {"text": "a", "label": 1.0},
+        {"text": "b", "label": [1, 2.0]},
+        {"text": "c", "label": True},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in scalars), encoding="utf-8")
+    assert read_labeled_file(path, label_separator=",")[1] == [("1",), ("1", "2"), ("true",)]
     with pytest.raises(InputError, match="JSON list, not a single label.*--multi-label"):
         read_labeled_file(path)
     path.write_text(json.dumps({"text": "x", "label": {"a": 1}}) + "\n", encoding="utf-8")

@@ -545,7 +545,12 @@ def _label_str(value: Any) -> str:
 def _label_set(value: Any, separator: str) -> tuple[str, ...]:
     """A multi-label cell as a tuple of label strings: a JSON list, or a string split on
     ``separator`` (blank parts dropped, so an empty cell is no label)."""
-    parts = value if isinstance(value, list) else str(value).split(separator)
+    if isinstance(value, list):
+        parts = value
+    elif isinstance(value, str):
+        parts = value.split(separator)
+    else:  # a JSON number or true: one label, read as a single label is (1.0 as 1)
+        parts = [value]
     return tuple(dict.fromkeys(p for p in map(_label_str, parts) if p))
 
 
