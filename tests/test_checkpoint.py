@@ -188,6 +188,9 @@ def test_resume_refuses_a_checkpoint_of_other_labels_or_settings(tiny_bert_dir, 
     other = EFTConfig(**values, bp_epochs=1, learning_rate=1e-3, checkpoint_dir=str(folder))
     with pytest.raises(InputError, match="other settings \\(learning_rate 0.0002 there, 0.001"):
         EFTClassifier(other).fit(TEXTS, LABELS, resume_from=folder)
+    clipped = EFTConfig(**values, bp_epochs=1, max_grad_norm=0.5, checkpoint_dir=str(folder))
+    with pytest.raises(InputError, match="max_grad_norm 1.0 there, 0.5 here"):
+        EFTClassifier(clipped).fit(TEXTS, LABELS, resume_from=folder)
     renamed = ["good" if y == "pos" else y for y in LABELS]
     with pytest.raises(InputError, match="written for the labels \\['neg', 'pos'\\]"):
         EFTClassifier(config).fit(TEXTS, renamed, resume_from=folder)

@@ -268,6 +268,9 @@ def test_tune_rejects_bad_grid_values_before_training(tiny_bert_dir, monkeypatch
     for options, message in bad:
         with pytest.raises(InputError, match=message):
             tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], config, **options)
+    fused = config.replace(elm_from_last_epoch=True)  # scored unfused: not the config it wrote
+    with pytest.raises(InputError, match="tune without elm_from_last_epoch \\(--fused\\)"):
+        tune(TEXTS, LABELS, TEXTS[:16], LABELS[:16], fused)
 
 
 def _row(epoch: int, score: float, lr: float = 2e-4) -> dict:

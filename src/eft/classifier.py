@@ -1513,6 +1513,7 @@ def _thresholds(folder: Path, values: Any, model: EFTClassifier) -> np.ndarray |
 _RESUME_FIELDS = ("model", "method", "learning_rate", "weight_decay", "warmup_ratio")
 _RESUME_FIELDS += ("layer_lr_decay", "label_smoothing", "contrastive_weight", "lr_schedule")
 _RESUME_FIELDS += ("batch_size", "max_length", "pooling", "seed", "class_weight")
+_RESUME_FIELDS += ("max_grad_norm", "contrastive_temperature")  # precision may follow the device
 
 
 def _check_resume(folder: Path, config: EFTConfig, classes: np.ndarray) -> None:

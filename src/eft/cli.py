@@ -1177,7 +1177,10 @@ def command_tune(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     texts, labels, eval_texts, eval_labels = _load_training_data(args, config)
     if eval_texts is None:
-        raise InputError("Tuning needs validation data: --validation FILE, or a dataset with one.")
+        raise InputError(
+            "Tuning needs validation data: --validation FILE, --validation-fraction 0.1 (held "
+            "out of the training rows), or a dataset with a validation split."
+        )
     try:
         n_hidden = [int(v) for v in args.grid_n_hidden.split(",")]
         strengths = [float(v) for v in args.grid_C.split(",")]

@@ -159,6 +159,13 @@ def tune(
         _, eval_labels = encode_labels(eval_labels, classes, "validation")
     if max_epochs < 1:
         raise InputError("max_epochs must be >= 1.")
+    if base.elm_from_last_epoch:
+        raise InputError(
+            "eft tune scores each epoch's heads on features of a separate pass, not fused ones, "
+            "so a fused config would not be the one it scored: tune without elm_from_last_epoch "
+            "(--fused), then train the chosen config with it (eft train --config "
+            "tuned_config.json --fused) and compare on validation data."
+        )
     if selection not in SELECTIONS:
         raise InputError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
     grid = {
