@@ -179,6 +179,17 @@ def test_validation_fraction_holds_out_training_rows(tiny_bert_dir, tmp_path):
         load("--validation-fraction", "0.001")
     with pytest.raises(InputError, match=r"in \[0, 1\)"):
         load("--validation-fraction", "1.5")
+    # a label whose every row is held out is named (the hold-out is not stratified)
+    from eft.datasets import Split, hold_out
+
+    rows = [*zip(TEXTS, LABELS, strict=True), ("a rare text", "mid")]
+    train = _write_csv(tmp_path / "rare.csv", rows)
+    split = Split([t for t, _ in rows], [y for _, y in rows])
+    seeds = [s for s in range(50) if "mid" in hold_out(split, 0.25, s)[1].labels]
+    with pytest.raises(InputError, match=rf"\(seed {seeds[0]}\) held out every training row"):
+        load("--validation-fraction", "0.25", seed=seeds[0])
+    kept = next(s for s in range(50) if s not in seeds)
+    assert "mid" in load("--validation-fraction", "0.25", seed=kept)[1]
 
 
 def test_predict_texts_and_files(trained):

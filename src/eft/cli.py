@@ -576,6 +576,16 @@ def _load_training_data(args: argparse.Namespace, config: Any):
                 f"--validation-fraction {fraction} of {len(texts)} rows holds out no row; "
                 f"use a larger fraction."
             )
+        def seen(rows: list[Any]) -> set[Any]:  # labels, or the labels of label sets
+            return {v for y in rows for v in (y if isinstance(y, tuple) else (y,))}
+
+        lost = sorted(seen(held.labels) - seen(kept.labels), key=str)
+        if lost:  # the hold-out is random, not stratified: a rare label may go whole
+            raise InputError(
+                f"--validation-fraction {fraction} (seed {config.seed}) held out every "
+                f"training row of the label(s) {lost[:10]}, so the model could not learn them; "
+                "use a smaller fraction, another --seed, or give --validation FILE."
+            )
         texts, labels, eval_texts, eval_labels = kept.texts, kept.labels, held.texts, held.labels
     return texts, labels, eval_texts, eval_labels
 
