@@ -228,6 +228,14 @@ def test_predict_texts_and_files(trained):
     ):
         result = run_eft("predict", str(out), *given, "--text-column", "review")
         assert result.returncode == 2 and message in result.stderr, result.stderr
+    # eft's warnings are one line, as its errors are: no path and source line of eft's code
+    holes = _write_csv(folder / "holes.csv", [("great film", "pos"), ("", "neg")])
+    result = run_eft("predict", str(out), "--input", str(holes), "--bad-rows", "skip", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "eft: warning: holes.csv: skipped 1 bad row(s) of 2 (first: data row 2, line 3: empty "
+        "'text')\n"
+    )
 
 
 def test_text_pairs_from_two_columns_train_evaluate_and_predict(

@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -1395,6 +1396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         _refuse_distributed_launch(args.command)
+        warnings.formatwarning = _format_warning
         return COMMANDS[args.command](args)
     except InputError as error:
         print(f"eft: error: {error}", file=sys.stderr)
@@ -1410,7 +1412,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         return 141  # as a process ended by SIGPIPE (128 + 13)
     finally:
+        warnings.formatwarning = _python_formatwarning
         _end_process_group()
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """eft's own warnings as one line, ``eft: warning: ...``, as its errors are (not with the
+    path and source line of the code that warned); other libraries' as Python shows them."""
+    if Path(filename).resolve().parent != Path(__file__).resolve().parent:
+        return _python_formatwarning(message, category, filename, lineno, line)
+    return f"eft: warning: {message}\n"
+
+
+_python_formatwarning = warnings.formatwarning
 
 
 def _end_process_group() -> None:
