@@ -577,6 +577,7 @@ def _load_training_data(args: argparse.Namespace, config: Any):
                 f"--validation-fraction {fraction} of {len(texts)} rows holds out no row; "
                 f"use a larger fraction."
             )
+
         def seen(rows: list[Any]) -> set[Any]:  # labels, or the labels of label sets
             return {v for y in rows for v in (y if isinstance(y, tuple) else (y,))}
 
