@@ -985,3 +985,23 @@ def test_save_writes_the_recipe_the_model_was_fitted_with(tiny_bert_dir, tmp_pat
     assert loaded.config.method == "eft"
     np.testing.assert_allclose(loaded.predict_proba(TEXTS), expected, rtol=1e-5, atol=1e-7)
     assert clf.config.pooling == "mean"  # the next fit's
+
+
+def test_array_shaped_texts_and_labels_read_as_scikit_learn_reads_them():
+    """DataFrame[["text"]] / [["a", "b"]] .to_numpy(): a column of texts or of pairs; a
+    column-vector y: one label per text (with scikit-learn's DataConversionWarning); lists
+    of 0s and 1s: label sets, with a warning pointing at np.asarray for an indicator matrix."""
+    from sklearn.exceptions import DataConversionWarning
+
+    from eft.classifier import check_texts_and_labels
+
+    texts, labels = check_texts_and_labels(np.array([["a b", "c"], ["d", "e f"]]), [0, 1])
+    assert texts == [("a b", "c"), ("d", "e f")] and labels.tolist() == [0, 1]
+    with pytest.warns(DataConversionWarning, match="column-vector"):
+        texts, labels = check_texts_and_labels(np.array([["a"], ["b"]]), np.array([[0], [1]]))
+    assert texts == ["a", "b"] and labels.ndim == 1 and labels.tolist() == [0, 1]
+    with pytest.warns(UserWarning, match=r"pass np.asarray\(labels\)"):
+        _, sets = check_texts_and_labels(["a", "b"], [[1, 0, 1], [0, 1, 0]])
+    assert sets == [(1, 0), (0, 1)]
+    with pytest.raises(InputError, match="2-D array of 3 columns"):
+        check_texts_and_labels(np.array([["a", "b", "c"]]), [0])

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import DataConversionWarning
 
 from eft.atomic import atomic_dir, json_default
 from eft.backprop import EncoderWithLinearHead, train_backprop
@@ -72,6 +73,14 @@ def check_texts_and_labels(
         raise InputError(
             f"The {what} texts must be a list of strings, not one string: pass [text]."
         )
+    if getattr(texts, "ndim", 1) == 2:  # DataFrame[[...]].to_numpy(): a column or two
+        columns = texts.shape[1]
+        if columns not in (1, 2):
+            raise InputError(
+                f"The {what} texts are a 2-D array of {columns} columns; give one column of "
+                "texts, or two of text pairs (text, text_pair)."
+            )
+        texts = [row[0] if columns == 1 else tuple(row) for row in texts.tolist()]
     texts = list(texts)
     if not texts:
         raise InputError(f"No {what} texts were given.")
@@ -103,6 +112,14 @@ Labels = np.ndarray | list[tuple[Any, ...]]
 def _checked_labels(texts: list[Any], labels: Any, what: str) -> tuple[list[Any], Labels | None]:
     if labels is None:
         return texts, None
+    if getattr(labels, "ndim", 1) == 2 and labels.shape[1] == 1:  # a column, as sklearn
+        warnings.warn(
+            f"A column-vector of {what} labels was passed where a 1-D array was expected; "
+            "it is read as one label per text (ravel() it to silence this).",
+            DataConversionWarning,
+            stacklevel=4,
+        )
+        labels = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).ravel()
     if getattr(labels, "ndim", 1) == 2:  # a 0/1 indicator matrix, one column per label
         matrix = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
         if len(matrix) != len(texts):
@@ -122,6 +139,20 @@ def _checked_labels(texts: list[Any], labels: Any, what: str) -> tuple[list[Any]
             raise InputError(
                 f"The {what} labels mix label sets (multi-label) with single labels, first at "
                 f"row {single[0]}; give every row a list of its labels ([] for none)."
+            )
+        if (
+            len({len(label) for label in labels}) == 1
+            and len(labels[0]) > 1
+            and all(
+                isinstance(v, (int, np.integer)) and v in (0, 1) for label in labels for v in label
+            )
+        ):  # scikit-learn reads these rows as an indicator matrix
+            warnings.warn(
+                f"The {what} labels are lists of 0s and 1s of one length; they are read as "
+                "label sets (the row [1, 0, 1] is the labels {0, 1}). For a 0/1 indicator "
+                "matrix, one column per label, pass np.asarray(labels).",
+                UserWarning,
+                stacklevel=4,
             )
         sets = [
             tuple(dict.fromkeys(label.tolist() if isinstance(label, np.ndarray) else label))
