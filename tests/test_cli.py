@@ -676,8 +676,9 @@ def test_train_stream_reads_the_file_in_chunks_and_gives_the_same_model(
         for model in (out, tmp_path / "streamed")
     ]
     assert predictions[0] == predictions[1] and predictions[0].strip()
-    bad = run_eft("train", "--dataset", "trec", "--stream", "--output", str(tmp_path / "x"))
-    assert bad.returncode == 2 and "--stream reads a --train FILE" in bad.stderr
+    for given in (["--dataset", "trec"], ["--train", str(train), "--validation-fraction", "0"]):
+        bad = run_eft("train", *given, "--stream", "--output", str(tmp_path / "x"))
+        assert bad.returncode == 2 and "--stream reads a --train FILE" in bad.stderr
 
 
 def test_training_data_options_together(tmp_path, data_dir, tiny_bert_dir, monkeypatch):

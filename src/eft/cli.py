@@ -680,7 +680,7 @@ def command_train(args: argparse.Namespace) -> int:
     stream = getattr(args, "stream", False)  # checkpoints of older runs lack it
     if stream:
         held_out = getattr(args, "validation_fraction", None)  # and this
-        if not args.train or args.dataset or args.max_train is not None or held_out:
+        if not args.train or args.dataset or args.max_train is not None or held_out is not None:
             raise InputError(
                 "--stream reads a --train FILE (no --dataset, --max-train or "
                 "--validation-fraction; give --validation FILE)."
