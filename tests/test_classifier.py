@@ -92,6 +92,9 @@ def test_scikit_learn_clone_params_and_grid_search(tiny_bert_dir):
 
     clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1))
     assert is_classifier(clf)
+    tags = clf.__sklearn_tags__()  # texts in, as a text vectorizer; label sets too
+    assert tags.input_tags.string and not tags.input_tags.two_d_array
+    assert tags.classifier_tags.multi_label and tags.target_tags.two_d_labels
     assert clf.get_params(deep=False) == {"config": clf.config}
     params = clf.get_params()
     assert params["n_hidden"] == 48 and params["bp_epochs"] == 1

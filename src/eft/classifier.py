@@ -494,6 +494,16 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         self.config = config
         return self
 
+    def __sklearn_tags__(self):
+        """Texts in (as scikit-learn's text vectorizers take them), one label or a label set
+        per text out."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.classifier_tags.multi_label = True
+        tags.target_tags.two_d_labels = True  # a 0/1 indicator matrix
+        return tags
+
     def __repr__(self) -> str:
         c = self.config
         fitted = f", classes={len(self.classes_)}" if hasattr(self, "classes_") else ""
