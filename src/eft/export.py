@@ -240,7 +240,13 @@ def check_onnx(model: Any, path: str | os.PathLike, texts: Sequence[Any]) -> dic
             "Checking an ONNX file needs onnxruntime: pip install 'extreme-fine-tuning[onnx]'"
         ) from error
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    scores, proba = onnx_outputs(session, model, texts)
+    return compare_with_model(model, texts, *onnx_outputs(session, model, texts))
+
+
+def compare_with_model(
+    model: Any, texts: Sequence[Any], scores: np.ndarray, proba: np.ndarray
+) -> dict[str, float]:
+    """:func:`check_onnx`'s comparison of outputs already computed (``onnx_outputs``)."""
     autocast, model._autocast = model._autocast, None
     try:
         expected_scores = model._class_scores(list(texts))
