@@ -123,13 +123,13 @@ class EFTConfig:
     device: str = "auto"
     mixed_precision: str = "auto"
     """"auto" = bf16 on a GPU that supports it, else no; or "no", "bf16", "fp16". "bf16" on
-    a CPU roughly halved the feature pass's time on one AVX512-BF16 CPU (AMD EPYC) and made
-    it 1.5x slower on another (Intel Xeon): time it with benchmarks/bf16_pass.py."""
+    a CPU made the feature pass 1.6-1.8x faster on one AVX512-BF16 CPU (AMD EPYC; MELD 24.9 s
+    -> 14.3 s) and 1.5x slower on another (Intel Xeon): time it with benchmarks/bf16_pass.py."""
     inference_precision: str = "same"
     """Autocast of the eval-mode passes only (the feature pass of steps 6-7, validation,
     prediction): "same" (as ``mixed_precision``), "auto", "no", "bf16" or "fp16". "bf16" with
     ``mixed_precision="no"`` keeps the BP epochs in float32 and runs the feature pass in bf16:
-    on one 2-core AVX512-BF16 CPU that pass took about half the time, on another 1.5x as long
+    on one 2-core AVX512-BF16 CPU that pass took 0.56-0.62 of the time, on another 1.5x as long
     (README; benchmarks/bf16_pass.py measures it on yours)."""
     trust_remote_code: bool = False
     flops: bool = False
