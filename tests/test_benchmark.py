@@ -194,6 +194,9 @@ def test_bench_on_multi_label_files(tiny_bert_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     payload = json.loads((out / "bench_tags.json").read_text())
     assert payload["multi_label"] is True and payload["metric"] == "accuracy"
+    # the printed summary is the whole table (the notes after it cut its top rows before)
+    table = [line.split(" | ")[0][2:] for line in result.stdout.splitlines() if line[:2] == "| "]
+    assert table[0] == "method" and table[1:6] == ["bp", "eft", "eft_fused", "probe", "logreg_head"]
     truth, predictions = read_predictions(out / "bench_tags_predictions.jsonl")
     assert truth == [list(y) for y in labels[160:]]  # label lists, as the file orders them
     for method in ("bp", "eft", "eft_fused", "probe"):
@@ -429,3 +432,37 @@ def test_bench_takes_bad_rows_as_its_message_says(tmp_path):
     del older.bad_rows  # as an eft before the option parsed it
     assert _run_digest(older, [train]) == _run_digest(args, [train])
     assert _run_digest(skipping, [train]) != _run_digest(args, [train])
+
+
+def test_bench_refuses_options_that_would_do_nothing(tmp_path):
+    """--k 0 (the probe row is k = 0), EFT's values beside --tune (it chooses them) and the
+    tuner's options without --tune were accepted and ignored, or named a config field."""
+    from eft.benchmark import check_options
+    from eft.cli import build_parser, main
+
+    def args(*options: str):
+        return build_parser().parse_args(["bench", "--dataset", "trec", *options])
+
+    for options, message in (
+        (["--k", "0"], "--k 0: EFT's BP epochs must be >= 1"),
+        (
+            ["--tune", "--n-hidden", "500", "--C", "10"],
+            "--tune chooses k, n_hidden and C: drop --n-hidden, --C",
+        ),
+        (["--tune-selection", "one_se"], "set the tuner of --tune; add --tune"),
+    ):
+        with pytest.raises(InputError, match=message):
+            check_options(args(*options))
+    check_options(args("--tune", "--tune-selection", "one_se"))
+    check_options(args("--k", "2", "--n-hidden", "500"))
+    # an input error leaves no output folder (nor its new parents) behind
+    files = []
+    for name in ("train", "validation", "test"):
+        path = tmp_path / f"{name}.csv"
+        path.write_text("text,label\ngood film,pos\nbad film,neg\n", encoding="utf-8")
+        files += [f"--{name}", str(path)]
+    (tmp_path / "not-a-model").mkdir()
+    output = tmp_path / "new" / "results"
+    command = ["bench", *files, "--model", str(tmp_path / "not-a-model"), "--quiet"]
+    assert main([*command, "--output-dir", str(output)]) == 2
+    assert not (tmp_path / "new").exists()

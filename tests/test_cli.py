@@ -751,6 +751,17 @@ def test_commands_refuse_before_working_and_leave_nothing_behind(
         assert "is a folder; give the path of the file" in capsys.readouterr().err
     assert main(["tune", "--train", str(train), "--output", "t", "--method", "bp"]) == 2
     assert "--method bp (standard fine-tuning) has none of them" in capsys.readouterr().err
+    bp_config = tmp_path / "bp.json"
+    bp_config.write_text(json.dumps({"method": "bp"}))
+    assert main(["tune", "--train", str(train), "--output", "t", "--config", str(bp_config)]) == 2
+    assert "--method bp (standard fine-tuning) has none of them" in capsys.readouterr().err
+    given = ["tune", "--train", str(train), "--output", "t", "--n-hidden", "50", "--C", "3"]
+    assert main(given) == 2  # ignored before
+    assert "chooses k, n_hidden and C itself: drop --n-hidden, --C" in capsys.readouterr().err
+    patience = ["tune", "--train", str(train), "--validation", str(train), "--output", "t"]
+    assert main([*patience, "--early-stopping-patience", "2", "--quiet"]) == 2
+    assert "eft tune stops at the first epoch whose" in capsys.readouterr().err
+    assert not Path("t").exists()
     # a bad --model: the tuning run's new checkpoint goes, and the corrected command runs
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()

@@ -134,3 +134,28 @@ def test_rows_that_need_validation_data_are_refused_before_any_training(
     spec.write_text('dataset = "trec"\nmetric = "accuracy"\n[[rows]]\nname = "EFT"\n')
     with pytest.raises(InputError, match="must be a positive integer, got 0"):  # was: every row
         run_experiment(load_experiment(spec), 1, str(data_dir), max_train=0, progress=False)
+
+
+def test_experiment_files_are_checked_when_read(tmp_path):
+    """A metric the tables cannot score (a KeyError after the first row had trained) and a
+    baseline that is not a TOML boolean ("no" was read as true) are refused when read."""
+    from eft import InputError
+
+    spec = tmp_path / "e.toml"
+    for body, message in (
+        ('metric = "f1"\n[[rows]]\nname = "EFT"\n', "metric 'f1' is not one of accuracy"),
+        (
+            'metric = "accuracy"\n[[rows]]\nname = "FT"\nbaseline = "no"\n',
+            "row 'FT' has baseline = 'no'; write true or false",
+        ),
+    ):
+        spec.write_text('dataset = "trec"\n' + body)
+        with pytest.raises(InputError, match=message):
+            load_experiment(spec)
+    spec.write_text('dataset = "trec"\nmetric = "error"\n[[rows]]\nname = "FT"\nbaseline = true\n')
+    assert load_experiment(spec).rows[0].baseline is True
+    from eft.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:  # "mean_std needs at least one value" before
+        main(["experiment", str(spec), "--seeds", "0"])
+    assert exit_info.value.code == 2

@@ -449,7 +449,13 @@ def test_interrupted_tuning_continues_to_the_same_rows(tiny_bert_dir, tmp_path, 
     assert (checkpoint / "checkpoint-0" / "checkpoint.json").is_file()  # the encoder at k = 1
     monkeypatch.undo()
     second = _stop_at_epoch(monkeypatch, stop_k=0)  # counts the epochs trained, stops none
-    resumed = tune(*data, config, **search, checkpoint_dir=checkpoint)
+    told: list[int] = []
+    # with other options the run is refused before being announced as continued
+    with pytest.raises(InputError, match="other data or options"):
+        tune(*data, config, max_epochs=3, checkpoint_dir=checkpoint, on_continue=told.append)
+    assert told == []
+    resumed = tune(*data, config, **search, checkpoint_dir=checkpoint, on_continue=told.append)
+    assert told == [1]  # the finished rows, once its fingerprint is this run's
     assert second[0] == 2  # epoch 1 was not trained again
     assert len(second) == len(uninterrupted.epochs) - 1
 

@@ -728,6 +728,27 @@ def _bench_paths(args: argparse.Namespace) -> tuple[str, Path, str]:
     return title, output_dir, f"bench_{title}" + (f"_{args.tag}" if args.tag else "")
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Options that would do nothing are refused: EFT's k, n_hidden and C with ``--tune``
+    (it chooses them), the tuner's options without it, and k < 1 (k = 0 is the probe row)."""
+    defaults = {"k": 1, "n_hidden": 1000, "C": 1.0}
+    if args.k < 1:
+        raise InputError(
+            f"--k {args.k}: EFT's BP epochs must be >= 1 (k = 0, the frozen encoder with an "
+            "I-ELM head, is the bench's probe row)."
+        )
+    if args.tune:
+        given = [name for name, value in defaults.items() if getattr(args, name) != value]
+        if given:
+            options = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise InputError(f"--tune chooses k, n_hidden and C: drop {options}.")
+    elif args.tune_max_epochs != 6 or args.tune_selection != "best":
+        raise InputError(
+            "--tune-max-epochs and --tune-selection set the tuner of --tune; add --tune, or "
+            "drop them (without --tune, --k, --n-hidden and --C give EFT's values)."
+        )
+
+
 def canonical_dataset(args: argparse.Namespace) -> None:
     """``--dataset`` as :data:`eft.datasets.DATASETS` spells it (``TREC``, ``agnews``): its
     splits, its paper metric and the names of the files written follow the dataset."""
@@ -743,6 +764,7 @@ def bench_checkpoint_dir(args: argparse.Namespace) -> Path | None:
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run every method of the module docstring; write and return the results."""
+    check_options(args)
     canonical_dataset(args)
     train, validation, test, dataset_options = _splits_from_args(args)
     title, output_dir, stem = _bench_paths(args)
@@ -804,7 +826,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     markdown = _markdown(payload)
     write_report(output_dir, stem, payload, markdown)
     progress.finish()
-    print("\n".join(markdown.splitlines()[-len(payload["methods"]) - 4 :]))
+    lines = markdown.splitlines()  # the table and the notes after it
+    print("\n".join(lines[next(i for i, x in enumerate(lines) if x.startswith("| method |")) :]))
     print(f"results written to {output_dir / stem}.json and .md")
     return payload
 

@@ -172,6 +172,17 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from eft import __version__
     from eft.benchmark import (
@@ -429,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     experiment.add_argument("config", help="experiment TOML (see experiments/)")
-    experiment.add_argument("--seeds", type=int, default=3, help="runs per row (paper: 3)")
+    experiment.add_argument(
+        "--seeds", type=_positive_int, default=3, help="runs per row (paper: 3)"
+    )
     experiment.add_argument("--data-dir", help="root of the datasets (default: $EFT_DATA_DIR)")
     experiment.add_argument("--model", help="override every row's model")
     experiment.add_argument("--max-train", type=int, help="subsample the training split")
@@ -1180,13 +1193,27 @@ def command_tune(args: argparse.Namespace) -> int:
 
     from eft.tuning import finished_epochs, tune, write_tuning
 
-    if args.method == "bp":
+    chosen = [
+        option
+        for option, value in (
+            ("--bp-epochs", args.bp_epochs),
+            ("--n-hidden", args.n_hidden),
+            ("--C", args.C),
+        )
+        if value is not None
+    ]
+    if chosen:  # they were ignored
+        raise InputError(
+            f"eft tune chooses k, n_hidden and C itself: drop {', '.join(chosen)} (their grids "
+            "are --max-epochs, --grid-n-hidden and --grid-C)."
+        )
+    _refuse_file(args.output, "--output")
+    config = _config_from_args(args)
+    if config.method == "bp":  # --method bp, or a --config file's
         raise InputError(
             "eft tune chooses EFT's k, n_hidden and C; --method bp (standard fine-tuning) has "
             "none of them: drop --method, or compare both with eft bench."
         )
-    _refuse_file(args.output, "--output")
-    config = _config_from_args(args)
     texts, labels, eval_texts, eval_labels = _load_training_data(args, config)
     if eval_texts is None:
         raise InputError(
@@ -1210,9 +1237,10 @@ def command_tune(args: argparse.Namespace) -> int:
             raise InputError(f"--grid-standardize takes no,yes; got {','.join(unknown)}.")
         standardize = [flags[v.lower()] for v in standardize]
     checkpoint = None if args.no_checkpoint else Path(f"{Path(args.output)}.checkpoint")
-    done = finished_epochs(checkpoint) if checkpoint is not None else 0
-    if done:
+
+    def continuing(done: int) -> None:  # once tune has checked the run's fingerprint
         print(f"continuing the interrupted tuning run in {checkpoint} ({done} epoch(s) done)")
+
     try:
         with _new_folders_go_on_input_error(checkpoint, finished=finished_epochs):
             result = tune(
@@ -1231,6 +1259,7 @@ def command_tune(args: argparse.Namespace) -> int:
                 standardize=standardize,
                 selection=args.selection,
                 checkpoint_dir=checkpoint,
+                on_continue=continuing,
             )
     except KeyboardInterrupt:
         done = finished_epochs(checkpoint) if checkpoint is not None else 0
@@ -1279,7 +1308,9 @@ def command_experiment(args: argparse.Namespace) -> int:
     _refuse_file(output, "--output")
     checkpoint = None if args.no_checkpoint else Path(f"{Path(output)}.checkpoint")
     try:
-        with _new_folders_go_on_input_error(checkpoint, Path(output), finished=finished_parts):
+        with _new_folders_go_on_input_error(
+            checkpoint, _topmost_new(Path(output)), finished=finished_parts
+        ):
             results = run_experiment(
                 spec,
                 seeds=args.seeds,
@@ -1317,7 +1348,10 @@ def command_bench(args: argparse.Namespace) -> int:
     canonical_dataset(args)  # before the checkpoint's name, which holds it
     _refuse_file(args.output_dir or DEFAULT_OUTPUT_DIR, "--output-dir")
     try:
-        with _new_folders_go_on_input_error(bench_checkpoint_dir(args), finished=finished_parts):
+        output = _topmost_new(Path(args.output_dir or DEFAULT_OUTPUT_DIR))
+        with _new_folders_go_on_input_error(
+            bench_checkpoint_dir(args), output, finished=finished_parts
+        ):
             run_benchmark(args)
     except KeyboardInterrupt:  # run_benchmark said what is kept for the same command
         return 130
@@ -1334,6 +1368,15 @@ def _refuse_folder(path: str | os.PathLike | None, option: str) -> None:
     """A file to write must not be a folder."""
     if path is not None and Path(path).is_dir():
         raise InputError(f"{option} {path} is a folder; give the path of the file to write.")
+
+
+def _topmost_new(folder: Path) -> Path:
+    """The highest folder of ``folder``'s path that does not exist yet (``folder`` itself if
+    its parent exists): what writing into ``folder`` would create."""
+    folder = folder.absolute()
+    while not folder.parent.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
 
 
 @contextlib.contextmanager

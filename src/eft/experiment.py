@@ -44,7 +44,7 @@ from eft.checkpoint import RunProgress, json_digest, resumable_fit
 from eft.classifier import EFTClassifier
 from eft.config import EFTConfig
 from eft.errors import InputError
-from eft.metrics import classification_scores, mean_std, paired_bootstrap
+from eft.metrics import METRICS, classification_scores, mean_std, paired_bootstrap
 from eft.provenance import machine_info, machine_markdown
 
 ROW_KEYS = {"name", "baseline", "context_past", "context_future"}
@@ -72,6 +72,15 @@ class Experiment:
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
 
+def _boolean(value: Any, path: str | Path, row: str) -> bool:
+    """A row's ``baseline``: a TOML true or false (the string "no" is not false)."""
+    if not isinstance(value, bool):
+        raise InputError(
+            f"Experiment {path}: row {row!r} has baseline = {value!r}; write true or false."
+        )
+    return value
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Parse and check an experiment TOML file."""
     try:
@@ -81,6 +90,10 @@ def load_experiment(path: str | Path) -> Experiment:
     for key in ("dataset", "metric", "rows"):
         if key not in raw:
             raise InputError(f"Experiment {path} lacks the field {key!r}.")
+    if raw["metric"] not in METRICS:  # refused now, not after the first row has trained
+        raise InputError(
+            f"Experiment {path}: metric {raw['metric']!r} is not one of {', '.join(METRICS)}."
+        )
     defaults = dict(raw.get("defaults", {}))
     rows = []
     for index, spec in enumerate(raw["rows"]):
@@ -95,7 +108,7 @@ def load_experiment(path: str | Path) -> Experiment:
                 config=config,
                 context_past=int(spec.get("context_past", 0)),
                 context_future=int(spec.get("context_future", 0)),
-                baseline=bool(spec.get("baseline", False)),
+                baseline=_boolean(spec.get("baseline", False), path, spec["name"]),
             )
         )
     if sum(row.baseline for row in rows) > 1:

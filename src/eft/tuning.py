@@ -39,7 +39,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,7 @@ def tune(
     standardize: Sequence[bool] | None = None,
     selection: str = "best",
     checkpoint_dir: str | Path | None = None,
+    on_continue: Callable[[int], None] | None = None,
 ) -> TuneResult:
     """Choose ``bp_epochs``, ``n_hidden`` and ``C`` on validation data (see module notes).
 
@@ -148,6 +149,7 @@ def tune(
     later call with the same data and options continues after the last finished epoch (the
     same rows as an uninterrupted run: training is deterministic and resumes exactly). The
     folder is left for the caller to delete; other data or options there are an InputError.
+    ``on_continue(rows)`` is called when a run is continued, after that check.
     """
     base = config or EFTConfig()
     texts, labels = check_texts_and_labels(texts, labels)
@@ -159,6 +161,12 @@ def tune(
         _, eval_labels = encode_labels(eval_labels, classes, "validation")
     if max_epochs < 1:
         raise InputError("max_epochs must be >= 1.")
+    if base.early_stopping_patience is not None:  # the config it writes is EFT's
+        raise InputError(
+            "early_stopping_patience (--early-stopping-patience) stops standard fine-tuning; "
+            "eft tune stops at the first epoch whose validation score drops and writes an EFT "
+            "config, which refuses a patience: drop it."
+        )
     if base.elm_from_last_epoch:
         raise InputError(
             "eft tune scores each epoch's heads on features of a separate pass, not fused ones, "
@@ -202,6 +210,8 @@ def tune(
             (max_epochs, list(n_hidden), list(C), scoring),
         )
         saved = _saved_rows(workdir, fingerprint)
+        if saved and on_continue is not None:  # told once the run is known to be this one
+            on_continue(len(saved))
         workdir.mkdir(parents=True, exist_ok=True)
         if not saved:  # the fingerprint first: the BP checkpoints written next are this run's
             state = {"format": TUNING_STATE_FORMAT, "fingerprint": fingerprint, "rows": []}
