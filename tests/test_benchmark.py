@@ -454,6 +454,11 @@ def test_bench_refuses_options_that_would_do_nothing(tmp_path):
         with pytest.raises(InputError, match=message):
             check_options(args(*options))
     check_options(args("--tune", "--tune-selection", "one_se"))
+    from eft.benchmark import _bench_paths
+
+    with pytest.raises(InputError, match="--tag 'x/y' names the result files, not a folder"):
+        _bench_paths(args("--tag", "x/y"))
+    assert _bench_paths(args("--tag", "x"))[2] == "bench_trec_x"
     check_options(args("--k", "2", "--n-hidden", "500"))
     # an input error leaves no output folder (nor its new parents) behind
     files = []

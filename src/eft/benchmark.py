@@ -724,6 +724,12 @@ def _run_digest(args: argparse.Namespace, splits: Sequence[datasets.Split]) -> s
 def _bench_paths(args: argparse.Namespace) -> tuple[str, Path, str]:
     """The run's title, output folder and file stem."""
     title = args.name or args.dataset or Path(args.train).resolve().parent.name or "data"
+    for option, value in (("--name", args.name), ("--tag", args.tag)):
+        if value and ("/" in value or "\\" in value or value in (".", "..")):
+            raise InputError(
+                f"{option} {value!r} names the result files, not a folder: leave out the path "
+                "separators (the folder is --output-dir)."
+            )
     output_dir = Path(args.output_dir or DEFAULT_OUTPUT_DIR)
     return title, output_dir, f"bench_{title}" + (f"_{args.tag}" if args.tag else "")
 
