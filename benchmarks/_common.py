@@ -36,13 +36,17 @@ def data_root() -> Path:
 def load_dataset_splits(args: argparse.Namespace):
     """``eft.benchmark.load_splits`` for the options of ``add_data_arguments``: train,
     validation, test and the dataset's options (the data from ``--data-dir`` or
-    :func:`data_root`)."""
+    :func:`data_root`). A limit of 0 keeps the whole split, as committed commands such as
+    ``onnx_export.py --max-train 0`` use it (``eft bench`` refuses 0)."""
+    def limit(value: int | None) -> int | None:  # the scripts' 0 is the whole split
+        return value or None
+
     return load_splits(
         args.dataset,
         args.data_dir or data_root(),
-        args.max_train,
-        args.max_validation,
-        args.max_test,
+        limit(args.max_train),
+        limit(args.max_validation),
+        limit(args.max_test),
     )
 
 
