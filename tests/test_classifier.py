@@ -988,6 +988,9 @@ def test_save_writes_the_recipe_the_model_was_fitted_with(tiny_bert_dir, tmp_pat
     assert loaded.config.method == "eft"
     np.testing.assert_allclose(loaded.predict_proba(TEXTS), expected, rtol=1e-5, atol=1e-7)
     assert clf.config.pooling == "mean"  # the next fit's
+    loaded.set_params(max_length=8)  # so does a loaded model
+    again = EFTClassifier.from_pretrained(loaded.save_pretrained(tmp_path / "m2"), device="cpu")
+    assert again.config.max_length == 32
 
 
 def test_array_shaped_texts_and_labels_read_as_scikit_learn_reads_them():

@@ -1266,6 +1266,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(multi_label, bool):
             raise InputError(f"{folder / CONFIG_FILE}: 'multi_label' must be true or false.")
         model = cls(config)
+        model.fit_config_ = config  # what a save writes again, whatever set_params does
         model.text_pairs_ = text_pairs
         model.multi_label_ = multi_label
         if config.method == "eft":

@@ -806,7 +806,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         moments: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         """One pass: fresh random layer and statistics from every batch (no solve);
-        ``moments``: the standardisation of :meth:`_feature_moments`."""
+        ``moments``: the standardisation of :func:`feature_moments`."""
         for attr in ("gamma_", "output_weights_"):
             if hasattr(self, attr):
                 delattr(self, attr)
