@@ -38,6 +38,7 @@ def load_dataset_splits(args: argparse.Namespace):
     validation, test and the dataset's options (the data from ``--data-dir`` or
     :func:`data_root`). A limit of 0 keeps the whole split, as committed commands such as
     ``onnx_export.py --max-train 0`` use it (``eft bench`` refuses 0)."""
+
     def limit(value: int | None) -> int | None:  # the scripts' 0 is the whole split
         return value or None
 
