@@ -399,6 +399,14 @@ def test_bf16_on_cpu_is_opt_in_and_kept_after_loading(tiny_bert_dir, tmp_path):
     loaded = EFTClassifier.from_pretrained(tmp_path / "bf16")
     assert loaded._autocast is torch.bfloat16
     np.testing.assert_array_equal(loaded.predict(TEXTS), clf.predict(TEXTS))
+    # the predictions' precision chosen at load, as the device is; a save keeps the saved one
+    plain = EFTClassifier.from_pretrained(tmp_path / "bf16", inference_precision="no")
+    assert plain._autocast is None and plain.config.inference_precision == "no"
+    assert not np.array_equal(plain.features(TEXTS), loaded.features(TEXTS))
+    again = EFTClassifier.from_pretrained(plain.save_pretrained(tmp_path / "again"))
+    assert again._autocast is torch.bfloat16
+    with pytest.raises(InputError, match="inference_precision"):
+        EFTClassifier.from_pretrained(tmp_path / "bf16", inference_precision="fp8")
 
 
 def test_inference_precision_applies_to_eval_passes_only(tiny_bert_dir, tmp_path):

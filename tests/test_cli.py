@@ -209,6 +209,10 @@ def test_predict_texts_and_files(trained):
     assert [json.loads(x)["prediction"] for x in target.read_text().splitlines()] == [
         r["prediction"] for r in rows
     ]
+    # the predictions' precision chosen when loading (float32 here, as saved)
+    same = run_eft("predict", str(out), "great film", "awful book", "--inference-precision", "no")
+    assert same.returncode == 0, same.stderr
+    assert [json.loads(line) for line in same.stdout.splitlines()] == rows
     # the saved model as an option, as `eft train --model` takes the encoder
     # (with every label's probability: the same lines, plus scores that sum to 1)
     result = run_eft("predict", "--model", str(out), "great film", "awful book", "--all-scores")

@@ -1220,12 +1220,18 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | os.PathLike, device: str = "auto", trust_remote_code: bool = False
+        cls,
+        directory: str | os.PathLike,
+        device: str = "auto",
+        trust_remote_code: bool = False,
+        inference_precision: str | None = None,
     ) -> EFTClassifier:
         """Load a model written by :meth:`save_pretrained` (JSON + safetensors only, no pickle).
 
         A model trained on a GPU loads on a CPU. An incomplete folder or one from an
-        incompatible version raises an error naming the file or field.
+        incompatible version raises an error naming the file or field. ``inference_precision``
+        ("auto", "no", "bf16", "fp16") sets the autocast of its predictions instead of the
+        saved one, as ``device`` sets where they run (a save writes the saved one again).
         """
         from transformers import AutoModel, AutoTokenizer
 
@@ -1237,6 +1243,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         head_file = ELM_HEAD_FILE if config.method == "eft" else LINEAR_HEAD_FILE
         if not (folder / head_file).is_file():
             raise InputError(f"{folder} is incomplete: {head_file} is missing.")
+        saved_config = config
+        if inference_precision is not None:
+            config = config.replace(inference_precision=inference_precision)
         accelerator_device = _accelerator(config).device
         for name in meta.get("tokenizer_files") or []:  # older saves: not recorded
             if not (folder / str(name)).is_file():
@@ -1266,7 +1275,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(multi_label, bool):
             raise InputError(f"{folder / CONFIG_FILE}: 'multi_label' must be true or false.")
         model = cls(config)
-        model.fit_config_ = config  # what a save writes again, whatever set_params does
+        model.fit_config_ = saved_config  # what a save writes again, whatever set_params does
         model.text_pairs_ = text_pairs
         model.multi_label_ = multi_label
         if config.method == "eft":

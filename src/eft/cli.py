@@ -291,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-class", action="store_true", help="also print precision, recall, F1 per label"
     )
     evaluate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    evaluate.add_argument(
+        "--inference-precision",
+        choices=("same", "auto", "no", "bf16", "fp16"),
+        help="autocast of the predictions instead of the saved model's (bf16: a GPU, or a CPU "
+        "with native bf16; benchmarks/bf16_pass.py measures it)",
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
 
     predict = commands.add_parser(
@@ -318,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
         'and "score" list the labels above 0.5',
     )
     predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    predict.add_argument(
+        "--inference-precision",
+        choices=("same", "auto", "no", "bf16", "fp16"),
+        help="autocast of the predictions instead of the saved model's (bf16: a GPU, or a CPU "
+        "with native bf16; benchmarks/bf16_pass.py measures it)",
+    )
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
 
     export = commands.add_parser(
@@ -838,7 +850,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
     model_dir, _ = _saved_model_dir(args, "evaluate")
     _refuse_folder(args.predictions, "--predictions")
     _refuse_folder(args.metrics, "--metrics")
-    model = EFTClassifier.from_pretrained(model_dir, device=args.device)
+    model = EFTClassifier.from_pretrained(
+        model_dir, device=args.device, inference_precision=args.inference_precision
+    )
     _check_input_kind(model, model_dir, args, "--data FILE")
     model.set_params(progress=not args.quiet)  # a bar for a pass over 2 s, on stderr
     texts, labels = _load_evaluation_data(args, model.multi_label_)
@@ -1003,7 +1017,9 @@ def command_predict(args: argparse.Namespace) -> int:
         texts = _stdin_lines(args)
     elif args.input:
         texts = _read_texts(args, args.input)
-    model = EFTClassifier.from_pretrained(model_dir, device=args.device)
+    model = EFTClassifier.from_pretrained(
+        model_dir, device=args.device, inference_precision=args.inference_precision
+    )
     if args.input == "-" and model.text_pairs_:
         texts = _tab_separated_pairs(texts)
     elif args.input != "-":
