@@ -547,6 +547,10 @@ def test_bad_rows_error_and_skip(tmp_path):
     assert texts == ["good", "ok"] and labels == ["a", "d"]
     with pytest.raises(InputError, match="bad_rows must be"):
         read_labeled_file(tmp_path / "rows.csv", bad_rows="ignore")
+    # a bad record over several lines (a quoted text), after a blank line: its first line
+    (tmp_path / "multi.csv").write_text('text,label\ngood,a\n\n"two\nlines",\nok,b\n')
+    with pytest.raises(InputError, match=r"data row 2 \(line 4\): missing 'label'"):
+        read_labeled_file(tmp_path / "multi.csv")
 
     lines = [
         '{"text": "a", "label": 0}',

@@ -60,6 +60,9 @@ def test_file_stream_bad_rows_and_columns(tmp_path):
     (tmp_path / "empty.csv").write_text("text,label\n")
     with pytest.raises(InputError, match="no data rows"):
         scan_rows(LabeledFileStream(tmp_path / "empty.csv"))
+    (tmp_path / "all_bad.csv").write_text("text,label\n,a\n,b\n")  # as read in memory
+    with pytest.raises(InputError, match=r"all_bad.csv: every row is bad \(empty 'text'\)"):
+        scan_rows(LabeledFileStream(tmp_path / "all_bad.csv", bad_rows="skip"))
     # JSONL lines name their own fields: a first line without a label is a bad row, as the
     # in-memory reader takes it, and a column is missing only if no line has it
     lines = [{"text": "unlabelled"}, {"text": "good one", "label": "a"}, {"text": "b", "label": 1}]

@@ -369,7 +369,9 @@ def _iter_records(
                 last: list[str] = []
                 for record in reader:
                     last, tap.lines = tap.lines, []
-                    yield reader.line_num, record
+                    # the record's first line (csv counts its last), after blank lines skipped
+                    blank = next((i for i, line in enumerate(last) if line.strip()), 0)
+                    yield reader.line_num - len(last) + 1 + blank, record
                 if len(last) > 1 and quoting != csv.QUOTE_NONE:
                     _refuse_unclosed_quote(path, last, reader.line_num, delimiter, quoting)
             except csv.Error as exc:

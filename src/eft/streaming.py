@@ -95,7 +95,8 @@ class LabeledFileStream:
         # column is missing only if no line has it (a line without it is a bad row)
         jsonl = _file_kind(self.path, _TABLE_KINDS) == "jsonl"
         checked = False
-        self.skipped_ = 0
+        self.skipped_ = kept = 0
+        last_problem = ""
         for line_no, record in _iter_records(self.path, columns_out=columns):
             if not checked and not jsonl:
                 for column, option in required.items():
@@ -122,15 +123,21 @@ class LabeledFileStream:
                         f"or skip bad rows with bad_rows='skip' (--bad-rows skip)"
                     )
                 self.skipped_ += 1
+                last_problem = problem
                 continue
             text = record[self.text_column]
             value = record[self.label_column]
             label = _label_str(value) if separator is None else _label_set(value, separator)
+            kept += 1
             yield ((text, record[pair_column]) if pair_column else text), label
         if not checked:
             raise InputError(f"{self.path} has no data rows; add some examples")
         for column, option in required.items():  # JSONL: on no line at all
             _require_column(_Table(self.path, columns, []), column, option)
+        if not kept:  # every row skipped: said as in memory
+            raise InputError(
+                f"{self.path.name}: every row is bad ({last_problem}); nothing to read"
+            )
 
 
 class _IterableRows:
