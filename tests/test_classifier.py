@@ -996,6 +996,12 @@ def test_save_writes_the_recipe_the_model_was_fitted_with(tiny_bert_dir, tmp_pat
     assert loaded.config.method == "eft"
     np.testing.assert_allclose(loaded.predict_proba(TEXTS), expected, rtol=1e-5, atol=1e-7)
     assert clf.config.pooling == "mean"  # the next fit's
+    clf.set_params(eval_batch_size=0)  # checked before it is used, as by fit
+    with pytest.raises(InputError, match="batch sizes must be >= 1"):
+        clf.predict(TEXTS[:2])
+    with pytest.raises(InputError, match="batch sizes must be >= 1"):  # a refit that fails
+        clf.fit(TEXTS, LABELS)
+    assert not hasattr(clf, "classes_") and not hasattr(clf, "model_")  # leaves no fit
     loaded.set_params(max_length=8)  # so does a loaded model
     again = EFTClassifier.from_pretrained(loaded.save_pretrained(tmp_path / "m2"), device="cpu")
     assert again.config.max_length == 32

@@ -840,3 +840,17 @@ def test_per_class_lists_every_label_of_the_model_in_its_order():
     assert per_class["2"]["support"] == 2 and per_class["2"]["recall"] == 50.0
     assert [row["prediction"] for row in rows] == ["10", "10", "2"]
     assert scores["accuracy"] == pytest.approx(200 / 3)
+
+
+def test_main_puts_back_the_warning_format_it_found(monkeypatch, capsys):
+    """eft's one-line warnings last as long as the command: a caller's own format stays."""
+    import warnings
+
+    from eft.cli import main
+
+    def mine(*args, **kwargs):
+        return "mine\n"
+
+    monkeypatch.setattr(warnings, "formatwarning", mine)
+    assert main(["evaluate", "no-such-model", "--data", "x.csv"]) == 2
+    assert warnings.formatwarning is mine

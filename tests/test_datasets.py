@@ -371,11 +371,11 @@ def test_read_csv_tsv_jsonl_and_gzip(tmp_path):
     with gzip.open(tmp_path / "a.jsonl.gz", "wt", encoding="utf-8") as handle:
         handle.write("\n".join(lines))
     assert read_labeled_file(tmp_path / "a.jsonl.gz", "review", "y") == (texts, labels)
-    # JSON numbers have no int/float kind: 1 and 1.0 are one label; true reads as in a CSV
-    values = [1, 1.0, 0.0, 0.5, True, False]
+    # JSON numbers and booleans as Python spells them, as pandas and csv write them to a CSV
+    values = [1, 1.0, 0.5, True, False]
     lines = [json.dumps({"text": "a text", "label": v}) for v in values]
     (tmp_path / "n.jsonl").write_text("\n".join(lines), encoding="utf-8")
-    assert read_labeled_file(tmp_path / "n.jsonl")[1] == ["1", "1", "0", "0.5", "true", "false"]
+    assert read_labeled_file(tmp_path / "n.jsonl")[1] == ["1", "1.0", "0.5", "True", "False"]
 
 
 def test_multi_label_files_give_label_sets(tmp_path):
@@ -395,7 +395,7 @@ def test_multi_label_files_give_label_sets(tmp_path):
         {"text": "c", "label": True},
     ]
     path.write_text("".join(json.dumps(line) + "\n" for line in scalars), encoding="utf-8")
-    assert read_labeled_file(path, label_separator=",")[1] == [("1",), ("1", "2"), ("true",)]
+    assert read_labeled_file(path, label_separator=",")[1] == [("1.0",), ("1", "2.0"), ("True",)]
     with pytest.raises(InputError, match="JSON list, not a single label.*--multi-label"):
         read_labeled_file(path)
     path.write_text(json.dumps({"text": "x", "label": {"a": 1}}) + "\n", encoding="utf-8")
@@ -522,6 +522,8 @@ def test_quoting_header_and_gzip_damage_are_named(tmp_path):
     # quoted fields over several lines, the last one too, are fine
     (tmp_path / "multi.csv").write_text('text,label\n"a\nb",pos\nc,neg\n"d\ne",neg\n')
     assert read_both(tmp_path / "multi.csv") == (["a\nb", "c", "d\ne"], ["pos", "neg", "neg"])
+    (tmp_path / "unnamed.csv").write_text("text,label,,\ngood,pos,,\n")  # a spreadsheet's
+    assert read_both(tmp_path / "unnamed.csv") == (["good"], ["pos"])
     (tmp_path / "blank.csv").write_text("\n\ntext,label\ngood,pos\n")
     assert read_both(tmp_path / "blank.csv") == (["good"], ["pos"])
     data = bytearray(gzip.compress(b"text,label\n" + b"good film,pos\n" * 200))

@@ -80,7 +80,8 @@ def check_texts_and_labels(
                 f"The {what} texts are a 2-D array of {columns} columns; give one column of "
                 "texts, or two of text pairs (text, text_pair)."
             )
-        texts = [row[0] if columns == 1 else tuple(row) for row in texts.tolist()]
+        rows = np.asarray(texts, dtype=object).tolist()  # an array, or a DataFrame
+        texts = [row[0] if columns == 1 else tuple(row) for row in rows]
     texts = list(texts)
     if not texts:
         raise InputError(f"No {what} texts were given.")
@@ -534,6 +535,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         interrupted run with the same configuration and data. ``callbacks`` see every BP epoch
         and may stop the BP stage early (:mod:`eft.callbacks`).
         """
+        self._forget_fit()  # a refit that fails leaves nothing of the last fit
         self.config.validate()  # set_params leaves it to fit, as scikit-learn does
         texts, labels = check_texts_and_labels(texts, labels)
         classes, targets = encode_labels(labels)
@@ -583,6 +585,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         """
         from eft.streaming import as_row_stream, scan_rows
 
+        self._forget_fit()  # a refit that fails leaves nothing of the last fit
         self.config.validate()  # set_params leaves it to fit, as scikit-learn does
         if int(chunk_rows) != chunk_rows or chunk_rows < 1:
             raise InputError(f"chunk_rows must be a positive integer, got {chunk_rows}")
@@ -1039,6 +1042,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             raise NotFittedInputError(
                 "This EFTClassifier is not fitted; call fit() or from_pretrained()."
             )
+        self.config.validate()  # set_params(eval_batch_size=0) after fit: named, not a crash
 
     def _scores(
         self, model: torch.nn.Module, input_ids: list[list[int]], description: str = "predict"

@@ -1454,6 +1454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.texts = [*args.texts, *extra]  # texts after an option (argparse stops at it)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    formatwarning = warnings.formatwarning  # put back as found
     try:
         _refuse_distributed_launch(args.command)
         warnings.formatwarning = _format_warning
@@ -1472,7 +1473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         return 141  # as a process ended by SIGPIPE (128 + 13)
     finally:
-        warnings.formatwarning = _python_formatwarning
+        warnings.formatwarning = formatwarning
         _end_process_group()
 
 

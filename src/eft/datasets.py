@@ -357,7 +357,8 @@ def _iter_records(
                     raise InputError(f"{path} is empty: no header row and no data")
                 if header is None:
                     names = [c.strip() for c in names]
-                    twice = sorted({c for c in names if names.count(c) > 1})
+                    # (unnamed columns, as spreadsheets export empty ones, are never read)
+                    twice = sorted({c for c in names if c and names.count(c) > 1})
                     if twice:
                         raise InputError(
                             f"{path}: the header names the column(s) {twice} more than once; "
@@ -533,15 +534,10 @@ def _filter_rows(
 
 
 def _label_str(value: Any) -> str:
-    """A label as a string: stripped text, or a JSON value as JSON reads it (``true``, and
-    ``1.0`` as ``1``: JSON numbers have no int/float kind, so 1 and 1.0 are one label)."""
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    """A label as a string: stripped text, or a JSON number or boolean as Python spells it
+    (``1``, ``1.0``, ``True``), as pandas and the csv module write them to a CSV file, so a
+    JSONL file and its CSV twin give the same labels (and models trained on either agree)."""
+    return value.strip() if isinstance(value, str) else str(value)
 
 
 def _label_set(value: Any, separator: str) -> tuple[str, ...]:
@@ -551,7 +547,7 @@ def _label_set(value: Any, separator: str) -> tuple[str, ...]:
         parts = value
     elif isinstance(value, str):
         parts = value.split(separator)
-    else:  # a JSON number or true: one label, read as a single label is (1.0 as 1)
+    else:  # a JSON number or true: one label, spelled as a single label is
         parts = [value]
     return tuple(dict.fromkeys(p for p in map(_label_str, parts) if p))
 

@@ -1161,7 +1161,11 @@ def _standardization_pass(
         return None
     if not callable(batches) and iter(batches) is batches:  # type: ignore[arg-type]
         return None
-    return feature_moments(make_iter(), model._device(), all_reduce)
+    checked = (  # the batches' own checks first, with their messages
+        (model._check_X(_unpack_batch(batch)[0], reset=True, defer_finite=True),)
+        for batch in make_iter()
+    )
+    return feature_moments(checked, model._device(), all_reduce)
 
 
 def feature_moments(
