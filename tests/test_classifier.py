@@ -999,6 +999,7 @@ def test_save_writes_the_recipe_the_model_was_fitted_with(tiny_bert_dir, tmp_pat
     clf.set_params(eval_batch_size=0)  # checked before it is used, as by fit
     with pytest.raises(InputError, match="batch sizes must be >= 1"):
         clf.predict(TEXTS[:2])
+    clf.save_pretrained(tmp_path / "m3")  # the fitted recipe, valid, is what a save writes
     with pytest.raises(InputError, match="batch sizes must be >= 1"):  # a refit that fails
         clf.fit(TEXTS, LABELS)
     assert not hasattr(clf, "classes_") and not hasattr(clf, "model_")  # leaves no fit

@@ -1042,7 +1042,6 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             raise NotFittedInputError(
                 "This EFTClassifier is not fitted; call fit() or from_pretrained()."
             )
-        self.config.validate()  # set_params(eval_batch_size=0) after fit: named, not a crash
 
     def _scores(
         self, model: torch.nn.Module, input_ids: list[list[int]], description: str = "predict"
@@ -1068,6 +1067,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
     def _input_ids(self, texts: Sequence[Any]) -> list[list[int]]:
         self._check_fitted()
+        self.config.validate()  # set_params(eval_batch_size=0) after fit: named, not a crash
         texts, _ = check_texts_and_labels(texts, None, "input")
         pairs = getattr(self, "text_pairs_", False)
         if is_text_pair(texts[0]) != pairs:
