@@ -88,6 +88,12 @@ BASELINE_PATIENCE = 2
 # options that do not change what a run measures: left out of its resume fingerprint
 _NOT_MEASURED = ("quiet", "output_dir", "no_checkpoint", "command")
 
+#: EFT's k, n_hidden and C without ``--tune`` (their option defaults), and the defaults of the
+#: tuner's options: ``check_options`` refuses the first changed beside ``--tune`` and the
+#: second without it.
+EFT_WITHOUT_TUNING: dict[str, Any] = {"k": 1, "n_hidden": 1000, "C": 1.0}
+TUNER_DEFAULTS: dict[str, Any] = {"tune_max_epochs": 6, "tune_selection": "best"}
+
 
 def load_splits(
     dataset: str,
@@ -253,9 +259,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="also run the bp baseline at these rates (rows bp_lr<rate>, compared to bp)",
     )
-    parser.add_argument("--k", type=int, default=1, help="EFT's BP epochs (without --tune)")
-    parser.add_argument("--n-hidden", type=int, default=1000, help="I-ELM width (without --tune)")
-    parser.add_argument("--C", type=float, default=1.0, help="I-ELM C (without --tune)")
+    given = EFT_WITHOUT_TUNING
+    parser.add_argument(
+        "--k", type=int, default=given["k"], help="EFT's BP epochs (without --tune)"
+    )
+    parser.add_argument(
+        "--n-hidden", type=int, default=given["n_hidden"], help="I-ELM width (without --tune)"
+    )
+    parser.add_argument("--C", type=float, default=given["C"], help="I-ELM C (without --tune)")
     parser.add_argument(
         "--tune",
         action="store_true",
@@ -265,13 +276,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tune-max-epochs",
         type=int,
-        default=6,
+        default=TUNER_DEFAULTS["tune_max_epochs"],
         help="with --tune: the most BP epochs k it tries (the paper's 1-6; default 6)",
     )
     parser.add_argument(
         "--tune-selection",
         choices=SELECTIONS,
-        default="best",
+        default=TUNER_DEFAULTS["tune_selection"],
         help="with --tune: k and head with the best validation score (the paper, best), "
         "the fewest epochs and then the smallest n_hidden within one standard error of it "
         "(one_se), the paper's k and then that smallest n_hidden (one_se_head), or one_se's "
@@ -737,18 +748,17 @@ def _bench_paths(args: argparse.Namespace) -> tuple[str, Path, str]:
 def check_options(args: argparse.Namespace) -> None:
     """Options that would do nothing are refused: EFT's k, n_hidden and C with ``--tune``
     (it chooses them), the tuner's options without it, and k < 1 (k = 0 is the probe row)."""
-    defaults = {"k": 1, "n_hidden": 1000, "C": 1.0}
     if args.k < 1:
         raise InputError(
             f"--k {args.k}: EFT's BP epochs must be >= 1 (k = 0, the frozen encoder with an "
             "I-ELM head, is the bench's probe row)."
         )
     if args.tune:
-        given = [name for name, value in defaults.items() if getattr(args, name) != value]
+        given = [n for n, value in EFT_WITHOUT_TUNING.items() if getattr(args, n) != value]
         if given:
             options = ", ".join("--" + name.replace("_", "-") for name in given)
             raise InputError(f"--tune chooses k, n_hidden and C: drop {options}.")
-    elif args.tune_max_epochs != 6 or args.tune_selection != "best":
+    elif any(getattr(args, name) != value for name, value in TUNER_DEFAULTS.items()):
         raise InputError(
             "--tune-max-epochs and --tune-selection set the tuner of --tune; add --tune, or "
             "drop them (without --tune, --k, --n-hidden and --C give EFT's values)."

@@ -113,6 +113,8 @@ Labels = np.ndarray | list[tuple[Any, ...]]
 def _checked_labels(texts: list[Any], labels: Any, what: str) -> tuple[list[Any], Labels | None]:
     if labels is None:
         return texts, None
+    if getattr(labels, "ndim", 1) == 2:  # an array or tensor of rows
+        labels = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
     if getattr(labels, "ndim", 1) == 2 and labels.shape[1] == 1:  # a column, as sklearn
         warnings.warn(
             f"A column-vector of {what} labels was passed where a 1-D array was expected; "
@@ -120,9 +122,9 @@ def _checked_labels(texts: list[Any], labels: Any, what: str) -> tuple[list[Any]
             DataConversionWarning,
             stacklevel=4,
         )
-        labels = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).ravel()
+        labels = labels.ravel()
     if getattr(labels, "ndim", 1) == 2:  # a 0/1 indicator matrix, one column per label
-        matrix = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
+        matrix = labels
         if len(matrix) != len(texts):
             raise InputError(f"{len(texts)} {what} texts but {len(matrix)} label rows.")
         if not np.isin(matrix, (0, 1)).all():
@@ -675,8 +677,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             )
         if resume_from is not None:
             _check_resume(Path(resume_from), cfg, classes)
-        self._forget_fit()  # a refit that fails leaves nothing of the last fit or of itself
-        try:
+        try:  # (fit and fit_stream forgot the last fit before their first check)
             return self._fit_checked(
                 data,
                 classes,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -1457,7 +1458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     formatwarning = warnings.formatwarning  # put back as found
     try:
         _refuse_distributed_launch(args.command)
-        warnings.formatwarning = _format_warning
+        warnings.formatwarning = functools.partial(_format_warning, others=formatwarning)
         return COMMANDS[args.command](args)
     except InputError as error:
         print(f"eft: error: {error}", file=sys.stderr)
@@ -1477,15 +1478,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _end_process_group()
 
 
-def _format_warning(message, category, filename, lineno, line=None) -> str:
+def _format_warning(message, category, filename, lineno, line=None, *, others) -> str:
     """eft's own warnings as one line, ``eft: warning: ...``, as its errors are (not with the
-    path and source line of the code that warned); other libraries' as Python shows them."""
+    path and source line of the code that warned); other libraries' as ``others`` formats
+    them (the format the command found)."""
     if Path(filename).resolve().parent != Path(__file__).resolve().parent:
-        return _python_formatwarning(message, category, filename, lineno, line)
+        return others(message, category, filename, lineno, line)
     return f"eft: warning: {message}\n"
-
-
-_python_formatwarning = warnings.formatwarning
 
 
 def _end_process_group() -> None:

@@ -138,11 +138,14 @@ class EFTConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._fill_default_learning_rate()
+        self.validate()
+
+    def _fill_default_learning_rate(self) -> None:
         # remembered (not a field) so that replace(method=...) gives the new method's default
         self._default_learning_rate = self.learning_rate is None
         if self.learning_rate is None and self.method in DEFAULT_LEARNING_RATE:
             self.learning_rate = DEFAULT_LEARNING_RATE[self.method]
-        self.validate()
 
     def replace(self, checked: bool = True, **changes: Any) -> EFTConfig:
         """A new config with ``changes`` (fields by name); this one is not modified. A
@@ -161,9 +164,7 @@ class EFTConfig:
         _refuse_unknown_fields(values)
         config = EFTConfig.__new__(EFTConfig)
         config.__dict__.update(values)
-        config._default_learning_rate = config.learning_rate is None
-        if config.learning_rate is None:
-            config.learning_rate = DEFAULT_LEARNING_RATE.get(config.method)
+        config._fill_default_learning_rate()  # an unknown method keeps None, refused by fit
         return config
 
     def _check_kinds(self) -> None:

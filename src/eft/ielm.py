@@ -566,13 +566,10 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         self.input_weights_ = torch.from_numpy(weights).to(device=device, dtype=dtype)
         self.bias_ = torch.from_numpy(bias).to(device=device, dtype=dtype)
         self.mean_ = self.scale_ = None
+        if self.standardize and moments is None and X_first is not None:
+            moments = feature_moments([(X_first,)], device)  # partial_fit: the first batch's
         if self.standardize and moments is not None:
             self.mean_, self.scale_ = (m.to(device=device, dtype=dtype) for m in moments)
-        elif self.standardize and X_first is not None:
-            Xd = X_first.to(device=device, dtype=torch.float64)
-            self.mean_ = Xd.mean(0).to(dtype)
-            std = Xd.std(0, unbiased=False) if len(Xd) > 1 else torch.ones_like(Xd[0])
-            self.scale_ = torch.where(std > 0, std, torch.ones_like(std)).to(dtype)
         n_outputs = len(self.classes_)
         self.gamma_ = torch.zeros(
             (self.n_hidden, self.n_hidden), dtype=torch.float64, device=device
@@ -975,12 +972,9 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _broadcast_random_layer(self) -> None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            for tensor in (self.input_weights_, self.bias_, self.mean_, self.scale_):
-                if tensor is not None:
-                    dist.broadcast(tensor, src=0)
+        for tensor in (self.input_weights_, self.bias_, self.mean_, self.scale_):
+            if tensor is not None:
+                _broadcast(tensor)
 
     # -- prediction -----------------------------------------------------------------------------
 
