@@ -434,6 +434,22 @@ def test_bench_takes_bad_rows_as_its_message_says(tmp_path):
     assert _run_digest(skipping, [train]) != _run_digest(args, [train])
 
 
+def test_ctrl_c_while_bench_reads_its_data_says_so(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the data loads exited 130 without a word (later, the message names the
+    kept parts)."""
+    import eft.benchmark
+    from eft.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eft.benchmark, "_splits_from_args", interrupted)
+    output = tmp_path / "results"
+    assert main(["bench", "--dataset", "trec", "--output-dir", str(output)]) == 130
+    assert "interrupted while reading the data; nothing was written" in capsys.readouterr().err
+    assert not output.exists()
+
+
 def test_bench_refuses_options_that_would_do_nothing(tmp_path):
     """--k 0 (the probe row is k = 0), EFT's values beside --tune (it chooses them) and the
     tuner's options without --tune were accepted and ignored, or named a config field."""

@@ -589,7 +589,13 @@ def test_load_refuses_incomplete_or_incompatible_folders(tiny_bert_dir, tmp_path
     (out / "eft_config.json").write_text(json.dumps({**meta, "labels": ["a", "b", "c"]}))
     with pytest.raises(InputError, match="lists 3 labels, but the head has 2 outputs"):
         EFTClassifier.from_pretrained(out)
-    older = {k: v for k, v in meta.items() if not k.startswith("tokenizer_")}
+    for separator in ("", 3):  # a hand-edited multi-label separator
+        (out / "eft_config.json").write_text(json.dumps({**meta, "label_separator": separator}))
+        with pytest.raises(InputError, match="'label_separator' must be a non-empty string"):
+            EFTClassifier.from_pretrained(out)
+    older = {
+        k: v for k, v in meta.items() if not k.startswith("tokenizer_") and k != "label_separator"
+    }
     (out / "eft_config.json").write_text(json.dumps(older))  # saves before these fields
     assert EFTClassifier.from_pretrained(out).predict(TEXTS).tolist() == clf.predict(TEXTS).tolist()
 
@@ -818,6 +824,7 @@ def test_multi_label_fit_predict_save_load(tiny_bert_dir, tmp_path):
     assert json.loads((out / "eft_config.json").read_text())["multi_label"] is True
     loaded = EFTClassifier.from_pretrained(out, device="cpu")
     assert loaded.multi_label_ is True
+    assert clf.label_separator_ is None and loaded.label_separator_ is None  # sets given
     np.testing.assert_allclose(loaded.predict_proba(texts[240:]), proba, rtol=1e-5, atol=1e-6)
     assert loaded.score(texts[240:], labels[240:]) == accuracy
     # a 0/1 matrix trains the same model, its columns named 0..L-1

@@ -342,7 +342,10 @@ def test_multi_label_train_evaluate_predict_and_compare(tiny_bert_dir, tmp_path,
     expected = [model.classes_[row == 1].tolist() for row in model.predict(texts[240:])]
 
     predictions, metrics = tmp_path / "preds.jsonl", tmp_path / "metrics.json"
-    evaluate = ["evaluate", str(out), "--data", str(dev), "--label-separator", "|", "--quiet"]
+    # the model keeps its training file's separator: evaluate reads the CSV cells with it
+    assert json.loads((out / "eft_config.json").read_text())["label_separator"] == "|"
+    assert model.label_separator_ == "|"
+    evaluate = ["evaluate", str(out), "--data", str(dev), "--quiet"]
     assert main([*evaluate, "--predictions", str(predictions), "--metrics", str(metrics)]) == 0
     lines = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert [r["prediction"] for r in lines] == expected
@@ -376,6 +379,7 @@ def test_multi_label_train_evaluate_predict_and_compare(tiny_bert_dir, tmp_path,
     assert ", validation subset accuracy (linear head) " in captured.err
     again = EFTClassifier.from_pretrained(streamed, device="cpu")
     assert again.multi_label_ and again.classes_.tolist() == model.classes_.tolist()
+    assert again.label_separator_ == "|"  # fit_stream keeps the separator it read with
     np.testing.assert_allclose(
         again.decision_function(texts[240:]), model.decision_function(texts[240:]), atol=1e-5
     )
@@ -408,10 +412,10 @@ def test_multi_label_train_evaluate_predict_and_compare(tiny_bert_dir, tmp_path,
             "the dataset trec has one label per text",
         ),
         (["evaluate", str(out), "--dataset", "trec"], "The model is multi-label"),
-        (  # the model does not keep the training data's separator: the message names it
-            ["evaluate", str(out), "--data", str(dev)],
-            "holds labels joined by '|': the model does not keep its training data's separator, "
-            "give it with --label-separator '|' (this file was split at ',')",
+        (  # a separator given that is not the file's: the message names the file's
+            ["evaluate", str(out), "--data", str(dev), "--label-separator", ";"],
+            "holds labels joined by '|': give the file's separator with --label-separator '|' "
+            "(this file was split at ';')",
         ),
         (  # JSON lists without --multi-label
             ["train", "--train", str(train), *options, "--output", str(tmp_path / "x")],

@@ -111,6 +111,16 @@ def test_experiment_runs_rows_and_writes_paper_tables(
         "Resumed after an interruption (2 processes, same machine)"
         in (tmp_path / "again" / "table.md").read_text()
     )
+    # fewer seeds into the same folder: the files of the seeds no longer run go, others stay
+    (tmp_path / "again" / "eft_seed43.txt").write_text("mine")
+    run_experiment(experiment, 1, str(data_dir), str(tiny_bert_dir), 300, tmp_path / "again", False)
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == [
+        "eft_seed42.jsonl",
+        "eft_seed43.txt",
+        "ft_seed42.jsonl",
+        "results.json",
+        "table.md",
+    ]
 
 
 def test_rows_that_need_validation_data_are_refused_before_any_training(

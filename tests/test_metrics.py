@@ -187,6 +187,44 @@ def test_prediction_files(tmp_path):
         compare_prediction_files(tmp_path / "a.jsonl", tmp_path / "other.jsonl")
 
 
+def test_compare_reads_a_bench_predictions_file_by_method(tmp_path, capsys):
+    """eft bench keeps every method's test predictions in one file; compare picks a method
+    from it, against another method or an `eft evaluate` file on the same test set."""
+    from eft.benchmark import write_predictions
+    from eft.cli import main
+
+    rng = np.random.default_rng(0)
+    y = [LABELS[k] for k in rng.integers(0, 7, 200)]
+    bp, eft = (
+        [LABELS[k] for k in _noisy(np.array([LABELS.index(v) for v in y]), rate, seed=seed)]
+        for rate, seed in ((0.9, 1), (0.6, 2))
+    )
+    bench = write_predictions(tmp_path / "bench_x_predictions.jsonl", y, {"bp": bp, "eft": eft})
+    _write_predictions(tmp_path / "evaluate.jsonl", list(range(200)), y, eft)
+    result = compare_prediction_files(bench, bench, "accuracy", 300, 0, "bp", "eft")
+    assert {k: v for k, v in result.items() if k.startswith("p_")} == {
+        k: v for k, v in paired_bootstrap(y, bp, eft, "accuracy", 300).items() if k.startswith("p_")
+    }
+    assert (result["method_a"], result["method_b"]) == ("bp", "eft")
+    mixed = compare_prediction_files(bench, tmp_path / "evaluate.jsonl", "accuracy", 300, 0, "eft")
+    assert mixed["difference"] == 0.0  # the same predictions, matched by row number
+    for argv, message in (
+        ([str(bench), str(bench)], "several methods (bp, eft): choose one with --method-a"),
+        ([str(bench), str(bench), "--method-a", "bp", "--method-b", "fused"], "no method 'fused'"),
+        (
+            [str(tmp_path / "evaluate.jsonl"), str(bench), "--method-a", "bp"],
+            "holds one model's predictions (`eft evaluate --predictions`)",
+        ),
+    ):
+        assert main(["compare", *argv, "--metric", "accuracy"]) == 2
+        assert message in capsys.readouterr().err
+    argv = ["compare", str(bench), str(bench), "--method-a", "bp", "--method-b", "eft"]
+    assert main([*argv, "--metric", "accuracy"]) == 0
+    assert f"difference {100 * (np.mean(np.array(eft) == y) - np.mean(np.array(bp) == y)):+.2f}" in (
+        capsys.readouterr().out
+    )
+
+
 def test_read_predictions_errors(tmp_path):
     with pytest.raises(InputError, match="not found"):
         read_predictions(tmp_path / "none.jsonl")

@@ -191,12 +191,17 @@ def add_multi_label(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -
     add_label_separator(parser)
 
 
-def add_label_separator(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def add_label_separator(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, saved: bool = False
+) -> None:
+    """``--label-separator``; ``saved``: a saved model's command, whose default is the
+    separator the model was trained with."""
+    default = "the model's training separator, else ','" if saved else "','"
     parser.add_argument(
         "--label-separator",
-        default=",",
+        default=None if saved else ",",
         help="multi-label models: the separator of the labels in a CSV/TSV label cell "
-        '("sports,politics"; JSONL files may hold lists instead)',
+        f'("sports,politics"; JSONL files may hold lists instead; default: {default})',
     )
 
 
@@ -782,7 +787,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run every method of the module docstring; write and return the results."""
     check_options(args)
     canonical_dataset(args)
-    train, validation, test, dataset_options = _splits_from_args(args)
+    try:
+        train, validation, test, dataset_options = _splits_from_args(args)
+    except KeyboardInterrupt:  # the callers exit 130 without a word of their own
+        print("eft: interrupted while reading the data; nothing was written.", file=sys.stderr)
+        raise
     title, output_dir, stem = _bench_paths(args)
     metric = args.metric or METRIC.get(args.dataset or "", "accuracy")
     checkpoint = bench_checkpoint_dir(args)

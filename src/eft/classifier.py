@@ -467,7 +467,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
     trained model's ``validation_accuracy`` and ``calibration``), ``n_train_`` (training
     rows), ``temperature_`` (the softmax temperature of :meth:`predict_proba`, fitted on the
     validation data for ``method="eft"``; 1 without validation data and for ``method="bp"``),
-    ``text_pairs_`` and ``multi_label_`` (the kind of texts and of labels it was trained on).
+    ``text_pairs_`` and ``multi_label_`` (the kind of texts and of labels it was trained on),
+    ``label_separator_`` (a multi-label model read from a file: the separator of its label
+    cells, which ``eft evaluate`` reads test files with; else None).
 
     Multi-label data (a set of labels per text, none, one or several) are given as label sets
     or a 0/1 matrix (:func:`encode_labels`): the BP stage trains a sigmoid per label (binary
@@ -546,7 +548,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         else:
             counts = np.bincount(targets, minlength=len(classes))
         data = _TextsInMemory(texts, targets)
-        return self._fit(
+        self._fit(
             data,
             classes,
             counts,
@@ -556,6 +558,8 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             checkpoint_metadata,
             callbacks,
         )
+        self.label_separator_ = None  # label sets given as they are
+        return self
 
     def fit_stream(
         self,
@@ -597,7 +601,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         summary = scan_rows(rows)
         data = _TextStream(rows, summary.n_rows, summary.classes, int(chunk_rows))
         data.text_pairs, data.multi_label = summary.text_pairs, summary.multi_label
-        return self._fit(
+        self._fit(
             data,
             summary.classes,
             summary.counts,
@@ -607,6 +611,8 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             checkpoint_metadata,
             callbacks,
         )
+        self.label_separator_ = label_separator if self.multi_label_ else None
+        return self
 
     def _fit(
         self,
@@ -1215,6 +1221,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             "tokenizer_size": len(self.tokenizer_),
             "text_pairs": getattr(self, "text_pairs_", False),
             "multi_label": getattr(self, "multi_label_", False),
+            "label_separator": getattr(self, "label_separator_", None),
             "temperature": getattr(self, "temperature_", 1.0),
             "thresholds": getattr(self, "thresholds_", None),  # a list (json_default)
             "timings": getattr(self, "timings_", {}),
@@ -1283,6 +1290,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         model.fit_config_ = saved_config  # what a save writes again, whatever set_params does
         model.text_pairs_ = text_pairs
         model.multi_label_ = multi_label
+        separator = meta.get("label_separator")  # older saves: not recorded
+        if separator is not None and not (isinstance(separator, str) and separator):
+            raise InputError(
+                f"{folder / CONFIG_FILE}: 'label_separator' must be a non-empty string or null."
+            )
+        model.label_separator_ = separator
         if config.method == "eft":
             model.head_ = IELMClassifier.load(folder / head_file, device=str(accelerator_device))
             head = model.head_.to_module()

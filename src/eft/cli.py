@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", help="a named dataset instead of --data")
     evaluate.add_argument("--split", default="test", help="split of --dataset")
     _add_data_options(evaluate)
-    add_label_separator(evaluate)
+    add_label_separator(evaluate, saved=True)
     evaluate.add_argument("--predictions", help="write per-example predictions (JSONL) here")
     evaluate.add_argument(
         "--metrics", help="write the metrics (JSON, with per-class precision/recall/F1) here"
@@ -378,8 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="paired bootstrap test between two prediction files (Koehn 2004)",
         formatter_class=_Formatter,
     )
-    compare.add_argument("a", help="predictions of system A (JSONL from `eft evaluate`)")
+    compare.add_argument(
+        "a", help="predictions of system A (JSONL from `eft evaluate` or `eft bench`)"
+    )
     compare.add_argument("b", help="predictions of system B")
+    compare.add_argument(
+        "--method-a", help="A is an `eft bench` predictions file: its method (bp, eft, ...)"
+    )
+    compare.add_argument("--method-b", help="the same for B")
     compare.add_argument("--metric", default="weighted_f1", help="accuracy, weighted_f1, macro_f1")
     compare.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
     compare.add_argument("--seed", type=int, default=0, help="resampling seed")
@@ -755,6 +761,8 @@ def command_train(args: argparse.Namespace) -> int:
             hint = f" Resume with: eft train --resume {checkpoint}"
         print(f"eft: interrupted; no model was written.{hint}", file=sys.stderr)
         return 130
+    if not stream:  # fit_stream keeps the separator it read the file with; fit saw label sets
+        classifier.label_separator_ = _label_separator(args) if classifier.multi_label_ else None
     if classifier.is_main_process_:
         classifier.save_pretrained(output)
         if config.checkpoint_dir:
@@ -825,6 +833,13 @@ def _load_evaluation_data(args: argparse.Namespace, multi_label: bool = False):
     return _read_labeled(args, args.data, args.label_separator if multi_label else None)
 
 
+def _evaluation_separator(args: argparse.Namespace, model: Any) -> None:
+    """``--label-separator`` of ``eft evaluate``: as given, else the separator the model's
+    training file was read with (older saves and models fitted from label sets: ',')."""
+    if args.label_separator is None:
+        args.label_separator = getattr(model, "label_separator_", None) or ","
+
+
 def _saved_model_dir(args: argparse.Namespace, command: str) -> tuple[str, list[str]]:
     """The saved model of ``eft evaluate`` / ``eft predict`` (the first argument or
     ``--model``, as in ``eft train``) and ``predict``'s texts: with ``--model``, the first
@@ -856,6 +871,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     )
     _check_input_kind(model, model_dir, args, "--data FILE")
     model.set_params(progress=not args.quiet)  # a bar for a pass over 2 s, on stderr
+    _evaluation_separator(args, model)
     texts, labels = _load_evaluation_data(args, model.multi_label_)
     if model.multi_label_:
         scores, printed, per_class, rows = _multi_label_evaluation(
@@ -927,8 +943,7 @@ def _multi_label_evaluation(model: Any, labels: list[Any], texts: list[Any], sep
     """As :func:`_single_label_evaluation`, for a multi-label model and label sets of strings:
     the fields list the true and the predicted labels (in the model's order) and the predicted
     ones' probabilities. An unknown label made of known ones joined by a character is named
-    as a cell split at another separator than the training data's (the model does not keep
-    it)."""
+    as a cell split at another separator than the file's."""
     import numpy as np
 
     from eft.classifier import encode_labels
@@ -943,10 +958,9 @@ def _multi_label_evaluation(model: Any, labels: list[Any], texts: list[Any], sep
             for mark in sorted(set(cell) - used):  # cell = known labels joined by mark?
                 if set(cell.split(mark)) <= known:
                     raise InputError(
-                        f"{error} The cell {cell!r} holds labels joined by {mark!r}: the "
-                        f"model does not keep its training data's separator, give it with "
-                        f"--label-separator {shlex.quote(mark)} (this file was split at "
-                        f"{separator!r})."
+                        f"{error} The cell {cell!r} holds labels joined by {mark!r}: give "
+                        f"the file's separator with --label-separator {shlex.quote(mark)} "
+                        f"(this file was split at {separator!r})."
                     ) from error
         raise
     proba = model.predict_proba(texts)
@@ -1170,7 +1184,9 @@ def command_data(args: argparse.Namespace) -> int:
 def command_compare(args: argparse.Namespace) -> int:
     from eft.metrics import compare_prediction_files
 
-    result = compare_prediction_files(args.a, args.b, args.metric, args.samples, args.seed)
+    result = compare_prediction_files(
+        args.a, args.b, args.metric, args.samples, args.seed, args.method_a, args.method_b
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

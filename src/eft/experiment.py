@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import time
 import tomllib
@@ -225,7 +226,7 @@ def run_experiment(
         if validation and row_config.method == "bp":
             eval_texts, eval_labels = _inputs(validation, row, tokenizer), list(validation.labels)
         runs = []
-        for seed in range(42, 42 + seeds):
+        for seed in _seed_range(seeds):
             part = f"{row.name}/seed{seed}"
             if part in kept.parts:
                 run = kept.parts[part]
@@ -259,8 +260,25 @@ def run_experiment(
     if out:
         write_text(out / "results.json", json.dumps(results, indent=2, default=json_default) + "\n")
         write_text(out / "table.md", format_tables(results))
+        _remove_other_seeds(out, experiment, seeds)
     kept.finish()
     return results
+
+
+def _seed_range(seeds: int) -> range:
+    """The seeds of a run with ``seeds`` seeds: 42, 43, ..."""
+    return range(42, 42 + seeds)
+
+
+def _remove_other_seeds(out: Path, experiment: Experiment, seeds: int) -> None:
+    """Remove the rows' prediction files of seeds this run did not make (an earlier run into
+    ``out`` with more ``seeds``), which results.json no longer describes."""
+    for row in experiment.rows:
+        pattern = re.compile(rf"{re.escape(_slug(row.name))}_seed(\d+)\.jsonl")
+        for path in out.iterdir():
+            match = pattern.fullmatch(path.name)
+            if match and int(match.group(1)) not in _seed_range(seeds) and path.is_file():
+                path.unlink()
 
 
 def _train_and_test(

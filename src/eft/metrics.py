@@ -7,6 +7,7 @@ tests significance with paired bootstrap resampling (Koehn, 2004). All scores he
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -268,16 +269,29 @@ def paired_bootstrap(
     }
 
 
-def read_predictions(path: str | os.PathLike[str]) -> tuple[list[Any], list[Any], list[Any]]:
+def read_predictions(
+    path: str | os.PathLike[str], method: str | None = None
+) -> tuple[list[Any], list[Any], list[Any]]:
     """Read a predictions JSONL file: one ``{"id": ..., "label": ..., "prediction": ...}``
-    object per line (other keys ignored). Returns ``(ids, y_true, y_pred)``; a missing ``id``
-    becomes the 0-based line index of the example."""
+    object per line (``eft evaluate --predictions``; other keys ignored), or, with ``method``,
+    that method's predictions in an ``eft bench`` predictions file (``{"test_labels": [...]}``
+    then one ``{"method": ..., "predictions": [...]}`` per method). Returns ``(ids, y_true,
+    y_pred)``; a missing ``id`` becomes the 0-based index of the example."""
     from eft.datasets import _read_table  # the JSONL reader with its input checks
 
     ids: list[Any] = []
     y_true: list[Any] = []
     y_pred: list[Any] = []
-    for line_no, record in _read_table(Path(path), kind="jsonl").rows:
+    rows = iter(_read_table(Path(path), kind="jsonl").rows)
+    line_no, record = next(rows)  # the reader refuses an empty file
+    if "test_labels" in record:
+        return _bench_predictions(path, record["test_labels"], rows, method)
+    if method is not None:
+        raise InputError(
+            f"{path} holds one model's predictions (`eft evaluate --predictions`); a method "
+            f"({method!r}) is chosen in `eft bench` predictions files only: drop it."
+        )
+    for line_no, record in itertools.chain([(line_no, record)], rows):
         if "prediction" not in record:
             raise InputError(
                 f"{path}: line {line_no} has no 'prediction' field; expected "
@@ -297,6 +311,35 @@ def read_predictions(path: str | os.PathLike[str]) -> tuple[list[Any], list[Any]
     return ids, y_true, y_pred
 
 
+def _bench_predictions(
+    path: str | os.PathLike[str], labels: Any, rows: Any, method: str | None
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """``method``'s predictions in an ``eft bench`` predictions file, ids 0, 1, ... (the
+    test set's order)."""
+    methods: dict[str, Any] = {}
+    for line_no, record in rows:
+        if "method" not in record or not isinstance(record.get("predictions"), list):
+            raise InputError(
+                f"{path}: line {line_no} is not an `eft bench` method line "
+                '({"method": ..., "predictions": [...]})'
+            )
+        methods[str(record["method"])] = record["predictions"]
+    if method is None or method not in methods:
+        what = "choose" if method is None else f"it has no method {method!r}; choose"
+        raise InputError(
+            f"{path} is an `eft bench` predictions file of several methods "
+            f"({', '.join(methods)}): {what} one with --method-a/--method-b "
+            "(Python: method_a=/method_b=)."
+        )
+    predictions = methods[method]
+    if not isinstance(labels, list) or len(labels) != len(predictions):
+        raise InputError(
+            f"{path}: method {method!r} has {len(predictions)} predictions for "
+            f"{len(labels) if isinstance(labels, list) else 'no list of'} test labels."
+        )
+    return list(range(len(labels))), labels, predictions
+
+
 def is_label_set(label: Any) -> bool:
     """A multi-label row: a list, tuple, set, frozenset or 1-D array of labels."""
     return isinstance(label, (list, tuple, set, frozenset, np.ndarray))
@@ -314,14 +357,19 @@ def compare_prediction_files(
     metric: str = "weighted_f1",
     samples: int = 1000,
     seed: int = 0,
+    method_a: str | None = None,
+    method_b: str | None = None,
 ) -> dict[str, Any]:
     """Paired bootstrap of predictions file B against A (see :func:`paired_bootstrap`).
 
     Examples are matched by ``id`` (any line order); both files must hold the same ids with
-    the same true labels, else :class:`InputError`. The result adds ``file_a`` and ``file_b``.
+    the same true labels, else :class:`InputError`. An ``eft bench`` predictions file holds
+    every method's: ``method_a``/``method_b`` choose one (its ids are the test set's row
+    numbers, as those of ``eft evaluate`` on the same file). The result adds ``file_a`` and
+    ``file_b`` (and the methods chosen).
     """
-    ids_a, true_a, pred_a = read_predictions(path_a)
-    ids_b, true_b, pred_b = read_predictions(path_b)
+    ids_a, true_a, pred_a = read_predictions(path_a, method_a)
+    ids_b, true_b, pred_b = read_predictions(path_b, method_b)
     key_a = [json.dumps(i, sort_keys=True) for i in ids_a]
     key_b = {json.dumps(i, sort_keys=True): j for j, i in enumerate(ids_b)}
     missing_b = [ids_a[j] for j, key in enumerate(key_a) if key not in key_b]
@@ -361,4 +409,5 @@ def compare_prediction_files(
         seed=seed,
     )
     result.update(file_a=str(path_a), file_b=str(path_b))
+    result.update({k: v for k, v in (("method_a", method_a), ("method_b", method_b)) if v})
     return result
