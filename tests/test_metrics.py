@@ -220,9 +220,8 @@ def test_compare_reads_a_bench_predictions_file_by_method(tmp_path, capsys):
         assert message in capsys.readouterr().err
     argv = ["compare", str(bench), str(bench), "--method-a", "bp", "--method-b", "eft"]
     assert main([*argv, "--metric", "accuracy"]) == 0
-    assert f"difference {100 * (np.mean(np.array(eft) == y) - np.mean(np.array(bp) == y)):+.2f}" in (
-        capsys.readouterr().out
-    )
+    gain = 100 * (np.mean(np.array(eft) == y) - np.mean(np.array(bp) == y))
+    assert f"difference {gain:+.2f}" in capsys.readouterr().out
 
 
 def test_read_predictions_errors(tmp_path):

@@ -283,15 +283,15 @@ def read_predictions(
     y_true: list[Any] = []
     y_pred: list[Any] = []
     rows = iter(_read_table(Path(path), kind="jsonl").rows)
-    line_no, record = next(rows)  # the reader refuses an empty file
-    if "test_labels" in record:
-        return _bench_predictions(path, record["test_labels"], rows, method)
+    first = next(rows)  # the reader refuses an empty file
+    if "test_labels" in first[1]:
+        return _bench_predictions(path, first[1]["test_labels"], rows, method)
     if method is not None:
         raise InputError(
             f"{path} holds one model's predictions (`eft evaluate --predictions`); a method "
             f"({method!r}) is chosen in `eft bench` predictions files only: drop it."
         )
-    for line_no, record in itertools.chain([(line_no, record)], rows):
+    for line_no, record in itertools.chain([first], rows):
         if "prediction" not in record:
             raise InputError(
                 f"{path}: line {line_no} has no 'prediction' field; expected "
