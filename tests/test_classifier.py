@@ -95,6 +95,17 @@ def test_scikit_learn_clone_params_and_grid_search(tiny_bert_dir):
     tags = clf.__sklearn_tags__()  # texts in, as a text vectorizer; label sets too
     assert tags.input_tags.string and not tags.input_tags.two_d_array
     assert tags.classifier_tags.multi_label and tags.target_tags.two_d_labels
+    # texts and labels are X and y, not metadata: routing lists fit's other arguments only
+    routing = clf.get_metadata_routing()
+    assert set(routing.fit.requests) == {
+        "eval_texts",
+        "eval_labels",
+        "resume_from",
+        "checkpoint_metadata",
+        "callbacks",
+    }
+    assert set(routing.score.requests) == {"sample_weight"}
+    assert not routing.predict.requests and not routing.predict_proba.requests
     assert clf.get_params(deep=False) == {"config": clf.config}
     params = clf.get_params()
     assert params["n_hidden"] == 48 and params["bp_epochs"] == 1

@@ -113,6 +113,12 @@ def test_default_learning_rate_depends_on_the_method():
     from sklearn.base import clone
 
     assert clone(EFTClassifier()).set_params(method="bp").config.learning_rate == 5e-5
+    # every parameter given back as get_params gives it leaves the default a default
+    again = EFTClassifier()
+    again.set_params(**again.get_params())
+    assert again.set_params(method="bp").config.learning_rate == 5e-5
+    # the default's value given with another method is chosen for that method
+    assert EFTConfig().replace(learning_rate=2e-4, method="bp").learning_rate == 2e-4
 
 
 def test_configuration_kinds_and_files_are_named(tmp_path):

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import DataConversionWarning
+from sklearn.utils.metadata_routing import UNUSED
 
 from eft.atomic import atomic_dir, json_default
 from eft.backprop import EncoderWithLinearHead, train_backprop
@@ -477,6 +478,13 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
     :meth:`predict` returns the 0/1 matrix of the labels whose probability is above 0.5, and
     accuracies (``score``, the history's validation scores) are subset accuracies.
     """
+
+    # texts and labels are scikit-learn's X and y, not metadata to route (its names are X, y)
+    __metadata_request__fit = {"texts": UNUSED, "labels": UNUSED}
+    __metadata_request__score = {"texts": UNUSED, "labels": UNUSED}
+    __metadata_request__predict = {"texts": UNUSED}
+    __metadata_request__predict_proba = {"texts": UNUSED}
+    __metadata_request__decision_function = {"texts": UNUSED}
 
     def __init__(self, config: EFTConfig | None = None, **overrides: Any) -> None:
         self.set_params(config=config or EFTConfig(), **overrides)
