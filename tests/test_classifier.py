@@ -541,7 +541,8 @@ def test_input_errors(tiny_bert_dir, tmp_path):
     clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0))
     with pytest.raises(InputError, match=r"single class \('pos'\);"):
         clf.fit(TEXTS, ["pos"] * len(TEXTS))
-    with pytest.raises(InputError, match="empty or not strings"):
+    last = len(TEXTS) - 1  # positions counted as Python counts them, and said so
+    with pytest.raises(InputError, match=f"empty or not strings \\(first at index {last}, count"):
         clf.fit(TEXTS[:-1] + [""], LABELS)
     with pytest.raises(InputError, match="texts but"):
         clf.fit(TEXTS, LABELS[:-1])
@@ -775,7 +776,7 @@ def test_text_pairs_fit_save_load_and_refuse_the_other_kind(tiny_bert_dir, tmp_p
         EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(
             TEXTS, LABELS, PAIR_TEXTS, PAIR_LABELS
         )
-    with pytest.raises(InputError, match="1 training text pair.*first at row 2"):
+    with pytest.raises(InputError, match="1 training text pair.*first at index 2, counting from 0"):
         EFTClassifier(_config(tiny_bert_dir)).fit(
             PAIR_TEXTS[:2] + ["one text"] + PAIR_TEXTS[3:], PAIR_LABELS
         )
@@ -971,7 +972,7 @@ def test_multi_label_cross_validation_takes_the_0_1_matrix(tiny_bert_dir):
 
 def test_multi_label_refusals(tiny_bert_dir):
     texts, labels = _multi_label_data(40)
-    with pytest.raises(InputError, match="mix label sets.*first at row 3"):
+    with pytest.raises(InputError, match=r"mix label sets.*first at index 3 \(counting from 0\)"):
         EFTClassifier(_multi_label_config(tiny_bert_dir)).fit(
             texts[:6], [["a"], ["b"], [], "a", ["a", "b"], ["b"]]
         )

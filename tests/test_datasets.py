@@ -449,6 +449,9 @@ def test_missing_column_suggests_closest(tmp_path):
         read_labeled_file(tmp_path / "train.csv", label_column="Label")
     with pytest.raises(InputError, match="column 'zzz' not found.*available: text, label"):
         read_labeled_file(tmp_path / "train.csv", label_column="zzz")
+    # no close name: the option to choose one, as the command line and Python spell it
+    with pytest.raises(InputError, match=r"choose one with --label-column \(label_column=\)"):
+        read_labeled_file(tmp_path / "train.csv", label_column="zzz")
 
 
 def test_missing_unsupported_and_empty_files(tmp_path):

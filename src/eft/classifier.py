@@ -93,15 +93,16 @@ def check_texts_and_labels(
         ]
         if bad:
             raise InputError(
-                f"{len(bad)} {what} text pair(s) are not two non-empty strings (first at row "
-                f"{bad[0]}; the first row is a pair, so every row must be one); drop or fill them."
+                f"{len(bad)} {what} text pair(s) are not two non-empty strings (first at index "
+                f"{bad[0]}, counting from 0; the first is a pair, so every row must be one); "
+                "drop or fill them."
             )
         return _checked_labels(texts, labels, what)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad:
         raise InputError(
-            f"{len(bad)} {what} text(s) are empty or not strings (first at row {bad[0]}); "
-            f"drop or fill them."
+            f"{len(bad)} {what} text(s) are empty or not strings (first at index {bad[0]}, "
+            f"counting from 0); drop or fill them."
         )
     return _checked_labels(texts, labels, what)
 
@@ -142,7 +143,8 @@ def _checked_labels(texts: list[Any], labels: Any, what: str) -> tuple[list[Any]
         if single:
             raise InputError(
                 f"The {what} labels mix label sets (multi-label) with single labels, first at "
-                f"row {single[0]}; give every row a list of its labels ([] for none)."
+                f"index {single[0]} (counting from 0); give every row a list of its labels "
+                "([] for none)."
             )
         if (
             len({len(label) for label in labels}) == 1

@@ -437,8 +437,8 @@ def _require_column(table: _Table, column: str, option: str = "") -> None:
     lowered = {c.lower(): c for c in table.columns}
     match = difflib.get_close_matches(column.lower(), list(lowered), n=1, cutoff=0.6)
     hint = f"; did you mean '{lowered[match[0]]}'?" if match else ""
-    if not hint and option:
-        hint = f"; choose one with {option}"
+    if not hint and option:  # the option as the command line and Python spell it
+        hint = f"; choose one with --{option.replace('_', '-')} ({option}=)"
     raise InputError(
         f"column '{column}' not found in {table.path.name}; "
         f"available: {', '.join(table.columns)}{hint}"
