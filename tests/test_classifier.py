@@ -103,6 +103,7 @@ def test_scikit_learn_clone_params_and_grid_search(tiny_bert_dir):
         "resume_from",
         "checkpoint_metadata",
         "callbacks",
+        "sample_weight",
     }
     assert set(routing.score.requests) == {"sample_weight"}
     assert not routing.predict.requests and not routing.predict_proba.requests
@@ -1045,3 +1046,74 @@ def test_array_shaped_texts_and_labels_read_as_scikit_learn_reads_them():
     assert sets == [(1, 0), (0, 1)]
     with pytest.raises(InputError, match="2-D array of 3 columns"):
         check_texts_and_labels(np.array([["a", "b", "c"]]), [0])
+
+
+def test_sample_weight_weighs_each_text_in_both_stages(tiny_bert_dir, monkeypatch):
+    """fit(sample_weight=...): the BP loss scaled to mean-1 weights, the head's statistics
+    by the weights themselves (Eq. 5-6 with W), as scikit-learn's Ridge counts them."""
+    import eft.classifier
+
+    n = len(TEXTS)
+    ones, twos = np.ones(n), np.full(n, 2.0)
+
+    def scores(weights=None, **overrides):
+        clf = EFTClassifier(_config(tiny_bert_dir, **{"bp_epochs": 1, "C": 4.0, **overrides}))
+        return clf.fit(TEXTS, LABELS, sample_weight=weights).decision_function(TEXTS)
+
+    # weights of 1: the unweighted model (the loss sum_i w_i c_i l_i / sum_i c_i)
+    balanced = scores(class_weight="balanced")
+    np.testing.assert_allclose(scores(ones, class_weight="balanced"), balanced, atol=1e-5)
+    # weights of 2: the same BP stage (mean 1), the head's data term doubled, as C doubled;
+    # also half fused (the last epoch's batches carry their weights, the others are fed after)
+    np.testing.assert_allclose(scores(twos), scores(C=8.0), atol=1e-4)
+    fused = {"elm_from_last_epoch": True, "fused_fraction": 0.5}
+    np.testing.assert_allclose(scores(twos, **fused), scores(C=8.0, **fused), atol=1e-4)
+    # label sets: a sigmoid per label in the BP stage, weighted as one loss per text
+    screen = ("film", "movie")
+    label_sets = [
+        [y, "screen"] if any(w in t for w in screen) else [y]
+        for t, y in zip(TEXTS, LABELS, strict=True)
+    ]
+
+    def multi_label(weights=None, C=4.0):
+        clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, C=C))
+        return clf.fit(TEXTS, label_sets, sample_weight=weights).decision_function(TEXTS)
+
+    np.testing.assert_allclose(multi_label(twos), multi_label(C=8.0), atol=1e-4)
+    # a weight of 0 is no row for the head: a frozen encoder's head on the other rows
+    kept = np.arange(n) % 3 != 0
+    for standardize in (False, True):
+        frozen = dict(bp_epochs=0, standardize=standardize)
+        clf = EFTClassifier(_config(tiny_bert_dir, **frozen))
+        weighted = clf.fit(TEXTS, LABELS, sample_weight=kept.astype(float))
+        subset = EFTClassifier(_config(tiny_bert_dir, **frozen)).fit(
+            [t for t, k in zip(TEXTS, kept, strict=True) if k],
+            [y for y, k in zip(LABELS, kept, strict=True) if k],
+        )
+        np.testing.assert_allclose(
+            weighted.decision_function(TEXTS), subset.decision_function(TEXTS), atol=1e-5
+        )
+    # the BP stage gets every text's weight, in row order (and scales them to mean 1)
+    received = []
+    train_backprop = eft.classifier.train_backprop
+
+    def spy(*args, **kwargs):
+        received.append(kwargs["sample_weight"])
+        return train_backprop(*args, **kwargs)
+
+    monkeypatch.setattr(eft.classifier, "train_backprop", spy)
+    weights = np.linspace(1, 3, n)
+    scores(weights)
+    np.testing.assert_allclose(received[-1].numpy(), weights)
+    for bad, message in (
+        (np.ones(n - 1), "give one weight per text"),
+        (-ones, "finite and non-negative"),
+        (0 * ones, "zero for every text"),
+        (["a"] * n, "must be numbers"),
+    ):
+        with pytest.raises(InputError, match=message):
+            EFTClassifier(_config(tiny_bert_dir)).fit(TEXTS, LABELS, sample_weight=bad)
+    with pytest.raises(InputError, match="contrastive loss .* has no per-text weights"):
+        EFTClassifier(_config(tiny_bert_dir, contrastive_weight=0.5)).fit(
+            TEXTS, LABELS, sample_weight=ones
+        )

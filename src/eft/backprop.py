@@ -208,7 +208,7 @@ def train_backprop(
     accelerator,
     epochs: int,
     class_weights: torch.Tensor | None = None,
-    feature_sink: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    feature_sink: Callable[..., None] | None = None,
     feature_sink_fraction: float = 1.0,
     evaluate: Callable[[nn.Module], float] | None = None,
     patience: int | None = None,
@@ -217,6 +217,7 @@ def train_backprop(
     checkpoint_metadata: dict[str, Any] | None = None,
     resume_from: Path | None = None,
     on_epoch_end: Callable[[EpochLog, nn.Module], bool] | None = None,
+    sample_weight: torch.Tensor | None = None,
 ) -> tuple[nn.Module, BPResult]:
     """Fine-tune ``model`` for ``epochs`` epochs; returns the (unwrapped) model and a record.
 
@@ -233,6 +234,12 @@ def train_backprop(
 
     ``on_epoch_end(log, model)`` runs after each epoch (and its evaluation) on every rank;
     True on any rank stops the stage there (:mod:`eft.callbacks`).
+
+    ``sample_weight`` (in-memory data: one weight per text) multiplies each text's loss:
+    with the weights scaled to mean 1 (so that the step size stays), ``sum_i w_i c_i l_i /
+    sum_i c_i`` over a batch with class weights ``c`` (1 without), the unweighted loss when
+    every ``w_i`` is 1; ``feature_sink`` then receives the batch's weights (as given) as a
+    third argument.
     """
     from tqdm.auto import tqdm
 
@@ -255,22 +262,38 @@ def train_backprop(
         scheduler = accelerator.prepare(_schedule(optimizer, config, steps * epochs, steps))
     else:  # a stream: every rank reads its own share already, so the batches stay unprepared
         source = input_ids
+        if sample_weight is not None:
+            raise ValueError("sample_weight needs in-memory data (token id lists), not a stream.")
         # len(source) counts this rank's steps, while the prepared scheduler steps once per
         # rank at every optimizer step (as for a prepared loader's unsharded length)
         steps = len(source) * accelerator.num_processes
         scheduler = _schedule(optimizer, config, steps * epochs, steps)
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    class_weights = None if class_weights is None else class_weights.to(accelerator.device)
+    reduction = "mean" if sample_weight is None else "none"
     cross_entropy = nn.CrossEntropyLoss(
-        weight=None if class_weights is None else class_weights.to(accelerator.device),
-        label_smoothing=config.label_smoothing,
+        weight=class_weights, label_smoothing=config.label_smoothing, reduction=reduction
     )
-    binary_cross_entropy = nn.BCEWithLogitsLoss()  # multi-label: a sigmoid per label
+    binary_cross_entropy = nn.BCEWithLogitsLoss(reduction=reduction)  # a sigmoid per label
+    loss_weight = None
+    if sample_weight is not None:
+        sample_weight = torch.as_tensor(sample_weight).to(accelerator.device, torch.float64)
+        loss_weight = (sample_weight / sample_weight.mean()).float()
     weight = config.contrastive_weight
 
-    def loss_fn(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor):
+    def loss_fn(
+        logits: torch.Tensor,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ):
         if labels.ndim == 2:  # 0/1 indicator rows (class weights, smoothing, contrast refused)
-            return binary_cross_entropy(logits.float(), labels.float())
+            loss = binary_cross_entropy(logits.float(), labels.float())
+            return loss if weights is None else (weights * loss.mean(1)).mean()
         loss = cross_entropy(logits.float(), labels)
+        if weights is not None:  # each text's loss is c_y l already (torch's weight)
+            total = len(labels) if class_weights is None else class_weights[labels].sum()
+            loss = (weights * loss).sum() / total
         if not weight:
             return loss
         contrastive = supervised_contrastive_loss(
@@ -322,9 +345,10 @@ def train_backprop(
         for step, batch in enumerate(bar):
             labels = batch.pop("labels")
             index = batch.pop("index", None)
+            weights = None if loss_weight is None else loss_weight[index]
             with accelerator.autocast():
                 logits, features = model(batch["input_ids"], batch["attention_mask"])
-                loss = loss_fn(logits, features, labels)
+                loss = loss_fn(logits, features, labels, weights)
             accelerator.backward(loss)
             if config.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -333,7 +357,8 @@ def train_backprop(
             optimizer.zero_grad(set_to_none=True)
             if last and feature_sink is not None:
                 if step >= first_sink_step:
-                    feature_sink(features.detach().float(), labels)
+                    fed = [features.detach().float(), labels]
+                    feature_sink(*fed, *([] if weights is None else [sample_weight[index]]))
                 elif index is None:
                     raise ValueError("feature_sink_fraction < 1 needs batches with an 'index'.")
                 else:

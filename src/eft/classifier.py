@@ -107,6 +107,28 @@ def check_texts_and_labels(
     return _checked_labels(texts, labels, what)
 
 
+def _checked_sample_weight(sample_weight: Any, n_texts: int) -> np.ndarray | None:
+    """``fit``'s ``sample_weight`` as float64, one finite non-negative weight per text, not all
+    zero; None stays None."""
+    if sample_weight is None:
+        return None
+    if hasattr(sample_weight, "cpu"):  # a tensor
+        sample_weight = sample_weight.detach().cpu().numpy()
+    try:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"sample_weight must be numbers, one per text: {error}") from error
+    if weights.ndim != 1 or len(weights) != n_texts:
+        raise InputError(
+            f"sample_weight has shape {weights.shape}; give one weight per text ({n_texts})."
+        )
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise InputError("sample_weight must be finite and non-negative.")
+    if not weights.any():
+        raise InputError("sample_weight is zero for every text; at least one must be positive.")
+    return weights
+
+
 #: Checked labels: a 1-D array (one label per text), a 2-D 0/1 indicator matrix, or a list of
 #: label tuples (multi-label).
 Labels = np.ndarray | list[tuple[Any, ...]]
@@ -380,12 +402,13 @@ class _HeadFeeder:
 
     def __init__(self, head: IELMClassifier, n_classes: int, check_input: bool) -> None:
         self.head, self.n_classes, self.check_input = head, n_classes, check_input
-        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
         self.rows = 0
 
-    def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+    def add(self, features: torch.Tensor, labels: torch.Tensor, weights: Any = None) -> None:
+        """A batch, with its sample weights (a tensor or array) or None."""
         # copies: pooled features may be a view that keeps a whole batch's hidden states alive
-        self.pending.append((features.clone(), labels.clone()))
+        self.pending.append((features.clone(), labels.clone(), weights))
         self.rows += features.shape[0]
         if self.rows >= self.head.batch_size:
             self.flush()
@@ -393,12 +416,24 @@ class _HeadFeeder:
     def flush(self) -> None:
         if not self.pending:
             return
-        features = torch.cat([f for f, _ in self.pending])
-        labels = torch.cat([y for _, y in self.pending])
+        features = torch.cat([f for f, _, _ in self.pending])
+        labels = torch.cat([y for _, y, _ in self.pending])
+        weights = None
+        if self.pending[0][2] is not None:  # on the host: partial_fit checks them there
+            weights = np.concatenate([np.asarray(_as_host(w)) for _, _, w in self.pending])
         self.pending, self.rows = [], 0
         self.head.partial_fit(
-            features, labels, classes=np.arange(self.n_classes), check_input=self.check_input
+            features,
+            labels,
+            classes=np.arange(self.n_classes),
+            sample_weight=weights,
+            check_input=self.check_input,
         )
+
+
+def _as_host(values: Any) -> Any:
+    """A tensor's values on the host (numpy), other values as they are."""
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
 
 
 class _FlopCounter:
@@ -538,6 +573,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         resume_from: str | os.PathLike | None = None,
         checkpoint_metadata: dict[str, Any] | None = None,
         callbacks: Sequence[Any] | None = None,
+        sample_weight: Any = None,
     ) -> EFTClassifier:
         """Run the BP stage, the feedforward pass and the I-ELM solve (or the baseline).
 
@@ -548,6 +584,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         ``resume_from`` continues from a checkpoint written to ``config.checkpoint_dir`` by an
         interrupted run with the same configuration and data. ``callbacks`` see every BP epoch
         and may stop the BP stage early (:mod:`eft.callbacks`).
+
+        ``sample_weight`` (one non-negative number per text) weighs each text in both stages:
+        its loss in the BP stage (the weights scaled to mean 1, so the step size stays) and
+        its row of the I-ELM statistics, ``Gamma = H^T W H``, ``Lambda = T^T W H`` (Eq. 5-6;
+        as scikit-learn's ``Ridge``, a weight of 2 counts a text twice against ``1/C``).
+        Validation scores, calibration and ``class_weight="balanced"``'s counts are unweighted.
         """
         self._forget_fit()  # a refit that fails leaves nothing of the last fit
         self.config.validate()  # set_params leaves it to fit, as scikit-learn does
@@ -557,7 +599,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             counts = targets.sum(0)
         else:
             counts = np.bincount(targets, minlength=len(classes))
-        data = _TextsInMemory(texts, targets)
+        data = _TextsInMemory(texts, targets, _checked_sample_weight(sample_weight, len(texts)))
+        if data.sample_weight is not None and self.config.contrastive_weight:
+            raise InputError(
+                "sample_weight weighs the cross-entropy of the BP stage; the supervised "
+                "contrastive loss (contrastive_weight) has no per-text weights. Drop one."
+            )
         self._fit(
             data,
             classes,
@@ -781,10 +828,12 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             if fused:
                 feeder = _HeadFeeder(head, len(classes), check_input=not sink_check.defer)
 
-                def sink(features: torch.Tensor, batch_labels: torch.Tensor) -> None:
+                def sink(
+                    features: torch.Tensor, batch_labels: torch.Tensor, weights: Any = None
+                ) -> None:
                     sink_check(features)
                     with sink_timer, flops.excluded():  # elm_flops counts the head's work
-                        feeder.add(features, batch_labels)
+                        feeder.add(features, batch_labels, weights)
 
             evaluate = None
             epoch_logits: list[np.ndarray] = []  # bp + tune_thresholds: reused, not recomputed
@@ -827,6 +876,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                     },
                     resume_from=Path(resume_from) if resume_from else None,
                     on_epoch_end=partial(epoch_end, callbacks) if callbacks else None,
+                    sample_weight=data.bp_sample_weight(),
                 )
             encoder, linear = bp_model.encoder, bp_model.classifier
             unfed = bp_result.unfed_indices
@@ -964,21 +1014,26 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         device = accelerator.device
         feed_timer = _PhaseTimer(device)
         check = _FiniteCheck(device, cfg)
-        cache: list[tuple[torch.Tensor, np.ndarray]] = []
+        cache: list[tuple[Any, ...]] = []
         # standardize: the head reads the features twice (their mean and scale, then its
         # statistics), so in-memory data keeps them (n x d floats) instead of a second pass
         keep = cfg.standardize or (cfg.feature_cache and cfg.n_iter > 1)
 
-        def passes() -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+        def passes() -> Iterator[tuple[Any, ...]]:
             if cache:
                 yield from cache
                 return
-            for features, batch_labels in self._feature_pass(
+            for features, batch_labels, weights in self._feature_pass(
                 data, encoder, accelerator, feed_timer, check, flops
             ):
+                batch = (
+                    (features, batch_labels)
+                    if weights is None
+                    else (features, batch_labels, weights)
+                )
                 if keep and data.cacheable:  # for the passes after this one
-                    cache.append((features, batch_labels))
-                yield features, batch_labels
+                    cache.append(batch)
+                yield batch
 
         start = time.perf_counter()
         head.fit_batches(
@@ -1008,11 +1063,11 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         feed_timer, head_timer = _PhaseTimer(device), _PhaseTimer(device)
         check = _FiniteCheck(device, self.config)
         feeder = _HeadFeeder(head, len(self.classes_), check_input=not check.defer)
-        for features, batch_labels in self._feature_pass(
+        for features, batch_labels, weights in self._feature_pass(
             data, encoder, accelerator, feed_timer, check, flops, np.asarray(indices)
         ):
             with head_timer:
-                feeder.add(features, torch.as_tensor(batch_labels, device=device))
+                feeder.add(features, torch.as_tensor(batch_labels, device=device), weights)
         with head_timer:
             feeder.flush()
         timings["feedforward"] += feed_timer.seconds()
@@ -1027,10 +1082,11 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         check: _FiniteCheck,
         flops: _FlopCounter,
         indices: np.ndarray | None = None,
-    ) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-        """``(features, label indices)`` in eval mode of this rank's share of the training
-        data (or of the rows ``indices``), timed as the feedforward phase; the non-finite check
-        is settled before the pass ends, so a bad pass raises before the head is solved."""
+    ) -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray | None]]:
+        """``(features, label indices, sample weights or None)`` in eval mode of this rank's
+        share of the training data (or of the rows ``indices``), timed as the feedforward
+        phase; the non-finite check is settled before the pass ends, so a bad pass raises
+        before the head is solved."""
         cfg = self.config
         stream = data.feature_batches(
             encoder,
@@ -1048,9 +1104,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             if item is None:
                 check.finish()
                 return
-            batch_labels, features = item
+            batch_labels, weights, features = item
             check(features)
-            yield features, batch_labels
+            yield features, batch_labels, weights
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -1342,9 +1398,12 @@ class _TextsInMemory:
 
     cacheable = True  # the features of further I-ELM passes may be kept in memory
 
-    def __init__(self, texts: Sequence[Any], label_index: np.ndarray) -> None:
+    def __init__(
+        self, texts: Sequence[Any], label_index: np.ndarray, sample_weight: np.ndarray | None
+    ) -> None:
         self.texts = texts
         self.label_index = label_index  # class indices, or (multi-label) 0/1 indicator rows
+        self.sample_weight = sample_weight  # float64, one per text, or None
         self.text_pairs = is_text_pair(texts[0])
         self.multi_label = label_index.ndim == 2
 
@@ -1358,6 +1417,10 @@ class _TextsInMemory:
     def bp_input(self, config: EFTConfig, accelerator) -> tuple[list[list[int]], np.ndarray]:
         return self.input_ids, self.label_index
 
+    def bp_sample_weight(self) -> torch.Tensor | None:
+        """The BP stage's weight per text (float64), or None."""
+        return None if self.sample_weight is None else torch.from_numpy(self.sample_weight)
+
     def feature_batches(
         self,
         encoder,
@@ -1368,9 +1431,9 @@ class _TextsInMemory:
         world_size: int,
         progress: bool,
         indices: np.ndarray | None = None,
-    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """``(label indices, features)`` of this rank's shard ``range(rank, N, world_size)``,
-        or of the rows ``indices`` when given."""
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None, torch.Tensor]]:
+        """``(label indices, sample weights or None, features)`` of this rank's shard
+        ``range(rank, N, world_size)``, or of the rows ``indices`` when given."""
         shard = np.arange(len(self.input_ids))[rank::world_size] if indices is None else indices
         for rows, features in extract_features(
             encoder,
@@ -1382,7 +1445,8 @@ class _TextsInMemory:
             indices=shard,
             progress=progress,
         ):
-            yield self.label_index[rows], features
+            weights = None if self.sample_weight is None else self.sample_weight[rows]
+            yield self.label_index[rows], weights, features
 
 
 class _TextStream:
@@ -1410,11 +1474,14 @@ class _TextStream:
         rank, world_size = accelerator.process_index, accelerator.num_processes
         return _StreamBatches(self, config, rank, world_size), None
 
+    def bp_sample_weight(self) -> None:
+        return None  # fit_stream takes no sample weights
+
     def feature_batches(
         self, encoder, batch_size, device, autocast, rank: int, world_size: int, progress: bool
-    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """``(label indices, features)`` of this rank's rows (``g % world_size == rank``);
-        multi-label: 0/1 label rows."""
+    ) -> Iterator[tuple[np.ndarray, None, torch.Tensor]]:
+        """``(label indices, None, features)`` of this rank's rows (``g % world_size ==
+        rank``; no sample weights); multi-label: 0/1 label rows."""
         from tqdm.auto import tqdm
 
         from eft.streaming import label_indices, shard_chunks
@@ -1432,7 +1499,7 @@ class _TextStream:
                     encoder, self.encode(texts), self.pad_id, batch_size, device, autocast
                 ):
                     bar.update(len(rows))
-                    yield index[rows], features
+                    yield index[rows], None, features
 
 
 class _StreamBatches:

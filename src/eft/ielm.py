@@ -533,13 +533,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                 per_class = np.array([float(self.class_weight.get(c, 1.0)) for c in self.classes_])
             weights = per_class[index]
         if sample_weight is not None:
-            sample_weight = np.asarray(_to_numpy(sample_weight), dtype=np.float64).reshape(-1)
-            if sample_weight.shape[0] != len(y):
-                raise ValueError(
-                    f"sample_weight has {sample_weight.shape[0]} entries for {len(y)} samples."
-                )
-            if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
-                raise ValueError("sample_weight must be finite and non-negative.")
+            sample_weight = _checked_sample_weight(sample_weight, len(y))
             if require_positive and len(y) and not sample_weight.any():
                 raise ValueError("Sample weights are all zero; at least one must be positive.")
             weights = sample_weight if weights is None else weights * sample_weight
@@ -675,7 +669,11 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                     "After sample_weight and class_weight, fewer than 2 classes have positive "
                     "weight; a classifier needs at least 2 classes."
                 )
-        self._start(Xt.shape[1], Xt)
+        moments = None
+        if self.standardize and sample_weight is not None:  # weighted, as StandardScaler
+            weights = _checked_sample_weight(sample_weight, len(y))
+            moments = feature_moments([(Xt, weights)], self._device())
+        self._start(Xt.shape[1], Xt, moments)
         self._accumulate(Xt, T, w)
         self._solve()
         self.n_iter_ = 1
@@ -1142,6 +1140,16 @@ def _as_float(value: Any) -> float:
         return math.inf
 
 
+def _checked_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
+    """A batch's sample weights as float64, one finite non-negative weight per sample."""
+    weights = np.asarray(_to_numpy(sample_weight), dtype=np.float64).reshape(-1)
+    if weights.shape[0] != n_samples:
+        raise ValueError(f"sample_weight has {weights.shape[0]} entries for {n_samples} samples.")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative.")
+    return weights
+
+
 def _standardization_pass(
     model: IELMClassifier,
     batches: Iterable[Any] | Callable[[], Iterable[Any]],
@@ -1155,19 +1163,26 @@ def _standardization_pass(
         return None
     if not callable(batches) and iter(batches) is batches:  # type: ignore[arg-type]
         return None
-    checked = (  # the batches' own checks first, with their messages
-        (model._check_X(_unpack_batch(batch)[0], reset=True, defer_finite=True),)
-        for batch in make_iter()
-    )
-    return feature_moments(checked, model._device(), all_reduce)
+
+    def checked() -> Iterator[tuple[Any, Any]]:  # the batches' own checks first
+        for batch in make_iter():
+            X, y, sample_weight = _unpack_batch(batch)
+            X = model._check_X(X, reset=True, defer_finite=True)
+            if sample_weight is not None:  # their messages too
+                sample_weight = _checked_sample_weight(sample_weight, len(X))
+            yield X, sample_weight
+
+    return feature_moments(checked(), model._device(), all_reduce)
 
 
 def feature_moments(
     batches: Iterable[Any], device: str | torch.device = "cpu", all_reduce: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation (float64, population; 1 where a feature is constant) of the
-    features of every ``(X, ...)`` batch, accumulated about the first batch's mean so that
-    features far from 0 keep their precision; summed across ranks with ``all_reduce``."""
+    features of every ``(X,)`` or ``(X, sample_weight)`` batch (weighted, as scikit-learn's
+    ``StandardScaler`` weighs them; None: 1 per row), accumulated about the first batch's
+    mean so that features far from 0 keep their precision; summed across ranks with
+    ``all_reduce``."""
     shift: torch.Tensor | None = None
     total = first = square = None
     for batch in batches:
@@ -1176,6 +1191,7 @@ def feature_moments(
         X = X.to(device=device, dtype=torch.float64)
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"Expected 2-D batches of features, got shape {tuple(X.shape)}.")
+        weights = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
         if shift is None:
             shift = X.mean(0)
             if all_reduce:  # one shift for every rank, so that the sums add up
@@ -1183,9 +1199,15 @@ def feature_moments(
             total = torch.zeros(1, dtype=torch.float64, device=shift.device)
             first, square = torch.zeros_like(shift), torch.zeros_like(shift)
         centred = X - shift
-        first += centred.sum(0)
-        square += (centred * centred).sum(0)
-        total += X.shape[0]
+        if weights is None:
+            first += centred.sum(0)
+            square += (centred * centred).sum(0)
+            total += X.shape[0]
+        else:
+            w = torch.as_tensor(weights, dtype=torch.float64, device=X.device).reshape(-1, 1)
+            first += (w * centred).sum(0)
+            square += (w * centred * centred).sum(0)
+            total += w.sum()
     if shift is None:
         raise ValueError("fit_batches got no batches.")
     if all_reduce:
