@@ -37,6 +37,57 @@ def test_remote_code_needs_opt_in(tiny_bert_dir, tmp_path):
         EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
 
 
+def test_files_cannot_turn_remote_code_on(tiny_bert_dir, tmp_path):
+    """A saved model's eft_config.json, a --config file or a checkpoint that says
+    trust_remote_code: true (and names a model with custom code) turned it on for the next
+    fit; only the caller's argument or flag does now."""
+    from eft.cli import main
+
+    remote = _copy_model(tiny_bert_dir, tmp_path / "remote")
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (remote / "config.json").write_text(json.dumps(config))
+    out = (
+        EFTClassifier(_config(tiny_bert_dir, bp_epochs=0))
+        .fit(TEXTS, LABELS)
+        .save_pretrained(tmp_path / "saved")
+    )
+    meta = json.loads((out / "eft_config.json").read_text())
+    meta["config"].update(trust_remote_code=True, model=str(remote))
+    (out / "eft_config.json").write_text(json.dumps(meta))
+    loaded = EFTClassifier.from_pretrained(out)
+    assert loaded.config.trust_remote_code is False
+    with pytest.raises(InputError, match="needs custom code .* trust_remote_code=True"):
+        loaded.fit(TEXTS, LABELS)  # a refit of the loaded model
+    assert EFTClassifier.from_pretrained(out, trust_remote_code=True).config.trust_remote_code
+    train = _write_csv(tmp_path / "train.csv", list(zip(TEXTS, LABELS, strict=True)))
+    (tmp_path / "cfg.json").write_text(json.dumps(meta["config"]))
+    argv = ["train", "--train", str(train), "--config", str(tmp_path / "cfg.json")]
+    assert main([*argv, "--output", str(tmp_path / "m"), "--quiet"]) == 2
+    # a checkpoint's config: eft train --resume takes the flag of its own command line
+    checkpoint = tmp_path / "m.checkpoint"
+    argv = ["train", "--train", str(train), "--model", str(tiny_bert_dir), "--bp-epochs", "2"]
+    argv += ["--batch-size", "32", "--device", "cpu", "--output", str(tmp_path / "m"), "--quiet"]
+    import eft.backprop
+
+    save_checkpoint = eft.backprop.save_checkpoint
+
+    def save_then_stop(folder, epoch, *args, **kwargs):
+        save_checkpoint(folder, epoch, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    eft.backprop.save_checkpoint = save_then_stop
+    try:
+        assert main(argv) == 130
+    finally:
+        eft.backprop.save_checkpoint = save_checkpoint
+    state = json.loads((checkpoint / "checkpoint.json").read_text())
+    state["config"].update(trust_remote_code=True, model=str(remote))
+    state["cli_args"].update(trust_remote_code=True, model=str(remote))
+    (checkpoint / "checkpoint.json").write_text(json.dumps(state))
+    assert main(["train", "--resume", str(checkpoint), "--quiet"]) == 2
+
+
 def test_output_folder_that_is_not_a_model_is_refused_before_training(tiny_bert_dir, tmp_path):
     train = _write_csv(tmp_path / "train.csv", list(zip(TEXTS, LABELS, strict=True)))
     out = tmp_path / "precious"

@@ -1316,8 +1316,16 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         folder = Path(directory)
         meta = read_model_metadata(folder)
         check_model_dir(folder, trust_remote_code)
-        # the saved run's checkpoint folder is not this model's: a refit saves none unless asked
-        config = EFTConfig.from_dict({**meta["config"], "device": device, "checkpoint_dir": None})
+        # the saved run's checkpoint folder is not this model's: a refit saves none unless asked;
+        # remote code runs only if the caller says so, never because a file says so
+        config = EFTConfig.from_dict(
+            {
+                **meta["config"],
+                "device": device,
+                "checkpoint_dir": None,
+                "trust_remote_code": trust_remote_code,
+            }
+        )
         head_file = ELM_HEAD_FILE if config.method == "eft" else LINEAR_HEAD_FILE
         if not (folder / head_file).is_file():
             raise InputError(f"{folder} is incomplete: {head_file} is missing.")

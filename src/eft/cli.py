@@ -166,7 +166,8 @@ def _add_method_options(parser: argparse.ArgumentParser, defaults) -> None:
         "--trust-remote-code",
         action="store_true",
         default=None,
-        help="allow a model's custom code to run (off by default)",
+        help="allow a model's custom code to run (off by default; a --config file, saved "
+        "model or checkpoint cannot turn it on)",
     )
     method.add_argument(
         "--flops", action="store_true", default=None, help="count FLOPs per phase (slower)"
@@ -539,6 +540,8 @@ def _config_from_args(args: argparse.Namespace):
         if value is not None:
             values[field] = value
     values["progress"] = not args.quiet
+    # remote code runs if the command line says so (--trust-remote-code), not a --config file
+    values["trust_remote_code"] = bool(getattr(args, "trust_remote_code", None))
     return base.replace(**values)  # a default learning rate follows --method
 
 
@@ -697,10 +700,13 @@ def command_train(args: argparse.Namespace) -> int:
                 f"{resume} was not written by `eft train`; resume it from Python with "
                 f"EFTClassifier(config).fit(..., resume_from={resume!r})."
             )
-        quiet = args.quiet
+        quiet, trust = args.quiet, bool(args.trust_remote_code)
         args = argparse.Namespace(**state["cli_args"])
-        args.quiet = quiet
-        config = EFTConfig.from_dict({**state["config"], "progress": not quiet})
+        args.quiet, args.trust_remote_code = quiet, trust
+        # remote code runs if this command line says so, not because the checkpoint says so
+        config = EFTConfig.from_dict(
+            {**state["config"], "progress": not quiet, "trust_remote_code": trust}
+        )
     else:
         if not args.output:
             raise InputError("--output DIR is required (the folder to write the model to).")
