@@ -28,6 +28,38 @@ def test_pickle_weights_are_refused(tiny_bert_dir, tmp_path):
         EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
 
 
+def test_pickles_under_safetensors_names_are_refused(tiny_bert_dir, tmp_path):
+    """transformers reads the shards a safetensors index names with torch.load (weights only)
+    when their names do not end in .safetensors; a stub .safetensors passed the suffix check."""
+    from safetensors.torch import load_file
+
+    model = _copy_model(tiny_bert_dir, tmp_path / "m")
+    tensors = load_file(model / "model.safetensors")
+    (model / "model.safetensors").unlink()
+    torch.save(tensors, model / "model-00001-of-00001.safetensors.data")
+    index = {
+        "metadata": {},
+        "weight_map": {k: "model-00001-of-00001.safetensors.data" for k in tensors},
+    }
+    (model / "model.safetensors.index.json").write_text(json.dumps(index))
+    (model / "stub.safetensors").write_bytes(b"")
+    with pytest.raises(InputError, match="stub.safetensors is not a safetensors file"):
+        EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
+    (model / "stub.safetensors").unlink()
+    with pytest.raises(
+        InputError, match="names the weight file 'model-00001-of-00001.safetensors.data'"
+    ):
+        EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
+    torch.save(tensors, model / "model.safetensors")  # a pickle under the plain name
+    (model / "model.safetensors.index.json").unlink()
+    with pytest.raises(InputError, match="model.safetensors is not a safetensors file"):
+        EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
+    shutil.copy(tiny_bert_dir / "model.safetensors", model / "model.safetensors")
+    (model / "config.json").write_text("{oops")
+    with pytest.raises(InputError, match="config.json is damaged"):
+        EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
+
+
 def test_remote_code_needs_opt_in(tiny_bert_dir, tmp_path):
     model = _copy_model(tiny_bert_dir, tmp_path / "m")
     config = json.loads((model / "config.json").read_text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -51,14 +52,52 @@ def check_model_dir(path: Path, trust_remote_code: bool, allow_pickle: bool = Fa
             f"loaded; eft reads only safetensors and JSON. Convert the weights to safetensors "
             f"(model.save_pretrained(dir)) or remove those files."
         )
+    for weight_file in weights:  # a pickle or zip under a safetensors name is not read either
+        if not _is_safetensors(weight_file):
+            raise InputError(
+                f"{weight_file} is not a safetensors file (damaged, or another format under "
+                f"that name); eft loads only safetensors."
+            )
+    for index in path.glob("*.index.json"):  # sharded weights: every shard a safetensors file
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            raise InputError(f"{index} is damaged: no readable weight_map.") from None
+        for shard in sorted(map(str, shards)):
+            shard_path = path / shard
+            if not shard.endswith(".safetensors") or not _is_safetensors(shard_path):
+                raise InputError(
+                    f"{index} names the weight file {shard!r}, which is not a safetensors file "
+                    f"in {path} (missing, or another format); eft loads only safetensors."
+                )
     if not weights:
         raise InputError(f"{path} has no *.safetensors weights; eft loads only safetensors.")
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path / 'config.json'} is damaged: {error}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path / 'config.json'} is damaged: it holds no JSON object.")
     if "auto_map" in config and not trust_remote_code:
         raise InputError(
             f"{path} needs custom code (auto_map in config.json); it is not run unless you opt "
             f"in with trust_remote_code=True (--trust-remote-code) after reading that code."
         )
+
+
+def _is_safetensors(path: Path) -> bool:
+    """``path`` is a file that starts as safetensors files do: an 8-byte little-endian header
+    size that fits the file, then the JSON header's ``{``."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    header = int.from_bytes(head[:8], "little")
+    return 0 < header <= size - 8 and head[8:9] == b"{"
 
 
 @contextlib.contextmanager
