@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 
@@ -257,3 +258,88 @@ def test_extreme_imbalance_and_balanced_weights():
     recall = lambda m: (m.predict(X)[y == 1] == 1).mean()  # noqa: E731
     assert recall(balanced) > recall(plain)
     assert recall(balanced) >= 0.9
+
+
+def test_damaged_saves_are_refused_naming_the_file(tiny_bert_dir, tmp_path):
+    """A saved model changed after its save loaded silently (a missing encoder weight
+    initialised at random, a NaN or reshaped head) or failed deep in torch at the first
+    prediction; each is now one InputError naming the file (review I, F3-F6)."""
+    from safetensors.torch import load_file, save_file
+
+    saved = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    good = saved.save_pretrained(tmp_path / "good")
+    baseline = EFTClassifier(_config(tiny_bert_dir, bp_epochs=1, method="bp")).fit(TEXTS, LABELS)
+    good_bp = baseline.save_pretrained(tmp_path / "good_bp")
+
+    def edit_tensors(name, change):
+        def damage(folder):
+            tensors = load_file(folder / name)
+            change(tensors)
+            save_file(tensors, folder / name, metadata=_metadata(good / name))
+
+        return damage
+
+    def edit_json(name, change):
+        def damage(folder):
+            document = json.loads((folder / name).read_text())
+            change(document)
+            (folder / name).write_text(json.dumps(document))
+
+        return damage
+
+    def truncate(name):
+        def damage(folder):
+            data = (folder / name).read_bytes()
+            (folder / name).write_bytes(data[: len(data) // 2])
+
+        return damage
+
+    def drop_layer(config):
+        config["num_hidden_layers"] = 1
+
+    head = "elm_head.safetensors"
+    cases = [
+        (edit_tensors("model.safetensors", lambda t: t.pop(sorted(t)[-1])), "missing keys: "),
+        (edit_json("config.json", drop_layer), "unexpected keys: encoder.layer.1."),
+        (truncate("model.safetensors"), "incomplete or damaged: SafetensorError"),
+        (edit_tensors(head, lambda t: t["output_weights"].fill_(float("nan"))), "holds NaN"),
+        (
+            edit_tensors(head, lambda t: t.update(output_weights=torch.zeros(3, 48))),
+            "'output_weights' is (3, 48) torch.float32, but the head's metadata",
+        ),
+        (edit_tensors(head, lambda t: t.pop("bias")), "the tensor 'bias' is missing"),
+        (truncate(head), "is damaged (not a readable safetensors file"),
+        (edit_json("eft_config.json", lambda m: m.update(labels="neg")), "'labels' must list"),
+        (edit_json("eft_config.json", lambda m: m.update(label_type="int")), "each a int"),
+        (edit_json("eft_config.json", lambda m: m.update(config=[])), "'config' must be an"),
+    ]
+    for number, (damage, message) in enumerate(cases):
+        folder = shutil.copytree(good, tmp_path / f"damaged{number}")
+        damage(folder)
+        with pytest.raises(InputError, match=re.escape(message)):
+            EFTClassifier.from_pretrained(folder)
+    folder = shutil.copytree(good_bp, tmp_path / "damaged_bp")
+    linear = load_file(folder / "linear_head.safetensors")
+    save_file(
+        {**linear, "bias": torch.full_like(linear["bias"], float("inf"))},
+        folder / "linear_head.safetensors",
+    )
+    with pytest.raises(
+        InputError, match="linear_head.safetensors is damaged: its weights hold NaN"
+    ):
+        EFTClassifier.from_pretrained(folder)
+    # the intact folders still load, and predict as saved
+    np.testing.assert_array_equal(
+        EFTClassifier.from_pretrained(good).predict(TEXTS), saved.predict(TEXTS)
+    )
+    np.testing.assert_array_equal(
+        EFTClassifier.from_pretrained(good_bp).predict(TEXTS), baseline.predict(TEXTS)
+    )
+
+
+def _metadata(path):
+    """A safetensors file's metadata (the head's eft JSON)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        return handle.metadata()

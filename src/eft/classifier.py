@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import DataConversionWarning
@@ -1341,11 +1342,34 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 tokenizer = AutoTokenizer.from_pretrained(
                     folder, trust_remote_code=trust_remote_code
                 )
-                backbone = AutoModel.from_pretrained(
-                    folder, trust_remote_code=trust_remote_code, use_safetensors=True
+                backbone, loading = AutoModel.from_pretrained(
+                    folder,
+                    trust_remote_code=trust_remote_code,
+                    use_safetensors=True,
+                    output_loading_info=True,
                 )
-        except (OSError, ValueError) as error:
-            raise InputError(f"{folder} is incomplete or damaged: {error}") from error
+        except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise InputError(
+                f"{folder} is incomplete or damaged: {type(error).__name__}: {first_line}"
+            ) from error
+        # a saved encoder loads whole: a weight missing (randomly initialised by transformers),
+        # left over or of another shape means the folder's weights or config.json changed
+        damage = {
+            kind: sorted(map(str, loading.get(kind) or ()))
+            for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
+        if any(damage.values()):
+            found = "; ".join(
+                f"{kind.replace('_', ' ')}: {', '.join(keys[:3])}"
+                + (" ..." if len(keys) > 3 else "")
+                for kind, keys in damage.items()
+                if keys
+            )
+            raise InputError(
+                f"{folder}: the encoder's weights (model.safetensors) do not match its "
+                f"config.json ({found}); the folder was changed after it was saved: save it again."
+            )
         size = meta.get("tokenizer_size")  # older saves: not recorded
         if size is not None and len(tokenizer) != size:
             raise InputError(
@@ -1371,13 +1395,22 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             )
         model.label_separator_ = separator
         if config.method == "eft":
-            model.head_ = IELMClassifier.load(folder / head_file, device=str(accelerator_device))
+            try:
+                model.head_ = IELMClassifier.load(
+                    folder / head_file, device=str(accelerator_device)
+                )
+            except ValueError as error:  # the file named, in one line
+                raise InputError(str(error)) from None
+            if model.head_.n_features_in_ != encoder.feature_dim:
+                raise InputError(
+                    f"{folder / head_file} takes {model.head_.n_features_in_} features, but the "
+                    f"encoder gives {encoder.feature_dim}; the folder was changed after it was "
+                    f"saved: save it again."
+                )
             head = model.head_.to_module()
         else:
             model.head_ = None
-            tensors = load_file(folder / head_file)
-            head = torch.nn.Linear(tensors["weight"].shape[1], tensors["weight"].shape[0])
-            head.load_state_dict(tensors)
+            head = _saved_linear_head(folder / head_file, encoder.feature_dim)
         model.model_ = EFTModel(encoder, head.to(accelerator_device)).eval()
         model.tokenizer_ = tokenizer
         model.max_length_ = model_max_length(config.max_length, backbone, tokenizer)
@@ -1399,6 +1432,33 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         model.model_name_ = meta.get("base_model")
         model.is_main_process_ = True
         return model
+
+
+def _saved_linear_head(path: Path, feature_dim: int) -> torch.nn.Linear:
+    """The baseline's linear head from ``path``: ``weight`` (classes x features) and ``bias``,
+    float32/64 and finite, or an error naming the file."""
+    try:
+        tensors = load_file(path)
+    except SafetensorError as error:
+        raise InputError(f"{path} is damaged (not a readable safetensors file: {error}).") from None
+    weight, bias = tensors.get("weight"), tensors.get("bias")
+    if (
+        weight is None
+        or bias is None
+        or weight.ndim != 2
+        or weight.shape[1] != feature_dim
+        or tuple(bias.shape) != (weight.shape[0],)
+        or not all(t.dtype in (torch.float32, torch.float64) for t in (weight, bias))
+    ):
+        raise InputError(
+            f"{path} is damaged: it needs a float 'weight' (classes x {feature_dim}) and a "
+            f"'bias' (classes), and holds {sorted(tensors)}."
+        )
+    if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+        raise InputError(f"{path} is damaged: its weights hold NaN or infinite values.")
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    head.load_state_dict({"weight": weight.float(), "bias": bias.float()})
+    return head
 
 
 class _TextsInMemory:
@@ -1721,6 +1781,22 @@ def read_model_metadata(folder: Path) -> dict[str, Any]:
     for key in ("config", "labels", "label_type"):
         if key not in meta:
             raise InputError(f"{path}: field {key!r} is missing.")
+    if not isinstance(meta["config"], dict):
+        raise InputError(f"{path}: field 'config' must be an object of EFTConfig fields.")
+    if meta["label_type"] not in ("int", "str"):
+        raise InputError(f"{path}: field 'label_type' must be \"int\" or \"str\".")
+    kind = int if meta["label_type"] == "int" else str
+    labels = meta["labels"]
+    if (
+        not isinstance(labels, list)
+        or not labels
+        or not all(isinstance(v, kind) and not isinstance(v, bool) for v in labels)
+        or len(set(labels)) != len(labels)
+    ):
+        raise InputError(
+            f"{path}: field 'labels' must list the model's distinct labels, each a "
+            f"{meta['label_type']} (its 'label_type'); fix the file or retrain."
+        )
     return meta
 
 

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import DataConversionWarning
@@ -1071,27 +1072,46 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No I-ELM head file at {path!r}.")
-        with safe_open(path, framework="pt") as handle:
-            raw = (handle.metadata() or {}).get("eft")
+        try:
+            with safe_open(path, framework="pt") as handle:
+                raw = (handle.metadata() or {}).get("eft")
+            tensors = load_file(path)
+        except SafetensorError as error:
+            raise ValueError(
+                f"{path!r} is damaged (not a readable safetensors file: {error})."
+            ) from None
         if raw is None:
             raise ValueError(f"{path!r} is a safetensors file but not an eft I-ELM head.")
-        meta = json.loads(raw)
-        if meta.get("format") != HEAD_FORMAT or meta.get("format_version") != HEAD_FORMAT_VERSION:
+        try:
+            meta = json.loads(raw)
+            version = (meta.get("format"), meta.get("format_version"))
+        except (ValueError, AttributeError) as error:
+            raise ValueError(f"{path!r}: its eft metadata is damaged ({error}).") from None
+        if version != (HEAD_FORMAT, HEAD_FORMAT_VERSION):
             raise ValueError(
-                f"{path!r} has head format {meta.get('format')!r} version "
-                f"{meta.get('format_version')!r}; this eft reads {HEAD_FORMAT!r} version "
-                f"{HEAD_FORMAT_VERSION}."
+                f"{path!r} has head format {version[0]!r} version {version[1]!r}; this eft "
+                f"reads {HEAD_FORMAT!r} version {HEAD_FORMAT_VERSION}."
             )
-        params = dict(meta["params"])
-        classes = np.array(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
-        params["class_weight"] = _saved_class_weight(params.get("class_weight"), classes)
-        if device is not None:
-            params["device"] = device
-        if not torch.cuda.is_available() and str(params.get("device", "cpu")).startswith("cuda"):
-            params["device"] = "cpu"
-        model = cls(**params)
+        try:
+            params = dict(meta["params"])
+            classes = np.array(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+            params["class_weight"] = _saved_class_weight(params.get("class_weight"), classes)
+            if device is not None:
+                params["device"] = device
+            if not torch.cuda.is_available() and str(params.get("device", "cpu")).startswith(
+                "cuda"
+            ):
+                params["device"] = "cpu"
+            model = cls(**params)
+            model._check_params()
+            n_features = int(meta["n_features_in"])
+            multilabel = meta["multilabel"]
+            counts = (int(meta["n_samples_seen"]), int(meta["n_iter"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path!r}: its eft metadata is damaged ({error}).") from None
+        _check_saved_head(path, tensors, model.n_hidden, n_features, len(classes))
         target = model._device()
-        tensors = {k: v.to(target) for k, v in load_file(path).items()}
+        tensors = {k: v.to(target) for k, v in tensors.items()}
         model.input_weights_ = tensors["input_weights"]
         model.bias_ = tensors["bias"]
         model.output_weights_ = tensors["output_weights"]
@@ -1100,13 +1120,42 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         model.mean_ = tensors.get("mean")
         model.scale_ = tensors.get("scale")
         model.classes_ = classes
-        model._multilabel = meta["multilabel"]
-        model.n_features_in_ = meta["n_features_in"]
-        model.n_samples_seen_ = meta["n_samples_seen"]
-        model.n_iter_ = meta["n_iter"]
+        model._multilabel = bool(multilabel)
+        model.n_features_in_ = n_features
+        model.n_samples_seen_, model.n_iter_ = counts
         model.train_scores_ = []
         model._needs_solve = False
         return model
+
+
+def _check_saved_head(
+    path: str, tensors: dict[str, torch.Tensor], n_hidden: int, n_features: int, n_classes: int
+) -> None:
+    """A saved head's tensors: each one there, of its shape, float32/64 and finite (a file
+    changed after its save is refused here, not at the first prediction)."""
+    shapes = {
+        "input_weights": (n_hidden, n_features),
+        "bias": (n_hidden,),
+        "output_weights": (n_classes, n_hidden),
+        "gamma": (n_hidden, n_hidden),
+        "lambda": (n_classes, n_hidden),
+    }
+    if ("mean" in tensors) != ("scale" in tensors):
+        raise ValueError(f"{path!r} is damaged: it holds one of 'mean' and 'scale' only.")
+    if "mean" in tensors:
+        shapes.update(mean=(n_features,), scale=(n_features,))
+    for name, shape in shapes.items():
+        tensor = tensors.get(name)
+        if tensor is None:
+            raise ValueError(f"{path!r} is damaged: the tensor {name!r} is missing.")
+        if tuple(tensor.shape) != shape or tensor.dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"{path!r} is damaged: {name!r} is {tuple(tensor.shape)} {tensor.dtype}, but "
+                f"the head's metadata ({n_hidden} hidden units, {n_features} features, "
+                f"{n_classes} classes) needs {shape} float32 or float64."
+            )
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{path!r} is damaged: {name!r} holds NaN or infinite values.")
 
 
 class Activation(torch.nn.Module):
