@@ -343,3 +343,56 @@ def _metadata(path):
 
     with safe_open(path, framework="pt") as handle:
         return handle.metadata()
+
+
+def test_a_save_records_its_files_and_a_load_checks_them(tiny_bert_dir, tmp_path, monkeypatch):
+    """Flipped bytes in a safetensors file loaded as another model (safetensors has no
+    checksum); a save over a model folder deleted the user's files in it; an output that
+    cannot be written failed after the training (review I, F4, F8, F9)."""
+    from eft.cli import main
+
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    out = clf.save_pretrained(tmp_path / "m")
+    meta = json.loads((out / "eft_config.json").read_text())
+    names = {p.name for p in out.iterdir()} - {"eft_config.json"}
+    assert set(meta["files"]) == names and all(
+        len(f["sha256"]) == 64 for f in meta["files"].values()
+    )
+    weights = out / "model.safetensors"
+    original = weights.read_bytes()
+    flipped = bytearray(original)
+    flipped[-100] ^= 0xFF  # in the data area: still a valid safetensors file
+    weights.write_bytes(bytes(flipped))
+    with pytest.raises(InputError, match="model.safetensors was changed after the model was saved"):
+        EFTClassifier.from_pretrained(out)
+    weights.write_bytes(original)
+    older = {k: v for k, v in meta.items() if k != "files"}  # saves before the record
+    (out / "eft_config.json").write_text(json.dumps(older))
+    assert EFTClassifier.from_pretrained(out).predict(TEXTS).tolist() == clf.predict(TEXTS).tolist()
+    (out / "eft_config.json").write_text(json.dumps(meta))
+    # a save over a model folder that holds other files is refused, the files kept
+    (out / "NOTES.md").write_text("mine")
+    with pytest.raises(InputError, match=r"also holds files its save did not write \(NOTES.md\)"):
+        clf.save_pretrained(out)
+    assert (out / "NOTES.md").read_text() == "mine"
+    (out / "NOTES.md").unlink()
+    clf.save_pretrained(out)  # its own files only: replaced
+    # outputs that cannot be written are refused before any training
+    train = _write_csv(tmp_path / "train.csv", list(zip(TEXTS, LABELS, strict=True)))
+    (tmp_path / "afile").write_text("x")
+    argv = ["train", "--train", str(train), "--model", str(tiny_bert_dir), "--quiet"]
+    trained = []
+    monkeypatch.setattr(EFTClassifier, "fit", lambda *a, **k: trained.append(1))
+    assert main([*argv, "--output", str(tmp_path / "afile" / "m")]) == 2
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    assert main([*argv, "--output", str(tmp_path / "ro" / "m")]) == 2
+    assert (
+        main(["evaluate", str(out), "--data", str(train), "--metrics", str(tmp_path / "x.json")])
+        == 2
+    )
+    assert not trained

@@ -85,6 +85,74 @@ def write_text(target: str | os.PathLike, text: str) -> Path:
     return Path(target)
 
 
+def file_digests(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"bytes": size, "sha256": hex digest}}`` of every file in ``folder``,
+    recorded by a save so that a load can tell a file changed after it (safetensors files
+    carry no checksum of their own)."""
+    return {
+        path.relative_to(folder).as_posix(): {
+            "bytes": path.stat().st_size,
+            "sha256": _sha256(path),
+        }
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def check_file_digests(folder: Path, files: Any) -> None:
+    """Refuse a folder whose files differ from the ``files`` its save recorded (None: an older
+    save, not checked)."""
+    from eft.errors import InputError
+
+    if files is None:
+        return
+    if not isinstance(files, dict):
+        raise InputError(f"{folder}: the 'files' its save recorded are damaged; save it again.")
+    for name, recorded in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            raise InputError(f"{folder} is incomplete: {name} is missing.")
+        try:
+            size, digest = recorded["bytes"], recorded["sha256"]
+        except (TypeError, KeyError):
+            raise InputError(f"{folder}: the record of {name} is damaged; save it again.") from None
+        if path.stat().st_size != size or _sha256(path) != digest:
+            raise InputError(
+                f"{path} was changed after the model was saved (its size or SHA-256 differs "
+                f"from the one recorded in eft_config.json): the file is damaged; save the "
+                f"model again, or restore the file."
+            )
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_writable(target: str | os.PathLike) -> None:
+    """Refuse, before the work, a ``target`` that :func:`atomic_dir` / :func:`atomic_file`
+    could not create: the folder they stage in (the target's parent, or its nearest existing
+    ancestor) must be a writable folder. A probe folder is made there and removed."""
+    from eft.errors import InputError
+
+    target = Path(target).absolute()
+    place = target.parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise InputError(f"Cannot write {target}: {place} is a file, not a folder.")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=place, prefix=f".{target.name}.probe-"))
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(f"Cannot write {target}: {place} is not writable ({reason}).") from None
+
+
 def json_default(value: Any) -> Any:
     """``json.dumps(..., default=json_default)``: numpy and torch scalars and arrays."""
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:

@@ -32,7 +32,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.utils.metadata_routing import UNUSED
 
-from eft.atomic import atomic_dir, json_default
+from eft.atomic import (
+    atomic_dir,
+    check_file_digests,
+    check_writable,
+    file_digests,
+    json_default,
+)
 from eft.backprop import EncoderWithLinearHead, train_backprop
 from eft.calibration import (
     binary_negative_log_likelihood,
@@ -1262,9 +1268,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                     },
                     staging / LINEAR_HEAD_FILE,
                 )
+            meta = {**self._metadata(tokenizer_files), "files": file_digests(staging)}
             (staging / CONFIG_FILE).write_text(
-                json.dumps(self._metadata(tokenizer_files), indent=2, default=json_default),
-                encoding="utf-8",
+                json.dumps(meta, indent=2, default=json_default), encoding="utf-8"
             )
         return target
 
@@ -1317,6 +1323,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         folder = Path(directory)
         meta = read_model_metadata(folder)
         check_model_dir(folder, trust_remote_code)
+        check_file_digests(folder, meta.get("files"))  # older saves: not recorded
         # the saved run's checkpoint folder is not this model's: a refit saves none unless asked;
         # remote code runs only if the caller says so, never because a file says so
         config = EFTConfig.from_dict(
@@ -1784,7 +1791,7 @@ def read_model_metadata(folder: Path) -> dict[str, Any]:
     if not isinstance(meta["config"], dict):
         raise InputError(f"{path}: field 'config' must be an object of EFTConfig fields.")
     if meta["label_type"] not in ("int", "str"):
-        raise InputError(f"{path}: field 'label_type' must be \"int\" or \"str\".")
+        raise InputError(f'{path}: field \'label_type\' must be "int" or "str".')
     kind = int if meta["label_type"] == "int" else str
     labels = meta["labels"]
     if (
@@ -1821,6 +1828,9 @@ def _autocast_dtype(device: torch.device, config: EFTConfig) -> torch.dtype | No
 
 
 def _check_output_dir(target: Path) -> None:
+    """Refuse, before any training, a model folder a save could not write or would wrongly
+    replace: a file, a folder that is not an eft model, a model folder holding files its save
+    did not write (a save replaces the whole folder), or a place that is not writable."""
     if target.exists() and (
         not target.is_dir() or (any(target.iterdir()) and not (target / CONFIG_FILE).is_file())
     ):
@@ -1828,3 +1838,21 @@ def _check_output_dir(target: Path) -> None:
             f"Output {target} exists and is not an eft model folder; choose another path or "
             f"remove it."
         )
+    if target.is_dir() and (target / CONFIG_FILE).is_file():
+        try:
+            saved = json.loads((target / CONFIG_FILE).read_text(encoding="utf-8")).get("files")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            saved = None  # a damaged model is replaced, as before
+        if isinstance(saved, dict):  # older saves do not list their files
+            foreign = sorted(
+                p.name
+                for p in target.iterdir()
+                if p.name not in saved and p.name != CONFIG_FILE and not p.name.startswith(".")
+            )
+            if foreign:
+                raise InputError(
+                    f"Output {target} is an eft model folder that also holds files its save did "
+                    f"not write ({', '.join(foreign[:5])}); a save replaces the whole folder. "
+                    f"Move them, or choose another path."
+                )
+    check_writable(target)

@@ -1398,15 +1398,23 @@ def command_bench(args: argparse.Namespace) -> int:
 
 
 def _refuse_file(path: str | os.PathLike, option: str) -> None:
-    """A folder to write into must not be a file (found before the work, not after it)."""
+    """A folder to write into must not be a file, and must be writable (found before the
+    work, not after it)."""
+    from eft.atomic import check_writable
+
     if Path(path).exists() and not Path(path).is_dir():
         raise InputError(f"{option} {path} is a file; give a folder to write the results into.")
+    check_writable(Path(path) / "results")  # what is written goes into the folder
 
 
 def _refuse_folder(path: str | os.PathLike | None, option: str) -> None:
-    """A file to write must not be a folder."""
+    """A file to write must not be a folder, and its folder must be writable."""
+    from eft.atomic import check_writable
+
     if path is not None and Path(path).is_dir():
         raise InputError(f"{option} {path} is a folder; give the path of the file to write.")
+    if path is not None and str(path) != "-":
+        check_writable(path)
 
 
 def _topmost_new(folder: Path) -> Path:
@@ -1495,6 +1503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):  # a stdout without a file descriptor
             pass
         return 141  # as a process ended by SIGPIPE (128 + 13)
+    except OSError as error:  # the system refused a read or write (a full disk, permissions)
+        where = f": {error.filename}" if error.filename else ""
+        print(f"eft: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
     finally:
         warnings.formatwarning = formatwarning
         _end_process_group()
