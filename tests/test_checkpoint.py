@@ -194,6 +194,14 @@ def test_resume_refuses_a_checkpoint_of_other_labels_or_settings(tiny_bert_dir, 
     renamed = ["good" if y == "pos" else y for y in LABELS]
     with pytest.raises(InputError, match="written for the labels \\['neg', 'pos'\\]"):
         EFTClassifier(config).fit(TEXTS, renamed, resume_from=folder)
+    # other training data with the same labels: other texts, fewer rows, sample weights
+    for texts, labels, weights in (
+        ([t.upper() for t in TEXTS], LABELS, None),
+        (TEXTS[:32], LABELS[:32], None),
+        (TEXTS, LABELS, np.linspace(1, 2, len(TEXTS))),
+    ):
+        with pytest.raises(InputError, match="was written for other training data"):
+            EFTClassifier(config).fit(texts, labels, resume_from=folder, sample_weight=weights)
     longer = EFTConfig(**values, bp_epochs=2, checkpoint_dir=str(folder))  # more epochs: fine
     state_file = folder / "checkpoint.json"  # the earlier process's epoch took 100 s
     state = json.loads(state_file.read_text())

@@ -745,8 +745,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 "needs the training data in memory; with a streamed training set use "
                 "fused_fraction=1 (fully fused) or turn fused mode off."
             )
+        data.digest = data.fingerprint(counts)  # kept in checkpoints, checked on resume
         if resume_from is not None:
-            _check_resume(Path(resume_from), cfg, classes)
+            _check_resume(Path(resume_from), cfg, classes, data.digest)
         try:  # (fit and fit_stream forgot the last fit before their first check)
             return self._fit_checked(
                 data,
@@ -879,6 +880,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                     checkpoint_metadata={
                         "config": cfg.to_dict(),
                         "labels": classes.tolist(),
+                        "data": data.digest,
                         **(checkpoint_metadata or {}),
                     },
                     resume_from=Path(resume_from) if resume_from else None,
@@ -1492,6 +1494,12 @@ class _TextsInMemory:
     def bp_input(self, config: EFTConfig, accelerator) -> tuple[list[list[int]], np.ndarray]:
         return self.input_ids, self.label_index
 
+    def fingerprint(self, counts: np.ndarray) -> str:
+        """A digest of the texts, labels and sample weights (see :func:`_check_resume`)."""
+        from eft.checkpoint import json_digest
+
+        return json_digest(list(self.texts), self.label_index, self.sample_weight)
+
     def bp_sample_weight(self) -> torch.Tensor | None:
         """The BP stage's weight per text (float64), or None."""
         return None if self.sample_weight is None else torch.from_numpy(self.sample_weight)
@@ -1551,6 +1559,12 @@ class _TextStream:
 
     def bp_sample_weight(self) -> None:
         return None  # fit_stream takes no sample weights
+
+    def fingerprint(self, counts: np.ndarray) -> str:
+        """A digest of the stream's size and label counts (its rows are not read again)."""
+        from eft.checkpoint import json_digest
+
+        return json_digest("stream", self.n_rows, list(self.label_of), counts)
 
     def feature_batches(
         self, encoder, batch_size, device, autocast, rank: int, world_size: int, progress: bool
@@ -1737,9 +1751,10 @@ _RESUME_FIELDS += ("batch_size", "max_length", "pooling", "seed", "class_weight"
 _RESUME_FIELDS += ("max_grad_norm", "contrastive_temperature")  # precision may follow the device
 
 
-def _check_resume(folder: Path, config: EFTConfig, classes: np.ndarray) -> None:
-    """Refuse a checkpoint written for other labels or another BP recipe (``bp_epochs`` may
-    differ: a run may go on for more epochs)."""
+def _check_resume(folder: Path, config: EFTConfig, classes: np.ndarray, data: str) -> None:
+    """Refuse a checkpoint written for other labels, other training data (``data``: its
+    fingerprint) or another BP recipe (``bp_epochs`` may differ: a run may go on for more
+    epochs)."""
     from eft.checkpoint import read_checkpoint
 
     state = read_checkpoint(folder)
@@ -1748,6 +1763,11 @@ def _check_resume(folder: Path, config: EFTConfig, classes: np.ndarray) -> None:
         raise InputError(
             f"{folder} was written for the labels {state['labels'][:20]}, not "
             f"{labels[:20]}: resume it with its own training data, or start afresh."
+        )
+    if state.get("data", data) != data:  # older checkpoints: not recorded
+        raise InputError(
+            f"{folder} was written for other training data (other texts, labels, sample "
+            f"weights or rows): resume it with its own training data, or start afresh."
         )
     saved = state.get("config", {})
     ours = json.loads(json.dumps(config.to_dict(), default=json_default))  # as saved
