@@ -179,7 +179,7 @@ def test_tune_on_label_sets_scores_subset_accuracy(tiny_bert_dir, tmp_path):
     assert (saved["bp_epochs"], saved["n_hidden"], saved["C"]) == (1, 500, 100.0)
 
 
-def test_tune_explores_the_bp_recipe_and_head_variants(tiny_bert_dir, tmp_path):
+def test_tune_explores_the_bp_recipe_and_head_variants(tiny_bert_dir, tmp_path, monkeypatch):
     config = _config(tiny_bert_dir, learning_rate=1e-3)
     result = tune(
         TEXTS,
@@ -245,6 +245,17 @@ def test_tune_explores_the_bp_recipe_and_head_variants(tiny_bert_dir, tmp_path):
     out = write_tuning(result, tmp_path / "tuning")
     assert EFTConfig.from_json(out / "tuned_config.json") == best
     assert (out / "tuning.png").stat().st_size > 0
+    # written again into the same folder and interrupted after tuning.json: no
+    # tuned_config.json is left beside another run's files
+    import eft.tuning
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eft.tuning, "_plot_tuning", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_tuning(result, out)
+    assert (out / "tuning.json").is_file() and not (out / "tuned_config.json").exists()
 
 
 def test_tune_rejects_bad_grid_values_before_training(tiny_bert_dir, monkeypatch):

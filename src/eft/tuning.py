@@ -496,19 +496,26 @@ def write_tuning(result: TuneResult, output: str | Path) -> Path:
     matplotlib, ``tuning.png`` (validation score against k and against n_hidden)."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    documents = {
-        "tuned_config.json": {"config": result.best_config.to_dict()},
-        "tuning.json": result.to_dict(),
-    }
-    for name, document in documents.items():
-        write_text(out / name, json.dumps(document, indent=2, default=json_default) + "\n")
+    # the file users act on goes first and comes back last: a run interrupted between leaves
+    # no tuned_config.json beside files of another run (each file is written atomically)
+    (out / "tuned_config.json").unlink(missing_ok=True)
+    tuning = json.dumps(result.to_dict(), indent=2, default=json_default)
+    write_text(out / "tuning.json", tuning + "\n")
+    _plot_tuning(result, out)
+    config = json.dumps({"config": result.best_config.to_dict()}, indent=2, default=json_default)
+    write_text(out / "tuned_config.json", config + "\n")
+    return out
+
+
+def _plot_tuning(result: TuneResult, out: Path) -> None:
+    """``tuning.png``: validation score against k and against n_hidden (with matplotlib)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return out
+        return
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     runs = list(dict.fromkeys((e["learning_rate"], e["pooling"]) for e in result.epochs))
     for lr, pooling in runs:
@@ -567,4 +574,3 @@ def write_tuning(result: TuneResult, output: str | Path) -> Path:
     with atomic_file(out / "tuning.png") as tmp:
         figure.savefig(tmp, dpi=120, format="png")
     plt.close(figure)
-    return out
