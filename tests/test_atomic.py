@@ -42,6 +42,55 @@ def test_atomic_dir_replaces_the_whole_folder_or_nothing(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["c.txt"]
 
 
+def test_atomic_dir_swaps_in_one_step_and_writes_through_links(tmp_path, monkeypatch):
+    """A crash between the two renames left no folder at the target (review I, F7): the
+    swap is one step where the system can, and the fallback's leftover is named; a link to a
+    folder kept a renamed link behind (F10)."""
+    import eft.atomic
+    from eft.atomic import interrupted_save_hint
+
+    target = tmp_path / "model"
+    with atomic_dir(target) as staging:
+        (staging / "a.txt").write_text("1")
+    renames = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: renames.append((a, b)) or replace(a, b))
+    with atomic_dir(target) as staging:
+        (staging / "b.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    if eft.atomic._exchange(tmp_path, tmp_path):  # a system that swaps (Linux): no rename
+        assert renames == []
+    # the fallback's window: the previous folder renamed aside, the new one not yet in place
+    monkeypatch.setattr(eft.atomic, "_exchange", lambda a, b: False)
+
+    def crash_after_the_first(a, b):
+        replace(a, b)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash_after_the_first)
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as staging:
+        (staging / "c.txt").write_text("3")
+    monkeypatch.setattr(os, "replace", replace)
+    assert not target.exists()
+    hint = interrupted_save_hint(target)
+    assert "left the previous folder as .model.old-" in hint and "rename it to model" in hint
+    from eft import EFTClassifier, InputError
+
+    with pytest.raises(InputError, match="No model folder at .* rename it to model"):
+        EFTClassifier.from_pretrained(target)
+    # a link to a folder: the folder it points to is replaced, the link stays a link
+    real = tmp_path / "real_v1"
+    with atomic_dir(real) as staging:
+        (staging / "a.txt").write_text("1")
+    link = tmp_path / "latest"
+    link.symlink_to(real)
+    with atomic_dir(link) as staging:
+        (staging / "b.txt").write_text("2")
+    assert link.is_symlink() and sorted(p.name for p in real.iterdir()) == ["b.txt"]
+    assert not list(tmp_path.glob(".latest*")) and not list(tmp_path.glob(".real_v1.*"))
+
+
 def test_json_default_stores_numpy_and_torch_values():
     document = {
         "np_int": np.int64(3),

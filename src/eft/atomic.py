@@ -7,8 +7,10 @@ Also the JSON encoding every saved document shares (numpy and torch scalars and 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -41,14 +43,26 @@ def _publish(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty staging folder; on success it replaces ``target``, on error it goes."""
+    """Yield an empty staging folder; on success it replaces ``target``, on error it goes.
+
+    An existing ``target`` is swapped with the staging folder in one step where the system
+    can (Linux ``renameat2(RENAME_EXCHANGE)``), so the path always holds the old or the new
+    folder; elsewhere it is renamed aside first (a crash between the two renames leaves it as
+    ``.<name>.old-*``, which :func:`interrupted_save_hint` names). A symbolic link to a folder
+    is written through: the folder it points to is replaced, the link stays.
+    """
     target = Path(target)
+    if target.is_symlink():  # replace what the link points to, keep the link
+        target = Path(os.path.realpath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         yield staging
         _publish(staging)
         if target.exists():
+            if _exchange(staging, target):  # staging now holds the old folder
+                shutil.rmtree(staging, ignore_errors=True)
+                return
             # a unique name: a folder left by a crash between the renames (or another
             # thread's save) must not be in the way of this one
             old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
@@ -60,6 +74,38 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``);
+    False where the system or file system cannot, and nothing was changed."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc before glibc 2.28
+        return False
+    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+    if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # unsupported here: rename aside instead
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def interrupted_save_hint(target: Path) -> str:
+    """Where a save interrupted between its two renames left ``target``'s previous folder,
+    as a sentence to add to a "not found" message (empty if there is none)."""
+    left = sorted(target.parent.glob(f".{target.name}.old-*")) if target.parent.is_dir() else []
+    if not left:
+        return ""
+    return (
+        f" A save into it was interrupted and left the previous folder as {left[-1].name}: "
+        f"rename it to {target.name} to get it back."
+    )
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from eft.atomic import atomic_dir, json_default, write_text
+from eft.atomic import atomic_dir, interrupted_save_hint, json_default, write_text
 from eft.errors import InputError
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ def read_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
         raise InputError(
             f"{folder} is not an eft checkpoint ({STATE_FILE} is missing). Checkpoints are the "
             f"'<output>.checkpoint' folders that `eft train` writes after each BP epoch."
+            + interrupted_save_hint(Path(folder))
         )
     try:
         state = json.loads(path.read_text(encoding="utf-8"))

@@ -37,6 +37,7 @@ from eft.atomic import (
     check_file_digests,
     check_writable,
     file_digests,
+    interrupted_save_hint,
     json_default,
 )
 from eft.backprop import EncoderWithLinearHead, train_backprop
@@ -1783,7 +1784,7 @@ def _check_resume(folder: Path, config: EFTConfig, classes: np.ndarray, data: st
 def read_model_metadata(folder: Path) -> dict[str, Any]:
     """``eft_config.json`` of a saved model, checked field by field."""
     if not folder.is_dir():
-        raise InputError(f"No model folder at {folder}.")
+        raise InputError(f"No model folder at {folder}.{interrupted_save_hint(folder)}")
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise InputError(
