@@ -248,7 +248,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="test metric (default: the paper's for the dataset, else accuracy; multi-label: "
         "accuracy, the subset accuracy)",
     )
-    parser.add_argument("--batch-size", type=int, help="training batch size of every method")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"training batch size of every method (default {EFTConfig.batch_size})",
+    )
     parser.add_argument(
         "--learning-rate", type=float, help="every method's (default: EFTConfig's default)"
     )
@@ -300,7 +304,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="eft_fused's share of the last BP epoch that feeds the I-ELM; the earlier steps' "
         f"samples get a feature pass (default {EFTConfig.fused_fraction:g}: no pass)",
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="every method's seed")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument(
         "--mixed-precision",

@@ -35,6 +35,18 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+#: ``eft train`` options that ``eft tune`` refuses (it chooses them, or they are not EFT's)
+TUNE_REFUSES = (
+    "method",
+    "bp_epochs",
+    "n_hidden",
+    "C",
+    "fused",
+    "fused_fraction",
+    "early_stopping_patience",
+)
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     from eft.benchmark import add_bad_rows, add_text_pair_column
 
@@ -273,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not save '<output>.checkpoint' after each BP epoch",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--quiet", action="store_true", help="no progress bars and no per-epoch loss lines"
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="score a saved model on a labelled file", formatter_class=_Formatter
@@ -387,7 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--method-a", help="A is an `eft bench` predictions file: its method (bp, eft, ...)"
     )
     compare.add_argument("--method-b", help="the same for B")
-    compare.add_argument("--metric", default="weighted_f1", help="accuracy, weighted_f1, macro_f1")
+    compare.add_argument(
+        "--metric", default="weighted_f1", choices=("accuracy", "weighted_f1", "macro_f1", "error")
+    )
     compare.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
     compare.add_argument("--seed", type=int, default=0, help="resampling seed")
     compare.add_argument("--json", action="store_true", help="print JSON")
@@ -412,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(tune_data)
     add_multi_label(tune_data)
     _add_method_options(tune, defaults)
+    for action in tune._actions:  # parsed, so that they are refused by name, but not listed
+        if action.dest in TUNE_REFUSES:
+            action.help = argparse.SUPPRESS
     tune.add_argument("--max-epochs", type=int, default=6, help="largest k tried")
     tune.add_argument(
         "--grid-n-hidden", default="250,500,1000,2000,4000", help="n_hidden values (comma list)"
@@ -434,7 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid-standardize",
         help="feature standardisation to try: no,yes (cheap; default: --standardize)",
     )
-    tune.add_argument("--scoring", choices=("accuracy", "weighted_f1"), default="accuracy")
+    tune.add_argument(
+        "--scoring",
+        choices=("accuracy", "weighted_f1"),
+        default="accuracy",
+        help="the validation score the grid is chosen by",
+    )
     tune.add_argument(
         "--selection",
         choices=SELECTIONS,

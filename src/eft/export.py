@@ -110,10 +110,10 @@ def export_onnx(
             "pip install 'extreme-fine-tuning[onnx]'"
         ) from error
     target = Path(path)
-    if target.suffix != ".onnx":
-        raise InputError(f"Name the ONNX file with the .onnx suffix, not {target.name!r}.")
     if target.is_dir():
         raise InputError(f"{target} is a folder; give the path of the .onnx file to write.")
+    if target.suffix != ".onnx":
+        raise InputError(f"Name the ONNX file with the .onnx suffix, not {target.name!r}.")
     wrapper = _ScoresAndProbabilities(model).eval()
     example = {
         k: v.to(model.device_)
