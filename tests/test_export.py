@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +194,39 @@ def test_the_other_poolings_and_standardised_features_export(pooling, tiny_bert_
     scores, _ = _run(path, clf, texts)  # mean pooling masks the padding inside the graph
     np.testing.assert_allclose(scores, clf._class_scores(texts), atol=1e-4)
     assert check_onnx(clf, path, texts)["same_predictions"] == 1.0
+
+
+def test_weights_beside_the_graph_have_a_name_of_their_own(tiny_bert_dir, tmp_path, monkeypatch):
+    """Over 2 GiB the weights go to a file beside the graph; a crash between writing the
+    new weights and the new graph paired the old graph with them (review I, F12)."""
+    import eft.export
+    from eft.export import export_onnx
+
+    monkeypatch.setattr(eft.export, "_SINGLE_FILE_BYTES", 0)  # as a model over 2 GiB
+    first = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+    second = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0, seed=1)).fit(TEXTS, LABELS)
+    path = export_onnx(first, tmp_path / "model.onnx")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and names[0] == "model.onnx" and names[1].endswith(".data")
+    assert names[1] in eft.export._external_files(path)
+    scores, _ = _run(path, first, TEXTS[:4])
+    np.testing.assert_allclose(scores, first._class_scores(TEXTS[:4]), atol=1e-4)
+    replace = os.replace
+
+    def crash_before_the_graph(source, target):
+        if Path(target) == path:
+            raise KeyboardInterrupt
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", crash_before_the_graph)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(second, path)
+    monkeypatch.setattr(os, "replace", replace)
+    # the old graph still reads its own weights (the new ones lie beside, unread)
+    scores, _ = _run(path, first, TEXTS[:4])
+    np.testing.assert_allclose(scores, first._class_scores(TEXTS[:4]), atol=1e-4)
+    export_onnx(second, path)  # a finished export removes the weights it replaced
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert len(kept) == 2 and names[1] not in kept  # the same weights as the crashed one
+    scores, _ = _run(path, second, TEXTS[:4])
+    np.testing.assert_allclose(scores, second._class_scores(TEXTS[:4]), atol=1e-4)

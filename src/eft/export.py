@@ -87,10 +87,12 @@ def export_onnx(
 ) -> Path:
     """Write the fitted :class:`~eft.EFTClassifier` ``model`` to ``path`` as ONNX, atomically.
 
-    One file while the weights fit under ONNX's 2 GiB limit, else the file and its
-    ``<name>.data``. Traced in float32 on the model's device with ``torch.onnx.export``
-    (dynamo), dynamic in batch size and sequence length; ``quantize="int8"`` then quantizes
-    the weights of its matrix products per channel (onnxruntime ``quantize_dynamic``).
+    One file while the weights fit under ONNX's 2 GiB limit, else the file and its weights in
+    ``<name>.<digest>.data``, a name of their own, so that a graph never reads another
+    export's weights (the old ones go once the new graph is in place). Traced in float32 on
+    the model's device with ``torch.onnx.export`` (dynamo), dynamic in batch size and
+    sequence length; ``quantize="int8"`` then quantizes the weights of its matrix products
+    per channel (onnxruntime ``quantize_dynamic``).
     """
     model._check_fitted()
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -162,11 +164,59 @@ def export_onnx(
             shutil.rmtree(traced.parent)
         else:
             program.save(staged, external_data=weight_bytes > _SINGLE_FILE_BYTES)
-        for extra in Path(staging).iterdir():  # the weights first: a file that exists is whole
-            if extra != staged:
-                os.replace(extra, target.parent / extra.name)
+        old_data = _external_files(target) if target.is_file() else set()
+        new_data = _name_external_data(staged)
+        for name in new_data:  # the weights first: a graph that exists reads whole weights
+            os.replace(Path(staging) / name, target.parent / name)
         os.replace(staged, target)
+        for name in old_data - new_data:  # the replaced graph's weights
+            (target.parent / name).unlink(missing_ok=True)
     return target
+
+
+def _external_files(graph: Path) -> set[str]:
+    """The files (beside ``graph``) that an ONNX file's weights are stored in."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    try:
+        proto = onnx.load(graph, load_external_data=False)
+    except Exception:  # noqa: BLE001 - an unreadable old file: nothing of it to clean up
+        return set()
+    return {
+        entry.value
+        for tensor in _get_all_tensors(proto)
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+
+
+def _name_external_data(staged: Path) -> set[str]:
+    """Rename the external weights of the ONNX file ``staged`` (if any) to
+    ``<name>.<digest>.data`` and point the graph at them; returns the file names."""
+    import hashlib
+
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    files = _external_files(staged)
+    if not files:
+        return set()
+    proto = onnx.load(staged, load_external_data=False)
+    renamed = {}
+    for name in sorted(files):
+        digest = hashlib.sha256()
+        with open(staged.parent / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+        renamed[name] = f"{staged.name}.{digest.hexdigest()[:16]}.data"
+        os.replace(staged.parent / name, staged.parent / renamed[name])
+    for tensor in _get_all_tensors(proto):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = renamed[entry.value]
+    onnx.save(proto, staged)
+    return set(renamed.values())
 
 
 def _quantize_int8(source: Path, target: Path, external_data: bool) -> None:
