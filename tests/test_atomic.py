@@ -1,6 +1,7 @@
 import json
 import os
 import stat
+import sys
 
 import numpy as np
 import pytest
@@ -89,6 +90,28 @@ def test_atomic_dir_swaps_in_one_step_and_writes_through_links(tmp_path, monkeyp
         (staging / "b.txt").write_text("2")
     assert link.is_symlink() and sorted(p.name for p in real.iterdir()) == ["b.txt"]
     assert not list(tmp_path.glob(".latest*")) and not list(tmp_path.glob(".real_v1.*"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_saves_are_flushed_to_the_disk_before_they_are_published(tmp_path, monkeypatch):
+    """Without fsync a power loss after the rename could leave a complete-looking save of
+    empty files (review I, F14): every staged file and folder, then the parent, are synced."""
+    synced = []
+    fsync = os.fsync
+
+    def record(descriptor):
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", record)
+    with atomic_dir(tmp_path / "model") as staging:
+        (staging / "a.txt").write_text("1")
+        (staging / "b.txt").write_text("2")
+    names = [os.path.basename(p) for p in synced]
+    assert names[:2] == ["a.txt", "b.txt"] and names[-1] == tmp_path.name
+    synced.clear()
+    write_text(tmp_path / "report.json", "{}")
+    assert len(synced) == 2 and synced[-1] == str(tmp_path)
 
 
 def test_json_default_stores_numpy_and_torch_values():

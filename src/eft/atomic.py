@@ -26,6 +26,29 @@ def _umask_mode(mode: int) -> int:
     return mode & ~umask
 
 
+def _sync(path: Path, recursive: bool = True) -> None:
+    """Flush ``path`` (a file, or a folder and, with ``recursive``, everything in it) to the
+    disk, so that a power loss after the rename that publishes a save cannot leave a
+    complete-looking one of empty or short files. Systems that cannot sync a folder
+    (Windows) skip that part."""
+    paths = [path]
+    if recursive and path.is_dir():
+        paths = [*sorted(path.rglob("*")), path]
+    for item in paths:
+        if item.is_symlink():
+            continue
+        try:
+            descriptor = os.open(item, os.O_RDONLY)
+        except OSError:  # a folder cannot be opened here
+            continue
+        try:
+            os.fsync(descriptor)
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
+
+
 def _publish(path: Path) -> None:
     """Give ``path`` and, for a folder, everything in it the mode of a plain write. Writers
     other than ``open`` make private files too: safetensors' ``save_file`` writes 0600."""
@@ -59,8 +82,10 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield staging
         _publish(staging)
+        _sync(staging)
         if target.exists():
             if _exchange(staging, target):  # staging now holds the old folder
+                _sync(target.parent, recursive=False)
                 shutil.rmtree(staging, ignore_errors=True)
                 return
             # a unique name: a folder left by a crash between the renames (or another
@@ -68,9 +93,11 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
             os.replace(target, old)
             os.replace(staging, target)
+            _sync(target.parent, recursive=False)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, target)
+            _sync(target.parent, recursive=False)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -118,7 +145,9 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         _publish(Path(tmp))
+        _sync(Path(tmp))
         os.replace(tmp, target)
+        _sync(target.parent, recursive=False)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
