@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,19 @@ def test_weights_beside_the_graph_have_a_name_of_their_own(tiny_bert_dir, tmp_pa
     assert len(kept) == 2 and names[1] not in kept  # the same weights as the crashed one
     scores, _ = _run(path, second, TEXTS[:4])
     np.testing.assert_allclose(scores, second._class_scores(TEXTS[:4]), atol=1e-4)
+
+
+def test_a_model_the_exporter_cannot_trace_is_named_in_one_line(tiny_bert_dir, monkeypatch):
+    """Longformer's and BigBird's exports failed with hundreds of lines of the exporter's
+    traceback (review H, F7)."""
+    from eft.export import export_onnx
+
+    clf = EFTClassifier(_config(tiny_bert_dir, bp_epochs=0)).fit(TEXTS, LABELS)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("Could not guard on data-dependent expression\nmore lines")
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    message = "cannot trace this model (bert) to ONNX: RuntimeError: Could not guard on data"
+    with pytest.raises(InputError, match=re.escape(message)):
+        export_onnx(clf, "never.onnx")

@@ -313,6 +313,7 @@ def test_damaged_saves_are_refused_naming_the_file(tiny_bert_dir, tmp_path):
         (edit_json("eft_config.json", lambda m: m.update(label_type="int")), "each a int"),
         (edit_json("eft_config.json", lambda m: m.update(config=[])), "'config' must be an"),
     ]
+
     def without_record(folder):  # the checks below the digests (saves before the record)
         meta = json.loads((folder / "eft_config.json").read_text())
         meta.pop("files")
@@ -402,3 +403,103 @@ def test_a_save_records_its_files_and_a_load_checks_them(tiny_bert_dir, tmp_path
         == 2
     )
     assert not trained
+
+
+def _other_architecture(tiny_bert_dir, folder, config):
+    """A tiny random model of ``config``'s architecture with the tiny BERT's tokenizer."""
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_bert_dir / name, folder / name)
+    return folder
+
+
+def test_architectures_that_would_train_wrong_are_refused(tiny_bert_dir, tmp_path):
+    """A decoder-only model with first-token pooling gave every text the same feature (all
+    predictions 1/3 on Llama), an encoder-decoder failed deep in its decoder, XLNet's -1
+    position limit became max_length -1, MPNet's position offset was not subtracted, and a
+    max_length the special tokens fill kept no text (review H, F1-F5)."""
+    from transformers import GPT2Config, MPNetConfig, MPNetModel, T5Config, XLNetConfig
+
+    from eft.encoder import model_max_length
+
+    tokenizer_size = 200  # the tiny BERT's vocabulary fits
+    small = dict(vocab_size=tokenizer_size)
+    gpt2 = _other_architecture(
+        tiny_bert_dir,
+        tmp_path / "gpt2",
+        GPT2Config(**small, n_embd=32, n_layer=1, n_head=2, n_positions=64),
+    )
+    with pytest.raises(InputError, match=r"decoder-only \(causal\) model \(gpt2\).*pooling mean"):
+        EFTClassifier(_config(gpt2, bp_epochs=0)).fit(TEXTS, LABELS)
+    mean = EFTClassifier(_config(gpt2, bp_epochs=0, pooling="mean")).fit(TEXTS, LABELS)
+    assert mean.predict(TEXTS[:2]).shape == (2,)
+    t5 = _other_architecture(
+        tiny_bert_dir,
+        tmp_path / "t5",
+        T5Config(**small, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2),
+    )
+    with pytest.raises(InputError, match=r"is an encoder-decoder model \(t5\); eft fine-tunes"):
+        EFTClassifier(_config(t5, bp_epochs=0, pooling="mean")).fit(TEXTS, LABELS)
+
+    class Backbone(torch.nn.Module):  # a config without a position limit (XLNet's -1)
+        config = XLNetConfig(**small, d_model=32, n_layer=1, n_head=2)
+
+    assert Backbone.config.max_position_embeddings == -1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no "exceeds what the model accepts" warning
+        assert model_max_length(64, Backbone(), None) == 64
+    mpnet = MPNetModel(
+        MPNetConfig(
+            **small,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=130,
+        )
+    )
+    with pytest.warns(UserWarning, match="using 128"):  # positions start after padding_idx 1
+        assert model_max_length(512, mpnet, None) == 128
+    # special tokens that fill max_length: refused, not trained on empty inputs
+    with pytest.raises(
+        InputError, match="max_length 2 leaves no room for text: this tokenizer adds 2"
+    ):
+        EFTClassifier(_config(tiny_bert_dir, bp_epochs=0, max_length=2)).fit(TEXTS, LABELS)
+    pairs = [(t, t) for t in TEXTS]
+    with pytest.raises(
+        InputError, match="adds 3 special tokens to a text pair; use a max_length of at least 5"
+    ):
+        EFTClassifier(_config(tiny_bert_dir, bp_epochs=0, max_length=4)).fit(pairs, LABELS)
+
+
+def test_tokenizers_eft_cannot_pad_with_or_that_pad_left(tiny_bert_dir, tmp_path):
+    """A tokenizer with no special token at all gave a raw TypeError; a saved tokenizer that
+    pads on the left served an exported graph [PAD] where CLS pooling reads (review H, F6,
+    F8); a sentence-transformers folder with its model in a subfolder is named (F10)."""
+    model = _copy_model(tiny_bert_dir, tmp_path / "left")
+    settings = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**settings, "padding_side": "left"}))
+    clf = EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
+    out = clf.save_pretrained(tmp_path / "saved")
+    assert clf.tokenizer_.padding_side == "right"
+    assert json.loads((out / "tokenizer_config.json").read_text())["padding_side"] == "right"
+    from eft.encoder import load_tokenizer
+
+    bare = _copy_model(tiny_bert_dir, tmp_path / "bare")
+    settings = json.loads((bare / "tokenizer_config.json").read_text())
+    tokens = ("pad_token", "unk_token", "sep_token", "cls_token", "mask_token", "eos_token")
+    (bare / "tokenizer_config.json").write_text(
+        json.dumps(
+            {**{k: v for k, v in settings.items() if k not in tokens}, **dict.fromkeys(tokens)}
+        )
+    )
+    with pytest.raises(InputError, match="has no padding token \\(nor an eos, sep or unk"):
+        load_tokenizer(str(bare))
+    nested = tmp_path / "st"
+    shutil.copytree(tiny_bert_dir, nested / "0_Transformer")
+    (nested / "modules.json").write_text("[]")
+    with pytest.raises(InputError, match="in a subfolder: pass --model .*st/0_Transformer"):
+        load_tokenizer(str(nested))

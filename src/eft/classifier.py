@@ -52,6 +52,8 @@ from eft.config import EFTConfig
 from eft.encoder import (
     TextEncoder,
     check_model_dir,
+    check_model_for_training,
+    check_room_for_text,
     extract_features,
     is_text_pair,
     load_backbone,
@@ -790,6 +792,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
         set_seed(cfg.seed)
         backbone, tokenizer, name = load_backbone(cfg.model, cfg.trust_remote_code)
+        check_model_for_training(name, backbone, tokenizer, cfg.pooling, data.text_pairs)
         self.text_pairs_ = data.text_pairs
         encoder = TextEncoder(backbone, cfg.pooling, _separator_id(tokenizer, data.text_pairs))
         encoder = encoder.to(device)
@@ -800,6 +803,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
         clock = time.perf_counter()
         self.max_length_ = model_max_length(cfg.max_length, backbone, tokenizer)
+        check_room_for_text(tokenizer, self.max_length_, data.text_pairs)
         pad_id = int(tokenizer.pad_token_id)
         data.tokenize(tokenizer, self.max_length_, pad_id)
         eval_ids = tokenize(tokenizer, eval_texts, self.max_length_) if eval_texts else None

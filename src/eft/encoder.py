@@ -40,9 +40,12 @@ def default_model_path() -> str:
 def check_model_dir(path: Path, trust_remote_code: bool, allow_pickle: bool = False) -> None:
     """Refuse a local model folder that is not a model, holds pickles or asks for remote code."""
     if not (path / "config.json").is_file():
+        inner = sorted(p.parent.name for p in path.glob("*/config.json"))
+        hint = f" It holds one in a subfolder: pass --model {path / inner[0]}." if inner else ""
         raise InputError(
             f"--model {path} is not a Hugging Face model folder (no config.json there). Pass a "
             f"folder written by save_pretrained, a hub id, or omit --model for the default."
+            + hint
         )
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     weights = list(path.glob("*.safetensors"))
@@ -145,6 +148,15 @@ def load_tokenizer(model: str | None, trust_remote_code: bool = False):
         raise _load_error(name, error) from error
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token or tokenizer.unk_token
+    if tokenizer.pad_token_id is None:
+        raise InputError(
+            f"{name}'s tokenizer has no padding token (nor an eos, sep or unk token to pad "
+            f"with); add one (tokenizer.add_special_tokens({{'pad_token': '[PAD]'}}) and "
+            f"model.resize_token_embeddings(len(tokenizer))) and save the folder again."
+        )
+    # eft pads on the right (pad_batch); the tokenizer it saves says so, for those who serve
+    # an exported graph with it (a left-padding tokenizer put [PAD] where CLS pooling reads)
+    tokenizer.padding_side = "right"
     return tokenizer
 
 
@@ -166,7 +178,65 @@ def load_backbone(
             )
     except (OSError, ValueError, KeyError) as error:
         raise _load_error(name, error) from error
+    if getattr(backbone.config, "is_encoder_decoder", False):
+        raise InputError(
+            f"{name} is an encoder-decoder model ({backbone.config.model_type}); eft fine-tunes "
+            f"encoders (BERT, RoBERTa, DeBERTa, ModernBERT, ...): pass one of those."
+        )
     return backbone, tokenizer, name
+
+
+def is_decoder_only(config: Any) -> bool:
+    """A causal (decoder-only) language model, whose position 0 sees only the first token:
+    GPT-2, Llama, Qwen, Mistral, XLNet, ... (a causal model type that is not also a masked
+    one, such as BERT, which has both heads), or any model configured as a decoder."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", "")
+    causal = kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    return bool(getattr(config, "is_decoder", False)) or (
+        causal and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    )
+
+
+def check_model_for_training(
+    name: str, backbone: nn.Module, tokenizer: Any, pooling: str, text_pairs: bool
+) -> None:
+    """Refuse what would train a model silently wrong: a first-token pooling on a decoder-only
+    model (position 0 sees only the first token: every text the same feature on Llama); warn
+    of text pairs that a tokenizer without a pair template joins with no separator."""
+    if pooling in ("cls", "cls_last4") and is_decoder_only(backbone.config):
+        raise InputError(
+            f"{name} is a decoder-only (causal) model ({backbone.config.model_type}): its "
+            f"first token sees only itself, so --pooling {pooling} gives every text with the "
+            f"same first token the same feature; use --pooling mean (pooling='mean')."
+        )
+    if text_pairs and tokenizer.sep_token_id is None and tokenizer.num_special_tokens_to_add(
+        pair=True
+    ) == tokenizer.num_special_tokens_to_add(pair=False):
+        warnings.warn(
+            f"{name}'s tokenizer has no separator token nor a pair template: each text pair "
+            f"is joined with nothing between its two texts.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def check_room_for_text(tokenizer: Any, max_length: int, text_pairs: bool) -> None:
+    """Refuse a ``max_length`` that the tokenizer's special tokens fill: it would keep no
+    text (every input ``[CLS] [SEP]``), or could not truncate and keep every text whole."""
+    special = tokenizer.num_special_tokens_to_add(pair=text_pairs)
+    needed = special + (2 if text_pairs else 1)
+    if max_length < needed:
+        kind = "a text pair" if text_pairs else "a text"
+        raise InputError(
+            f"max_length {max_length} leaves no room for text: this tokenizer adds {special} "
+            f"special tokens to {kind}; use a max_length of at least {needed} (a few dozen "
+            f"tokens or more for real texts)."
+        )
 
 
 class TextEncoder(nn.Module):
@@ -224,9 +294,18 @@ class TextEncoder(nn.Module):
 
 
 def model_max_length(requested: int, backbone: nn.Module, tokenizer) -> int:
-    """``requested`` capped at what the model's position embeddings allow (with a warning)."""
-    limit = int(getattr(backbone.config, "max_position_embeddings", requested) or requested)
-    if getattr(backbone.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+    """``requested`` capped at what the model's position embeddings allow (with a warning).
+
+    A limit that is not a positive number (XLNet's -1, relative positions) is no limit.
+    Models whose positions start after the padding index (RoBERTa, Longformer, MPNet, ...:
+    position embeddings with a ``padding_idx``) lose ``padding_idx + 1`` positions."""
+    positions = getattr(backbone.config, "max_position_embeddings", None)
+    limit = positions if isinstance(positions, int) and positions > 0 else requested
+    embeddings = getattr(getattr(backbone, "embeddings", None), "position_embeddings", None)
+    padding_idx = getattr(embeddings, "padding_idx", None)
+    if isinstance(positions, int) and positions > 0 and padding_idx is not None:
+        limit -= int(padding_idx) + 1
+    elif getattr(backbone.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
         limit -= 2  # positions start after the padding index
     tokenizer_limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(tokenizer_limit, int) and tokenizer_limit < 1_000_000:

@@ -142,6 +142,15 @@ def export_onnx(
                 dynamo=True,
                 verbose=False,
             )
+    except Exception as error:  # noqa: BLE001 - the exporter's limits, named in one line
+        kind = getattr(model.model_.encoder.backbone.config, "model_type", "this model")
+        first = next((line for line in str(error).splitlines() if line.strip()), "")
+        raise InputError(
+            f"torch.onnx (dynamo) cannot trace this model ({kind}) to ONNX: "
+            f"{type(error).__name__}: {first[:300]} Serve it with eft predict or "
+            f"EFTClassifier.from_pretrained instead (sparse or windowed attention, as "
+            f"Longformer's and BigBird's, is known not to export)."
+        ) from error
     finally:
         registration.setLevel(level)
     program.model.metadata_props.update(
