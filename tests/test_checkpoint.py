@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -202,6 +203,21 @@ def test_resume_refuses_a_checkpoint_of_other_labels_or_settings(tiny_bert_dir, 
     ):
         with pytest.raises(InputError, match="was written for other training data"):
             EFTClassifier(config).fit(texts, labels, resume_from=folder, sample_weight=weights)
+    # a damaged checkpoint is named, not a traceback from safetensors or a silent misstep
+    import shutil
+
+    for number, (damage, message) in enumerate(
+        (
+            (lambda f: (f / "optimizer.safetensors").unlink(), "is incomplete: optimizer"),
+            (lambda f: _flip_last_byte(f / "model.safetensors"), "model.safetensors was changed"),
+            (lambda f: _edit_state(f, epoch="one"), "its 'epoch' ('one') is not the number"),
+            (lambda f: _edit_state(f, epoch=5), "its 'epoch' (5) is not the number"),
+        )
+    ):
+        damaged = shutil.copytree(folder, tmp_path / f"damaged{number}")
+        damage(damaged)
+        with pytest.raises(InputError, match=re.escape(message)):
+            EFTClassifier(config).fit(TEXTS, LABELS, resume_from=damaged)
     longer = EFTConfig(**values, bp_epochs=2, checkpoint_dir=str(folder))  # more epochs: fine
     state_file = folder / "checkpoint.json"  # the earlier process's epoch took 100 s
     state = json.loads(state_file.read_text())
@@ -245,3 +261,15 @@ def test_the_fp16_loss_scale_is_checkpointed_and_restored(tmp_path):
     *others, fresh = parts(65536.0)
     restore_checkpoint(tmp_path / "d", *others, fresh)  # an older checkpoint: initial scale
     assert fresh.get_scale() == 65536.0
+
+
+def _flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _edit_state(folder, **changes):
+    state = json.loads((folder / "checkpoint.json").read_text())
+    state.update(changes)
+    (folder / "checkpoint.json").write_text(json.dumps(state))

@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from eft.atomic import atomic_dir, interrupted_save_hint, json_default, write_text
+from eft.atomic import (
+    atomic_dir,
+    check_file_digests,
+    file_digests,
+    interrupted_save_hint,
+    json_default,
+    write_text,
+)
 from eft.errors import InputError
 
 if TYPE_CHECKING:
@@ -114,6 +121,7 @@ def save_checkpoint(
         }
         if scaler is not None and scaler.is_enabled():
             state["grad_scaler"] = scaler.state_dict()  # numbers: scale, growth tracker, ...
+        state["files"] = file_digests(staging)  # checked when the tensors are restored
         (staging / STATE_FILE).write_text(json.dumps(state, default=float), encoding="utf-8")
 
 
@@ -141,6 +149,19 @@ def read_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
         raise InputError(
             f"{path}: format {state.get('format')!r} version {state.get('format_version')!r} is "
             f"not a checkpoint this eft can resume."
+        )
+    epoch, result = state.get("epoch"), state.get("result")
+    seconds = result.get("epoch_seconds") if isinstance(result, dict) else None
+    if (
+        not isinstance(epoch, int)
+        or isinstance(epoch, bool)
+        or epoch < 1
+        or not isinstance(seconds, list)
+        or len(seconds) != epoch
+    ):
+        raise InputError(
+            f"{path} is damaged: its 'epoch' ({epoch!r}) is not the number of epochs its "
+            f"record holds; delete {folder} to train from the start."
         )
     return state
 
@@ -170,6 +191,10 @@ def restore_checkpoint(
     part."""
     folder = Path(folder)
     state = read_checkpoint(folder)
+    check_file_digests(folder, state.get("files"))  # older checkpoints: not recorded
+    for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"):
+        if not (folder / name).is_file():
+            raise InputError(f"{folder} is incomplete: {name} is missing.")
     device = next(model.parameters()).device
     model.load_state_dict(
         {k: v.to(device) for k, v in load_file(folder / "model.safetensors").items()}

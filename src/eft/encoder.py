@@ -44,8 +44,7 @@ def check_model_dir(path: Path, trust_remote_code: bool, allow_pickle: bool = Fa
         hint = f" It holds one in a subfolder: pass --model {path / inner[0]}." if inner else ""
         raise InputError(
             f"--model {path} is not a Hugging Face model folder (no config.json there). Pass a "
-            f"folder written by save_pretrained, a hub id, or omit --model for the default."
-            + hint
+            f"folder written by save_pretrained, a hub id, or omit --model for the default." + hint
         )
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     weights = list(path.glob("*.safetensors"))
@@ -214,9 +213,12 @@ def check_model_for_training(
             f"first token sees only itself, so --pooling {pooling} gives every text with the "
             f"same first token the same feature; use --pooling mean (pooling='mean')."
         )
-    if text_pairs and tokenizer.sep_token_id is None and tokenizer.num_special_tokens_to_add(
-        pair=True
-    ) == tokenizer.num_special_tokens_to_add(pair=False):
+    if (
+        text_pairs
+        and tokenizer.sep_token_id is None
+        and tokenizer.num_special_tokens_to_add(pair=True)
+        == tokenizer.num_special_tokens_to_add(pair=False)
+    ):
         warnings.warn(
             f"{name}'s tokenizer has no separator token nor a pair template: each text pair "
             f"is joined with nothing between its two texts.",
