@@ -2,6 +2,7 @@ import json
 import os
 import stat
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -90,6 +91,16 @@ def test_atomic_dir_swaps_in_one_step_and_writes_through_links(tmp_path, monkeyp
         (staging / "b.txt").write_text("2")
     assert link.is_symlink() and sorted(p.name for p in real.iterdir()) == ["b.txt"]
     assert not list(tmp_path.glob(".latest*")) and not list(tmp_path.glob(".real_v1.*"))
+    # the staging folders of killed saves go once a day old; a recent one may be a live save's
+    stale, recent = tmp_path / ".real_v1.tmp-killed", tmp_path / ".real_v1.tmp-live"
+    for folder in (stale, recent):
+        folder.mkdir()
+        (folder / "model.safetensors").write_text("half")
+    day_ago = time.time() - eft.atomic.STALE_STAGING_SECONDS - 60
+    os.utime(stale, (day_ago, day_ago))
+    with atomic_dir(real) as staging:
+        (staging / "c.txt").write_text("3")
+    assert not stale.exists() and recent.is_dir()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")

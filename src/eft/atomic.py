@@ -78,6 +78,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     if target.is_symlink():  # replace what the link points to, keep the link
         target = Path(os.path.realpath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         yield staging
@@ -101,6 +102,24 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+#: A staging folder untouched this long is a killed save's (a live save adds files to it).
+STALE_STAGING_SECONDS = 24 * 3600
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Remove the staging folders of ``target`` that killed saves left (a whole copy each),
+    once they are a day old; a previous folder renamed aside (``.old-*``) is kept for the
+    user to take back."""
+    import time
+
+    for left in target.parent.glob(f".{target.name}.tmp-*"):
+        try:
+            if left.is_dir() and time.time() - left.stat().st_mtime > STALE_STAGING_SECONDS:
+                shutil.rmtree(left, ignore_errors=True)
+        except OSError:  # another save removed it meanwhile
+            pass
 
 
 def _exchange(first: Path, second: Path) -> bool:
