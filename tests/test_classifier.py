@@ -1093,6 +1093,13 @@ def test_sample_weight_weighs_each_text_in_both_stages(tiny_bert_dir, monkeypatc
         np.testing.assert_allclose(
             weighted.decision_function(TEXTS), subset.decision_function(TEXTS), atol=1e-5
         )
+    # fused with an unfed part: chunks whose weights are all 0 add nothing, wherever the
+    # rows of positive weight fall (a chunk of zeros only was refused by partial_fit)
+    for first in range(0, 16, 4):
+        weights = np.zeros(n)
+        weights[[first, first + 1, first + 8]] = 1.0
+        config = _config(tiny_bert_dir, bp_epochs=1, batch_size=4, **fused)
+        assert EFTClassifier(config).fit(TEXTS[:16], LABELS[:16], sample_weight=weights[:16])
     # the BP stage gets every text's weight, in row order (and scales them to mean 1)
     received = []
     train_backprop = eft.classifier.train_backprop

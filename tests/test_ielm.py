@@ -563,3 +563,23 @@ def test_class_weight_labels_partial_fit_classes_and_huge_C_are_checked():
         model.partial_fit(X, y, classes=[0, 1, 2, 3])
     with pytest.raises(ValueError, match="C must be a finite number > 0"):
         IELMClassifier(C=10**400).fit(X, y)
+
+
+def test_partial_fit_standardises_by_the_weighted_moments_as_fit_does():
+    """fit weighed the standardisation by sample_weight, partial_fit (fused mode's path)
+    did not."""
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 5)) * [1, 2, 3, 4, 5] + 3
+    y = rng.integers(0, 2, 80)
+    weights = rng.uniform(0, 3, 80)
+    scaler = StandardScaler().fit(X, sample_weight=weights)
+    for head in (
+        IELMClassifier(n_hidden=16, standardize=True).fit(X, y, sample_weight=weights),
+        IELMClassifier(n_hidden=16, standardize=True).partial_fit(
+            X, y, classes=[0, 1], sample_weight=weights
+        ),
+    ):
+        np.testing.assert_allclose(head.mean_.double().numpy(), scaler.mean_, rtol=1e-5)
+        np.testing.assert_allclose(head.scale_.double().numpy(), scaler.scale_, rtol=1e-5)

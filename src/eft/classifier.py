@@ -421,16 +421,24 @@ class _HeadFeeder:
         self.pending.append((features.clone(), labels.clone(), weights))
         self.rows += features.shape[0]
         if self.rows >= self.head.batch_size:
-            self.flush()
+            self.flush(last=False)
 
-    def flush(self) -> None:
+    def flush(self, last: bool = True) -> None:
+        """Add the pending batches (all of them with ``last``). Rows of weight 0 add nothing:
+        a chunk of them only is dropped once the head has started, and kept until a row of
+        positive weight joins it before (the first chunk starts the head)."""
         if not self.pending:
             return
-        features = torch.cat([f for f, _, _ in self.pending])
-        labels = torch.cat([y for _, y, _ in self.pending])
         weights = None
         if self.pending[0][2] is not None:  # on the host: partial_fit checks them there
             weights = np.concatenate([np.asarray(_as_host(w)) for _, _, w in self.pending])
+            if not weights.any():
+                if hasattr(self.head, "gamma_"):
+                    self.pending, self.rows = [], 0
+                if hasattr(self.head, "gamma_") or not last:
+                    return
+        features = torch.cat([f for f, _, _ in self.pending])
+        labels = torch.cat([y for _, y, _ in self.pending])
         self.pending, self.rows = [], 0
         self.head.partial_fit(
             features,
@@ -895,9 +903,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
             encoder, linear = bp_model.encoder, bp_model.classifier
             unfed = bp_result.unfed_indices
             stopped_early = bp_result.stopped_by_callback
-            if feeder is not None:
+            if feeder is not None:  # the unfed samples' pass adds to it after (fraction < 1)
                 with sink_timer:
-                    feeder.flush()
+                    feeder.flush(last=not bp_result.unfed_indices)
             sink_check.finish()
             sink_seconds = sink_timer.seconds()
             timings["bp"] = bp_result.seconds - sink_seconds
@@ -924,7 +932,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         if cfg.method == "eft":
             if fused and not stopped_early:
                 if unfed:
-                    self._feed_unfed(head, encoder, data, unfed, accelerator, timings, flops)
+                    self._feed_unfed(feeder, encoder, data, unfed, accelerator, timings, flops)
                 clock = time.perf_counter()
                 if accelerator.num_processes > 1:
                     head.all_reduce_statistics()
@@ -1063,7 +1071,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
 
     def _feed_unfed(
         self,
-        head: IELMClassifier,
+        feeder: _HeadFeeder,
         encoder: TextEncoder,
         data: _TextsInMemory,
         indices: list[int],
@@ -1072,11 +1080,11 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         flops: _FlopCounter,
     ) -> None:
         """Fused mode with ``fused_fraction < 1``: add the eval-mode features (final encoder)
-        of the samples this rank trained on before the fused steps to the head's statistics."""
+        of the samples this rank trained on before the fused steps to the head's statistics,
+        through the fused steps' ``feeder``."""
         device = accelerator.device
         feed_timer, head_timer = _PhaseTimer(device), _PhaseTimer(device)
         check = _FiniteCheck(device, self.config)
-        feeder = _HeadFeeder(head, len(self.classes_), check_input=not check.defer)
         for features, batch_labels, weights in self._feature_pass(
             data, encoder, accelerator, feed_timer, check, flops, np.asarray(indices)
         ):

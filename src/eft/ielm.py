@@ -735,7 +735,11 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         T, index = self._targets(y)  # raises on unknown labels before anything changes
         w = self._sample_weights(index, sample_weight, y)
         if first:
-            self._start(Xt.shape[1], Xt)
+            moments = None
+            if self.standardize and sample_weight is not None:  # weighted, as in fit
+                weights = _checked_sample_weight(sample_weight, len(y))
+                moments = feature_moments([(Xt, weights)], self._device())
+            self._start(Xt.shape[1], Xt, moments)
         # one set of buffers for all partial_fit calls until the next solve (see _workspace)
         buffers = getattr(self, "_buffers", None)
         if buffers is None or buffers["hidden"].shape[0] < min(self.batch_size, Xt.shape[0]):
