@@ -101,6 +101,10 @@ def test_atomic_dir_swaps_in_one_step_and_writes_through_links(tmp_path, monkeyp
     with atomic_dir(real) as staging:
         (staging / "c.txt").write_text("3")
     assert not stale.exists() and recent.is_dir()
+    # names are matched as names, not as glob patterns: m[1]'s hint is not about m1's folder
+    (tmp_path / ".m1.old-abc").mkdir()
+    assert interrupted_save_hint(tmp_path / "m[1]") == ""
+    assert ".m1.old-abc" in interrupted_save_hint(tmp_path / "m1")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")

@@ -209,7 +209,10 @@ def test_resume_refuses_a_checkpoint_of_other_labels_or_settings(tiny_bert_dir, 
     for number, (damage, message) in enumerate(
         (
             (lambda f: (f / "optimizer.safetensors").unlink(), "is incomplete: optimizer"),
-            (lambda f: _flip_last_byte(f / "model.safetensors"), "model.safetensors was changed"),
+            (
+                lambda f: _flip_last_byte(f / "model.safetensors"),
+                "recorded in checkpoint.json): the file is damaged; delete",
+            ),
             (lambda f: _edit_state(f, epoch="one"), "its 'epoch' ('one') is not the number"),
             (lambda f: _edit_state(f, epoch=5), "its 'epoch' (5) is not the number"),
         )

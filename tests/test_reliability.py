@@ -47,6 +47,12 @@ def test_pickles_under_safetensors_names_are_refused(tiny_bert_dir, tmp_path):
     with pytest.raises(InputError, match="stub.safetensors is not a safetensors file"):
         EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
     (model / "stub.safetensors").unlink()
+    # an index of .bin shards that are not there (a hub download of json and safetensors
+    # files) is never read: not refused
+    bin_index = {"metadata": {}, "weight_map": {"x": "pytorch_model-00001-of-00001.bin"}}
+    good = _copy_model(tiny_bert_dir, tmp_path / "bin_index")
+    (good / "pytorch_model.bin.index.json").write_text(json.dumps(bin_index))
+    EFTClassifier(_config(good, bp_epochs=0)).fit(TEXTS[:8], LABELS[:8])
     with pytest.raises(
         InputError, match="names the weight file 'model-00001-of-00001.safetensors.data'"
     ):
@@ -370,7 +376,7 @@ def test_a_save_records_its_files_and_a_load_checks_them(tiny_bert_dir, tmp_path
     flipped = bytearray(original)
     flipped[-100] ^= 0xFF  # in the data area: still a valid safetensors file
     weights.write_bytes(bytes(flipped))
-    with pytest.raises(InputError, match="model.safetensors was changed after the model was saved"):
+    with pytest.raises(InputError, match="model.safetensors was changed after it was written"):
         EFTClassifier.from_pretrained(out)
     weights.write_bytes(original)
     older = {k: v for k, v in meta.items() if k != "files"}  # saves before the record
@@ -383,6 +389,19 @@ def test_a_save_records_its_files_and_a_load_checks_them(tiny_bert_dir, tmp_path
         clf.save_pretrained(out)
     assert (out / "NOTES.md").read_text() == "mine"
     (out / "NOTES.md").unlink()
+    for hidden in (".git/HEAD", ".gitattributes"):  # hidden ones go with the folder too
+        (out / hidden).parent.mkdir(exist_ok=True)
+        (out / hidden).write_text("mine")
+        with pytest.raises(InputError, match=f"its save did not write \\({re.escape(hidden)}\\)"):
+            clf.save_pretrained(out)
+        (out / hidden).unlink()
+    shutil.rmtree(out / ".git")
+    (out / ".DS_Store").write_text("Finder")  # litter that may go
+    (out / "sub").mkdir()  # a save that writes a subfolder (chat templates): its own files
+    (out / "sub" / "t.jinja").write_text("{{ x }}")
+    meta = json.loads((out / "eft_config.json").read_text())
+    meta["files"]["sub/t.jinja"] = {"bytes": 7, "sha256": "0" * 64}
+    (out / "eft_config.json").write_text(json.dumps(meta))
     clf.save_pretrained(out)  # its own files only: replaced
     # outputs that cannot be written are refused before any training
     train = _write_csv(tmp_path / "train.csv", list(zip(TEXTS, LABELS, strict=True)))
@@ -396,6 +415,16 @@ def test_a_save_records_its_files_and_a_load_checks_them(tiny_bert_dir, tmp_path
     def refused(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
+    # a link's save goes beside what it points to: that is the place to probe
+    from eft.atomic import check_writable
+
+    (tmp_path / "target_parent").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target_parent" / "m")
+    probed = []
+    mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda **k: probed.append(k["dir"]) or mkdtemp(**k))
+    check_writable(tmp_path / "link")
+    assert probed == [tmp_path / "target_parent"]
     monkeypatch.setattr(tempfile, "mkdtemp", refused)
     assert main([*argv, "--output", str(tmp_path / "ro" / "m")]) == 2
     assert (
@@ -486,6 +515,13 @@ def test_tokenizers_eft_cannot_pad_with_or_that_pad_left(tiny_bert_dir, tmp_path
     out = clf.save_pretrained(tmp_path / "saved")
     assert clf.tokenizer_.padding_side == "right"
     assert json.loads((out / "tokenizer_config.json").read_text())["padding_side"] == "right"
+    older = tmp_path / "older"  # a save of an earlier eft that kept "left": right once loaded
+    shutil.copytree(out, older)
+    (older / "tokenizer_config.json").write_text(json.dumps({**settings, "padding_side": "left"}))
+    meta = json.loads((older / "eft_config.json").read_text())
+    del meta["files"]
+    (older / "eft_config.json").write_text(json.dumps(meta))
+    assert EFTClassifier.from_pretrained(older).tokenizer_.padding_side == "right"
     from eft.encoder import load_tokenizer
 
     bare = _copy_model(tiny_bert_dir, tmp_path / "bare")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import shutil
 import sys
@@ -114,7 +115,7 @@ def _remove_stale_staging(target: Path) -> None:
     user to take back."""
     import time
 
-    for left in target.parent.glob(f".{target.name}.tmp-*"):
+    for left in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
         try:
             if left.is_dir() and time.time() - left.stat().st_mtime > STALE_STAGING_SECONDS:
                 shutil.rmtree(left, ignore_errors=True)
@@ -145,7 +146,8 @@ def _exchange(first: Path, second: Path) -> bool:
 def interrupted_save_hint(target: Path) -> str:
     """Where a save interrupted between its two renames left ``target``'s previous folder,
     as a sentence to add to a "not found" message (empty if there is none)."""
-    left = sorted(target.parent.glob(f".{target.name}.old-*")) if target.parent.is_dir() else []
+    pattern = f".{glob.escape(target.name)}.old-*"
+    left = sorted(target.parent.glob(pattern)) if target.parent.is_dir() else []
     if not left:
         return ""
     return (
@@ -193,9 +195,14 @@ def file_digests(folder: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def check_file_digests(folder: Path, files: Any) -> None:
-    """Refuse a folder whose files differ from the ``files`` its save recorded (None: an older
-    save, not checked)."""
+def check_file_digests(
+    folder: Path,
+    files: Any,
+    record: str = "eft_config.json",
+    remedy: str = "save the model again, or restore the file",
+) -> None:
+    """Refuse a folder whose files differ from the ``files`` its save recorded in ``record``
+    (None: an older save, not checked); the message ends with ``remedy``."""
     from eft.errors import InputError
 
     if files is None:
@@ -212,9 +219,8 @@ def check_file_digests(folder: Path, files: Any) -> None:
             raise InputError(f"{folder}: the record of {name} is damaged; save it again.") from None
         if path.stat().st_size != size or _sha256(path) != digest:
             raise InputError(
-                f"{path} was changed after the model was saved (its size or SHA-256 differs "
-                f"from the one recorded in eft_config.json): the file is damaged; save the "
-                f"model again, or restore the file."
+                f"{path} was changed after it was written (its size or SHA-256 differs from "
+                f"the one recorded in {record}): the file is damaged; {remedy}."
             )
 
 
@@ -234,7 +240,10 @@ def check_writable(target: str | os.PathLike) -> None:
     ancestor) must be a writable folder. A probe folder is made there and removed."""
     from eft.errors import InputError
 
-    target = Path(target).absolute()
+    target = Path(target)
+    if target.is_symlink():  # a save writes beside what the link points to (atomic_dir)
+        target = Path(os.path.realpath(target))
+    target = target.absolute()
     place = target.parent
     while not place.exists() and place != place.parent:
         place = place.parent

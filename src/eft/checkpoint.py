@@ -191,7 +191,9 @@ def restore_checkpoint(
     part."""
     folder = Path(folder)
     state = read_checkpoint(folder)
-    check_file_digests(folder, state.get("files"))  # older checkpoints: not recorded
+    check_file_digests(  # older checkpoints: not recorded
+        folder, state.get("files"), STATE_FILE, f"delete {folder} to train from the start"
+    )
     for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"):
         if not (folder / name).is_file():
             raise InputError(f"{folder} is incomplete: {name} is missing.")

@@ -1364,6 +1364,7 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 tokenizer = AutoTokenizer.from_pretrained(
                     folder, trust_remote_code=trust_remote_code
                 )
+                tokenizer.padding_side = "right"  # as eft pads (older saves may say left)
                 backbone, loading = AutoModel.from_pretrained(
                     folder,
                     trust_remote_code=trust_remote_code,
@@ -1877,10 +1878,14 @@ def _check_output_dir(target: Path) -> None:
         except (OSError, UnicodeDecodeError, ValueError, AttributeError):
             saved = None  # a damaged model is replaced, as before
         if isinstance(saved, dict):  # older saves do not list their files
+            present = {
+                p.relative_to(target).as_posix() for p in target.rglob("*") if not p.is_dir()
+            }
+            # hidden files go with the folder too (.git); only the Finder's litter may
             foreign = sorted(
-                p.name
-                for p in target.iterdir()
-                if p.name not in saved and p.name != CONFIG_FILE and not p.name.startswith(".")
+                name
+                for name in present - set(saved) - {CONFIG_FILE}
+                if Path(name).name != ".DS_Store"
             )
             if foreign:
                 raise InputError(

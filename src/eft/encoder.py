@@ -60,7 +60,9 @@ def check_model_dir(path: Path, trust_remote_code: bool, allow_pickle: bool = Fa
                 f"{weight_file} is not a safetensors file (damaged, or another format under "
                 f"that name); eft loads only safetensors."
             )
-    for index in path.glob("*.index.json"):  # sharded weights: every shard a safetensors file
+    # sharded weights: every shard of the index safetensors reads is a safetensors file (an
+    # index of .bin shards, which hub downloads of json and safetensors files keep, is unread)
+    for index in path.glob("*.safetensors.index.json"):
         try:
             shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
