@@ -450,7 +450,7 @@ def test_architectures_that_would_train_wrong_are_refused(tiny_bert_dir, tmp_pat
     predictions 1/3 on Llama), an encoder-decoder failed deep in its decoder, XLNet's -1
     position limit became max_length -1, MPNet's position offset was not subtracted, and a
     max_length the special tokens fill kept no text (review H, F1-F5)."""
-    from transformers import GPT2Config, MPNetConfig, MPNetModel, T5Config, XLNetConfig
+    from transformers import AutoModel, GPT2Config, MPNetConfig, MPNetModel, T5Config, XLNetConfig
 
     from eft.encoder import model_max_length
 
@@ -461,10 +461,32 @@ def test_architectures_that_would_train_wrong_are_refused(tiny_bert_dir, tmp_pat
         tmp_path / "gpt2",
         GPT2Config(**small, n_embd=32, n_layer=1, n_head=2, n_positions=64),
     )
-    with pytest.raises(InputError, match=r"decoder-only \(causal\) model \(gpt2\).*pooling mean"):
+    with pytest.raises(
+        InputError,
+        match=r"\(gpt2\) is a causal \(decoder-only\) model: its first token sees only .*mean",
+    ):
         EFTClassifier(_config(gpt2, bp_epochs=0)).fit(TEXTS, LABELS)
     mean = EFTClassifier(_config(gpt2, bp_epochs=0, pooling="mean")).fit(TEXTS, LABELS)
     assert mean.predict(TEXTS[:2]).shape == (2,)
+    # decided by what position 0 sees, not by the model type: XLNet and BERT-generation are
+    # bidirectional, although their types also have causal-LM classes
+    from transformers import BertGenerationConfig, BertGenerationEncoder, XLNetModel
+
+    from eft.encoder import first_position_sees_the_text
+
+    torch.manual_seed(0)
+    xlnet = XLNetModel(XLNetConfig(**small, d_model=32, n_layer=1, n_head=2, d_inner=64))
+    generation = BertGenerationEncoder(
+        BertGenerationConfig(
+            **small,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    )
+    assert first_position_sees_the_text(xlnet) and first_position_sees_the_text(generation)
+    assert not first_position_sees_the_text(AutoModel.from_pretrained(gpt2))
     t5 = _other_architecture(
         tiny_bert_dir,
         tmp_path / "t5",

@@ -187,20 +187,30 @@ def load_backbone(
     return backbone, tokenizer, name
 
 
-def is_decoder_only(config: Any) -> bool:
-    """A causal (decoder-only) language model, whose position 0 sees only the first token:
-    GPT-2, Llama, Qwen, Mistral, XLNet, ... (a causal model type that is not also a masked
-    one, such as BERT, which has both heads), or any model configured as a decoder."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
+def first_position_sees_the_text(backbone: nn.Module) -> bool:
+    """Whether the hidden state at position 0 depends on later tokens: two 4-token inputs
+    that differ in their last token only are compared. False for a causal (decoder-only)
+    model such as GPT-2 or Llama, whose first token sees only itself; True for encoders,
+    XLNet and BERT-generation. A model this probe cannot run is taken to see the text."""
+    vocabulary = int(getattr(backbone.config, "vocab_size", 0) or 0)
+    if vocabulary < 9:  # token ids 4-8
+        return True
+    ids = torch.tensor([[4, 5, 6, 7], [4, 5, 6, 8]], device=_device_of(backbone))
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            hidden = backbone(input_ids=ids, attention_mask=torch.ones_like(ids))[0][:, 0]
+    except Exception:  # noqa: BLE001 - an unusual forward: not refused on a guess
+        return True
+    finally:
+        backbone.train(was_training)
+    return not torch.allclose(hidden[0].float(), hidden[1].float(), rtol=0, atol=1e-6)
 
-    kind = getattr(config, "model_type", "")
-    causal = kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    return bool(getattr(config, "is_decoder", False)) or (
-        causal and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-    )
+
+def _device_of(module: nn.Module) -> torch.device:
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def check_model_for_training(
@@ -209,9 +219,9 @@ def check_model_for_training(
     """Refuse what would train a model silently wrong: a first-token pooling on a decoder-only
     model (position 0 sees only the first token: every text the same feature on Llama); warn
     of text pairs that a tokenizer without a pair template joins with no separator."""
-    if pooling in ("cls", "cls_last4") and is_decoder_only(backbone.config):
+    if pooling in ("cls", "cls_last4") and not first_position_sees_the_text(backbone):
         raise InputError(
-            f"{name} is a decoder-only (causal) model ({backbone.config.model_type}): its "
+            f"{name} ({backbone.config.model_type}) is a causal (decoder-only) model: its "
             f"first token sees only itself, so --pooling {pooling} gives every text with the "
             f"same first token the same feature; use --pooling mean (pooling='mean')."
         )
