@@ -158,6 +158,10 @@ def test_experiment_files_are_checked_when_read(tmp_path):
             'metric = "accuracy"\n[[rows]]\nname = "FT"\nbaseline = "no"\n',
             "row 'FT' has baseline = 'no'; write true or false",
         ),
+        (  # a file does not turn remote code on: the command line does
+            'metric = "accuracy"\n[defaults]\ntrust_remote_code = true\n[[rows]]\nname = "E"\n',
+            "trust_remote_code is not an experiment setting; .* --trust-remote-code",
+        ),
     ):
         spec.write_text('dataset = "trec"\n' + body)
         with pytest.raises(InputError, match=message):

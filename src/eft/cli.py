@@ -496,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     experiment.add_argument("--quiet", action="store_true", help="no progress output")
     experiment.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the models' custom code to run (off by default; the experiment file "
+        "cannot turn it on)",
+    )
+    experiment.add_argument(
         "--no-checkpoint",
         action="store_true",
         help="keep no '<output>.checkpoint' folder (by default an interrupted experiment "
@@ -1384,6 +1390,7 @@ def command_experiment(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
                 flops=args.flops,
                 checkpoint_dir=checkpoint,
+                trust_remote_code=args.trust_remote_code,
             )
     except KeyboardInterrupt:
         kept = (

@@ -102,6 +102,11 @@ def load_experiment(path: str | Path) -> Experiment:
         if "name" not in spec:
             raise InputError(f"Experiment {path}: row {index + 1} has no name.")
         config = {**defaults, **{k: v for k, v in spec.items() if k not in ROW_KEYS}}
+        if "trust_remote_code" in config:  # a file does not turn remote code on
+            raise InputError(
+                f"Experiment {path}: trust_remote_code is not an experiment setting; allow a "
+                f"model's custom code on the command line (eft experiment --trust-remote-code)."
+            )
         EFTConfig.from_dict(config)  # fail on a bad field now, not after an hour
         rows.append(
             Row(
@@ -151,8 +156,10 @@ def run_experiment(
     progress: bool = True,
     flops: bool = False,
     checkpoint_dir: str | Path | None = None,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Run every row for ``seeds`` seeds; write results, predictions and tables to ``output``.
+    ``trust_remote_code`` lets every row's model run its custom code.
 
     With ``checkpoint_dir``, finished runs are kept there and a later call with the same
     experiment, options and data skips them (module notes); the folder goes at the end."""
@@ -211,7 +218,12 @@ def run_experiment(
         )
     tokenizers: dict[str, Any] = {}
     for row in experiment.rows:
-        config_values = {**row.config, "progress": progress, "flops": flops}
+        config_values = {
+            **row.config,
+            "progress": progress,
+            "flops": flops,
+            "trust_remote_code": trust_remote_code,
+        }
         if model:
             config_values["model"] = model
         row_config = EFTConfig.from_dict(config_values)
