@@ -207,8 +207,13 @@ def test_default_learning_rate_depends_on_the_method():
     again = EFTClassifier()
     again.set_params(**again.get_params())
     assert again.set_params(method="bp").config.learning_rate == 5e-5
-    # the default's value given with another method is chosen for that method
+    # the default's value given with another method is chosen for that method, and a value
+    # given on its own stays chosen, whatever it equals
     assert EFTConfig().replace(learning_rate=2e-4, method="bp").learning_rate == 2e-4
+    pinned = EFTClassifier(learning_rate=2e-4).set_params(method="bp")
+    assert pinned.config.learning_rate == 2e-4
+    assert EFTClassifier().get_params()["learning_rate"] is None  # the method's default
+    assert pinned.get_params()["learning_rate"] == 2e-4
 
 
 def test_configuration_kinds_and_files_are_named(tmp_path):

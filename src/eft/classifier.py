@@ -545,10 +545,14 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
         self.set_params(config=config or EFTConfig(), **overrides)
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """``{"config": ...}``; with ``deep`` also every EFTConfig field by name."""
+        """``{"config": ...}``; with ``deep`` also every EFTConfig field by name
+        (``learning_rate`` None while it is the method's default, so that
+        ``set_params(**get_params())`` keeps it following the method)."""
         params: dict[str, Any] = {"config": self.config}
         if deep:
             params.update(self.config.to_dict())
+            if getattr(self.config, "_default_learning_rate", False):
+                params["learning_rate"] = None  # the method's default, which follows it
         return params
 
     def set_params(self, **params: Any) -> EFTClassifier:

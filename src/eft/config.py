@@ -155,14 +155,10 @@ class EFTConfig:
         ``checked=False`` leaves the values unchecked (names are checked) until
         :meth:`validate`: scikit-learn's ``set_params`` sets and ``fit`` checks, so that
         ``GridSearchCV`` scores an invalid combination ``error_score`` and goes on, and
-        fields that depend on each other may be set one at a time. The default learning
-        rate given back as it is, with the same method (``set_params(**get_params())``),
-        stays the default."""
+        fields that depend on each other may be set one at a time. ``learning_rate=None``
+        is the method's default."""
         values = {**self.to_dict(), **changes}
-        given_back = (  # the default as get_params gives it, the method unchanged
-            changes.get("learning_rate") == self.learning_rate and values["method"] == self.method
-        )
-        if self._default_learning_rate and ("learning_rate" not in changes or given_back):
+        if self._default_learning_rate and "learning_rate" not in changes:
             values["learning_rate"] = None
         if checked:
             return EFTConfig.from_dict(values)
