@@ -203,6 +203,13 @@ def test_resume_refuses_a_checkpoint_of_other_labels_or_settings(tiny_bert_dir, 
     ):
         with pytest.raises(InputError, match="was written for other training data"):
             EFTClassifier(config).fit(texts, labels, resume_from=folder, sample_weight=weights)
+    # the caller's checkpoint_metadata cannot hide eft's own fields (a key "data" made every
+    # resume "other training data")
+    mine = tmp_path / "mine"
+    config_mine = EFTConfig(**values, bp_epochs=1, checkpoint_dir=str(mine))
+    EFTClassifier(config_mine).fit(TEXTS, LABELS, checkpoint_metadata={"data": "v1", "epoch": 9})
+    assert json.loads((mine / "checkpoint.json").read_text())["epoch"] == 1
+    EFTClassifier(config_mine).fit(TEXTS, LABELS, resume_from=mine)
     # a damaged checkpoint is named, not a traceback from safetensors or a silent misstep
     import shutil
 

@@ -108,7 +108,8 @@ def save_checkpoint(
         scheduler_state = {
             k: v for k, v in scheduler.state_dict().items() if k in ("last_epoch", "_step_count")
         }
-        state = {
+        state = {  # the caller's metadata first: a key of its own cannot hide eft's
+            **metadata,
             "format": CHECKPOINT_FORMAT,
             "format_version": CHECKPOINT_VERSION,
             "epoch": epoch,
@@ -117,7 +118,6 @@ def save_checkpoint(
             "result": asdict(result),
             "best_score": best.get("score"),
             "since_best": best.get("since_best", 0),
-            **metadata,
         }
         if scaler is not None and scaler.is_enabled():
             state["grad_scaler"] = scaler.state_dict()  # numbers: scale, growth tracker, ...

@@ -894,11 +894,11 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                     patience=cfg.early_stopping_patience if cfg.method == "bp" else None,
                     checkpoint_dir=Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None,
                     checkpoint_last=not fused,  # fused mode must redo its last epoch
-                    checkpoint_metadata={
+                    checkpoint_metadata={  # the caller's keys first: eft's own win
+                        **(checkpoint_metadata or {}),
                         "config": cfg.to_dict(),
                         "labels": classes.tolist(),
                         "data": data.digest,
-                        **(checkpoint_metadata or {}),
                     },
                     resume_from=Path(resume_from) if resume_from else None,
                     on_epoch_end=partial(epoch_end, callbacks) if callbacks else None,
