@@ -260,13 +260,25 @@ def test_the_fp16_loss_scale_is_checkpointed_and_restored(tmp_path):
     model, optimizer, scheduler, scaler = parts(65536.0)
     scaler.scale(torch.ones(()))  # the scale is made at first use
     scaler.update(new_scale=512.0)  # as after overflowing steps halved it
-    save_checkpoint(tmp_path / "c", 1, model, optimizer, scheduler, BPResult(), {}, {}, scaler)
+    save_checkpoint(
+        tmp_path / "c",
+        1,
+        model,
+        optimizer,
+        scheduler,
+        BPResult(epoch_seconds=[1.0]),
+        {},
+        {},
+        scaler,
+    )
     assert read_checkpoint(tmp_path / "c")["grad_scaler"]["scale"] == 512.0
     *others, fresh = parts(65536.0)
     restore_checkpoint(tmp_path / "c", *others, fresh)
     assert fresh.get_scale() == 512.0
     # float32 or bf16 training has no scaler: nothing saved, nothing to restore
-    save_checkpoint(tmp_path / "d", 1, model, optimizer, scheduler, BPResult(), {}, {})
+    save_checkpoint(
+        tmp_path / "d", 1, model, optimizer, scheduler, BPResult(epoch_seconds=[1.0]), {}, {}
+    )
     assert "grad_scaler" not in read_checkpoint(tmp_path / "d")
     *others, fresh = parts(65536.0)
     restore_checkpoint(tmp_path / "d", *others, fresh)  # an older checkpoint: initial scale
