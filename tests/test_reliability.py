@@ -76,7 +76,7 @@ def test_remote_code_needs_opt_in(tiny_bert_dir, tmp_path):
         EFTClassifier(_config(model, bp_epochs=0)).fit(TEXTS, LABELS)
 
 
-def test_files_cannot_turn_remote_code_on(tiny_bert_dir, tmp_path):
+def test_files_cannot_turn_remote_code_on(tiny_bert_dir, tmp_path, monkeypatch):
     """A saved model's eft_config.json, a --config file or a checkpoint that says
     trust_remote_code: true (and names a model with custom code) turned it on for the next
     fit; only the caller's argument or flag does now."""
@@ -115,11 +115,9 @@ def test_files_cannot_turn_remote_code_on(tiny_bert_dir, tmp_path):
         save_checkpoint(folder, epoch, *args, **kwargs)
         raise KeyboardInterrupt
 
-    eft.backprop.save_checkpoint = save_then_stop
-    try:
-        assert main(argv) == 130
-    finally:
-        eft.backprop.save_checkpoint = save_checkpoint
+    monkeypatch.setattr(eft.backprop, "save_checkpoint", save_then_stop)
+    assert main(argv) == 130
+    monkeypatch.setattr(eft.backprop, "save_checkpoint", save_checkpoint)
     state = json.loads((checkpoint / "checkpoint.json").read_text())
     state["config"].update(trust_remote_code=True, model=str(remote))
     state["cli_args"].update(trust_remote_code=True, model=str(remote))
