@@ -319,7 +319,10 @@ def test_damaged_saves_are_refused_naming_the_file(tiny_bert_dir, tmp_path):
         (edit_tensors(head, lambda t: t.pop("bias")), "the tensor 'bias' is missing"),
         (truncate(head), "is damaged (not a readable safetensors file"),
         (edit_json("eft_config.json", lambda m: m.update(labels="neg")), "'labels' must list"),
-        (edit_json("eft_config.json", lambda m: m.update(label_type="int")), "each a int"),
+        (
+            edit_json("eft_config.json", lambda m: m.update(label_type="int")),
+            "each an integer (its 'label_type' is 'int')",
+        ),
         (edit_json("eft_config.json", lambda m: m.update(config=[])), "'config' must be an"),
     ]
 

@@ -1839,8 +1839,9 @@ def read_model_metadata(folder: Path) -> dict[str, Any]:
         or len(set(labels)) != len(labels)
     ):
         raise InputError(
-            f"{path}: field 'labels' must list the model's distinct labels, each a "
-            f"{meta['label_type']} (its 'label_type'); fix the file or retrain."
+            f"{path}: field 'labels' must list the model's distinct labels, each "
+            f"{'an integer' if kind is int else 'a string'} (its 'label_type' is "
+            f"{meta['label_type']!r}); fix the file or retrain."
         )
     return meta
 
