@@ -567,3 +567,20 @@ def test_tokenizers_eft_cannot_pad_with_or_that_pad_left(tiny_bert_dir, tmp_path
     (nested / "modules.json").write_text("[]")
     with pytest.raises(InputError, match="in a subfolder: pass --model .*st/0_Transformer"):
         load_tokenizer(str(nested))
+
+
+def test_a_hub_id_without_a_network_names_the_way_out(monkeypatch):
+    """Offline, a hub id failed with transformers' first line only (helper H): the message
+    now names a local folder and HF_HUB_OFFLINE."""
+    import transformers
+
+    from eft.encoder import load_tokenizer
+
+    def unreachable(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", unreachable)
+    with pytest.raises(InputError, match="Cannot load --model org/model: We couldn't connect"):
+        load_tokenizer("org/model")
+    with pytest.raises(InputError, match="pass a local folder .* or set HF_HUB_OFFLINE=1"):
+        load_tokenizer("org/model")

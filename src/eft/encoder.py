@@ -134,7 +134,13 @@ def _resolve_model(model: str | None, trust_remote_code: bool) -> str:
 
 def _load_error(name: str, error: Exception) -> InputError:
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return InputError(f"Cannot load --model {name}: {first}")
+    hint = ""
+    if "connect" in str(error).lower():  # the hub could not be reached (after its retries)
+        hint = (
+            " Without a network, pass a local folder (--model DIR), or set HF_HUB_OFFLINE=1 to "
+            "load a model the hub cache holds without retrying the network."
+        )
+    return InputError(f"Cannot load --model {name}: {first}{hint}")
 
 
 def load_tokenizer(model: str | None, trust_remote_code: bool = False):
