@@ -73,6 +73,7 @@ from eft.config import MIXED_PRECISION, EFTConfig
 from eft.errors import InputError
 from eft.ielm import IELMClassifier
 from eft.metrics import (
+    METRICS,
     classification_scores,
     label_set_keys,
     multi_label_scores,
@@ -244,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     files.add_argument("--name", help="name in the results (default: the train file's folder)")
     parser.add_argument(
         "--metric",
-        choices=("accuracy", "weighted_f1", "macro_f1", "error"),
+        choices=METRICS,
         help="test metric (default: the paper's for the dataset, else accuracy; multi-label: "
         "accuracy, the subset accuracy)",
     )

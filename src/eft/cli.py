@@ -47,6 +47,18 @@ TUNE_REFUSES = (
 )
 
 
+def _add_saved_inference_precision(parser: argparse.ArgumentParser) -> None:
+    """``--inference-precision`` of the commands that load a saved model."""
+    from eft.config import MIXED_PRECISION
+
+    parser.add_argument(
+        "--inference-precision",
+        choices=("same", *MIXED_PRECISION),
+        help="autocast of the predictions instead of the saved model's (bf16: a GPU, or a CPU "
+        "with native bf16; benchmarks/bf16_pass.py measures it)",
+    )
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     from eft.benchmark import add_bad_rows, add_text_pair_column
 
@@ -206,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_text_pair_column,
     )
     from eft.config import EFTConfig
+    from eft.metrics import METRICS
     from eft.tuning import SELECTIONS
 
     defaults = EFTConfig()
@@ -307,12 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-class", action="store_true", help="also print precision, recall, F1 per label"
     )
     evaluate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    evaluate.add_argument(
-        "--inference-precision",
-        choices=("same", "auto", "no", "bf16", "fp16"),
-        help="autocast of the predictions instead of the saved model's (bf16: a GPU, or a CPU "
-        "with native bf16; benchmarks/bf16_pass.py measures it)",
-    )
+    _add_saved_inference_precision(evaluate)
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
 
     predict = commands.add_parser(
@@ -340,12 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         'and "score" list the labels above 0.5',
     )
     predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    predict.add_argument(
-        "--inference-precision",
-        choices=("same", "auto", "no", "bf16", "fp16"),
-        help="autocast of the predictions instead of the saved model's (bf16: a GPU, or a CPU "
-        "with native bf16; benchmarks/bf16_pass.py measures it)",
-    )
+    _add_saved_inference_precision(predict)
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
 
     export = commands.add_parser(
@@ -401,9 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method-a", help="A is an `eft bench` predictions file: its method (bp, eft, ...)"
     )
     compare.add_argument("--method-b", help="the same for B")
-    compare.add_argument(
-        "--metric", default="weighted_f1", choices=("accuracy", "weighted_f1", "macro_f1", "error")
-    )
+    compare.add_argument("--metric", default="weighted_f1", choices=METRICS)
     compare.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
     compare.add_argument("--seed", type=int, default=0, help="resampling seed")
     compare.add_argument("--json", action="store_true", help="print JSON")
