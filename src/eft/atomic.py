@@ -188,7 +188,7 @@ def file_digests(folder: Path) -> dict[str, dict[str, Any]]:
     return {
         path.relative_to(folder).as_posix(): {
             "bytes": path.stat().st_size,
-            "sha256": _sha256(path),
+            "sha256": sha256_of(path),
         }
         for path in sorted(folder.rglob("*"))
         if path.is_file()
@@ -217,14 +217,15 @@ def check_file_digests(
             size, digest = recorded["bytes"], recorded["sha256"]
         except (TypeError, KeyError):
             raise InputError(f"{folder}: the record of {name} is damaged; save it again.") from None
-        if path.stat().st_size != size or _sha256(path) != digest:
+        if path.stat().st_size != size or sha256_of(path) != digest:
             raise InputError(
                 f"{path} was changed after it was written (its size or SHA-256 differs from "
                 f"the one recorded in {record}): the file is damaged; {remedy}."
             )
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
     import hashlib
 
     digest = hashlib.sha256()

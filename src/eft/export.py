@@ -183,47 +183,47 @@ def export_onnx(
     return target
 
 
+def _locations(proto: Any) -> list[Any]:
+    """The ``location`` entries of an ONNX graph's externally stored tensors."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    return [
+        entry
+        for tensor in _get_all_tensors(proto)
+        for entry in tensor.external_data
+        if entry.key == "location"
+    ]
+
+
 def _external_files(graph: Path) -> set[str]:
     """The files (beside ``graph``) that an ONNX file's weights are stored in."""
     import onnx
-    from onnx.external_data_helper import _get_all_tensors
 
     try:
         proto = onnx.load(graph, load_external_data=False)
     except Exception:  # noqa: BLE001 - an unreadable old file: nothing of it to clean up
         return set()
-    return {
-        entry.value
-        for tensor in _get_all_tensors(proto)
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
+    return {entry.value for entry in _locations(proto)}
 
 
 def _name_external_data(staged: Path) -> set[str]:
     """Rename the external weights of the ONNX file ``staged`` (if any) to
     ``<name>.<digest>.data`` and point the graph at them; returns the file names."""
-    import hashlib
-
     import onnx
-    from onnx.external_data_helper import _get_all_tensors
 
-    files = _external_files(staged)
-    if not files:
-        return set()
+    from eft.atomic import sha256_of
+
     proto = onnx.load(staged, load_external_data=False)
+    locations = _locations(proto)
+    if not locations:
+        return set()
     renamed = {}
-    for name in sorted(files):
-        digest = hashlib.sha256()
-        with open(staged.parent / name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(block)
-        renamed[name] = f"{staged.name}.{digest.hexdigest()[:16]}.data"
+    for name in sorted({entry.value for entry in locations}):
+        digest = sha256_of(staged.parent / name)
+        renamed[name] = f"{staged.name}.{digest[:16]}.data"
         os.replace(staged.parent / name, staged.parent / renamed[name])
-    for tensor in _get_all_tensors(proto):
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = renamed[entry.value]
+    for entry in locations:
+        entry.value = renamed[entry.value]
     onnx.save(proto, staged)
     return set(renamed.values())
 
