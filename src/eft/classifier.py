@@ -433,9 +433,10 @@ class _HeadFeeder:
         if self.pending[0][2] is not None:  # on the host: partial_fit checks them there
             weights = np.concatenate([np.asarray(_as_host(w)) for _, _, w in self.pending])
             if not weights.any():
-                if hasattr(self.head, "gamma_"):
+                if hasattr(self.head, "gamma_"):  # started: the chunk adds nothing
                     self.pending, self.rows = [], 0
-                if hasattr(self.head, "gamma_") or not last:
+                    return
+                if not last:  # kept until a positive weight joins it
                     return
         features = torch.cat([f for f, _, _ in self.pending])
         labels = torch.cat([y for _, y, _ in self.pending])

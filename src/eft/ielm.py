@@ -542,6 +542,16 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
 
     # -- state ----------------------------------------------------------------------------------
 
+    def _weighted_moments(
+        self, X: torch.Tensor, sample_weight: Any
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """With ``standardize`` and sample weights, the weighted mean and scale of ``X``, as
+        ``StandardScaler`` weighs them; else None (``_start`` takes ``X``'s own)."""
+        if not self.standardize or sample_weight is None:
+            return None
+        weights = _checked_sample_weight(sample_weight, X.shape[0])
+        return feature_moments([(X, weights)], self._device())
+
     def _start(
         self,
         n_features: int,
@@ -670,11 +680,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
                     "After sample_weight and class_weight, fewer than 2 classes have positive "
                     "weight; a classifier needs at least 2 classes."
                 )
-        moments = None
-        if self.standardize and sample_weight is not None:  # weighted, as StandardScaler
-            weights = _checked_sample_weight(sample_weight, len(y))
-            moments = feature_moments([(Xt, weights)], self._device())
-        self._start(Xt.shape[1], Xt, moments)
+        self._start(Xt.shape[1], Xt, self._weighted_moments(Xt, sample_weight))
         self._accumulate(Xt, T, w)
         self._solve()
         self.n_iter_ = 1
@@ -735,11 +741,7 @@ class IELMClassifier(ClassifierMixin, BaseEstimator):
         T, index = self._targets(y)  # raises on unknown labels before anything changes
         w = self._sample_weights(index, sample_weight, y)
         if first:
-            moments = None
-            if self.standardize and sample_weight is not None:  # weighted, as in fit
-                weights = _checked_sample_weight(sample_weight, len(y))
-                moments = feature_moments([(Xt, weights)], self._device())
-            self._start(Xt.shape[1], Xt, moments)
+            self._start(Xt.shape[1], Xt, self._weighted_moments(Xt, sample_weight))
         # one set of buffers for all partial_fit calls until the next solve (see _workspace)
         buffers = getattr(self, "_buffers", None)
         if buffers is None or buffers["hidden"].shape[0] < min(self.batch_size, Xt.shape[0]):
