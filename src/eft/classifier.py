@@ -761,7 +761,9 @@ class EFTClassifier(ClassifierMixin, BaseEstimator):
                 "needs the training data in memory; with a streamed training set use "
                 "fused_fraction=1 (fully fused) or turn fused mode off."
             )
-        data.digest = data.fingerprint(counts)  # kept in checkpoints, checked on resume
+        data.digest = None  # the data's fingerprint, for checkpoints only (all texts hashed)
+        if cfg.checkpoint_dir or resume_from is not None:  # kept there, checked on resume
+            data.digest = data.fingerprint(counts)
         if resume_from is not None:
             _check_resume(Path(resume_from), cfg, classes, data.digest)
         try:  # (fit and fit_stream forgot the last fit before their first check)
